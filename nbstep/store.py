@@ -1,0 +1,830 @@
+"""The storage seam: the only module that talks to DuckDB or the object files.
+
+Layout of a store directory (``.nbstep/`` by default)::
+
+    steps.duckdb         the event table (see docs/record-format.md)
+    objects/ab/<sha256>  values above ``inline_limit`` bytes, content-addressed
+    objects/tmp/         half-written object files; gc removes stale ones
+    lock.want            touched by a process that waits for the database
+    .gitignore           "*": a store is never committed by accident
+
+Sharing one store between processes
+-----------------------------------
+DuckDB lets one process at a time open a database file, even read-only
+(platform-facts.md). So a process never keeps the file: each ``Store`` owns an
+in-memory DuckDB connection and ATTACHes the file only while it works (ATTACH +
+DETACH costs ~0.5 ms, where a fresh connect costs ~12 ms). A background thread
+DETACHes it once nothing has used it for ``linger`` seconds (default 0.05), so a
+tight loop of steps keeps it attached, while an idle kernel or a handler that runs
+longer than ``linger`` does not hold it. A process that finds the file locked
+touches ``lock.want`` and retries with backoff; a holder that has had the file for
+longer than ``FAIR_SLICE`` and sees a newer ``lock.want`` lets go, so a busy loop
+cannot starve other processes. Only past ``busy_timeout`` does an operation fail,
+with :class:`~nbstep.errors.StoreBusy`.
+
+Because only the attached process can write, an in-memory index of each
+namespace's current records stays exact while the file is attached; on every
+re-attach it is checked against ``(max(event_id), gc epoch)`` and dropped if
+another process wrote in between. So replays cost one query per namespace, then
+a dict lookup.
+
+Crash safety: an object file is written to ``objects/tmp``, fsynced and renamed
+into place (and the folder fsynced) *before* the event that points to it commits,
+so a committed event never points at a partial file. DuckDB's WAL makes each
+commit atomic and durable. What a crash leaves behind (temp files, objects no
+event references) is removed by :meth:`Store.gc`, never by a reader.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import mmap
+import os
+import random
+import re
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import NbstepError, StepReplayError, StoreBusy, StoreFormatError
+
+# Bump on a breaking change of the tables below, and add a migration in
+# _migrate() plus a committed store of the old format under tests/stores/.
+FORMAT_VERSION = 1
+DB_NAME = "steps.duckdb"
+ALIAS = "nbstep_store"
+FAIR_SLICE = 0.02
+DEFAULT_LINGER = 0.05
+DEFAULT_BUSY_TIMEOUT = 60.0
+DEFAULT_INLINE_LIMIT = 64 * 1024
+TMP_GRACE_SECONDS = 3600.0
+
+_SCHEMA = f"""
+CREATE TABLE {ALIAS}.meta (
+    name VARCHAR PRIMARY KEY,
+    value VARCHAR NOT NULL
+);
+CREATE TABLE {ALIAS}.events (
+    event_id BIGINT PRIMARY KEY,
+    kind VARCHAR NOT NULL,
+    namespace VARCHAR NOT NULL,
+    key VARCHAR NOT NULL,
+    sequence BIGINT NOT NULL,
+    identity VARCHAR,
+    deterministic_inputs_hash VARCHAR,
+    codec VARCHAR,
+    result_json VARCHAR,
+    result_blob BLOB,
+    object_sha256 VARCHAR,
+    size_bytes BIGINT,
+    duration_s DOUBLE,
+    occurred_at TIMESTAMPTZ NOT NULL,
+    reason VARCHAR,
+    details VARCHAR,
+    pid INTEGER,
+    host VARCHAR
+);
+"""
+
+RECORDED = "recorded"
+FORGOTTEN = "forgotten"
+
+_EVENT_COLUMNS = (
+    "event_id, kind, key, sequence, identity, deterministic_inputs_hash, codec, "
+    "result_json, result_blob, object_sha256, size_bytes, duration_s, "
+    "epoch_us(occurred_at), reason, details"
+)
+
+_LOCK_PID = re.compile(r"PID (\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One recorded step as the store holds it (the value still encoded)."""
+
+    event_id: int
+    namespace: str
+    key: str
+    sequence: int
+    identity: str
+    input_hash: str
+    codec: str
+    result_json: str | None
+    result_blob: bytes | None
+    object_sha256: str | None
+    size_bytes: int
+    duration_s: float | None
+    occurred_at_us: int
+    reason: str | None
+    details: dict[str, Any] | None
+
+    @property
+    def occurred_at(self) -> str:
+        """The record's time as ``YYYY-MM-DD HH:MM:SS UTC``, for messages."""
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.occurred_at_us / 1e6))
+
+
+def _record_from_row(namespace: str, row: tuple[Any, ...]) -> Record:
+    (event_id, _kind, key, sequence, identity, input_hash, codec, result_json, result_blob,
+     object_sha256, size_bytes, duration_s, occurred_at_us, reason, details) = row
+    return Record(
+        event_id=event_id,
+        namespace=namespace,
+        key=key,
+        sequence=sequence,
+        identity=identity,
+        input_hash=input_hash,
+        codec=codec,
+        result_json=result_json,
+        result_blob=result_blob,
+        object_sha256=object_sha256,
+        size_bytes=size_bytes,
+        duration_s=duration_s,
+        occurred_at_us=occurred_at_us,
+        reason=reason,
+        details=json.loads(details) if details else None,
+    )
+
+
+def _duckdb() -> Any:
+    import duckdb
+
+    return duckdb
+
+
+def _is_lock_conflict(error: Exception) -> bool:
+    # DuckDB has no distinct exception class for "another process holds the file":
+    # it raises IOException with this text (duckdb 1.x-2.0; platform-facts.md).
+    return "Could not set lock" in str(error) or "Conflicting lock" in str(error)
+
+
+_stores: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+class Store:
+    """A store directory: the DuckDB event table plus the object files."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        linger: float = DEFAULT_LINGER,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        inline_limit: int = DEFAULT_INLINE_LIMIT,
+    ) -> None:
+        self.root = Path(root)
+        self.db_path = self.root / DB_NAME
+        self.objects = self.root / "objects"
+        self.want_path = self.root / "lock.want"
+        self.linger = linger
+        self.busy_timeout = busy_timeout
+        self.inline_limit = inline_limit
+        self._lock = threading.RLock()
+        self._con: Any = None
+        self._pid = os.getpid()
+        self._attached = False
+        self._attached_at = 0.0
+        self._attached_at_ns = 0
+        self._last_use = 0.0
+        self._backoff_until = 0.0
+        self._known: tuple[int, str] | None = None
+        self._namespaces: dict[str, dict[tuple[str, int], Record]] = {}
+        self._max_event_id = 0
+        self._closer: threading.Thread | None = None
+        self._wake = threading.Condition(self._lock)
+        self._closed = False
+        _stores.add(self)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    # -- connection ------------------------------------------------------------
+
+    def _prepare_dir(self) -> None:
+        if not self.root.exists():
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise NbstepError(
+                    f"cannot create the store directory {self.root}: {e.strerror}. "
+                    "Set NBSTEP_STORE to a writable directory."
+                ) from e
+        gitignore = self.root / ".gitignore"
+        if not gitignore.exists():
+            try:
+                with open(gitignore, "x") as f:
+                    f.write("# created by nbstep: a store is local state, never committed\n*\n")
+            except FileExistsError:
+                pass
+        elif not self.root.is_dir():
+            raise NbstepError(f"the store path {self.root} exists and is not a directory")
+
+    def _ensure_attached(self) -> None:
+        """Attach the database file, waiting out other processes; lock held."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        if self._attached:
+            return
+        if self._closed:
+            raise NbstepError(f"{self!r} was closed; create a new Store")
+        duckdb = _duckdb()
+        if self._con is None:
+            self._prepare_dir()
+            self._con = duckdb.connect(":memory:")
+        pause = self._backoff_until - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.001
+        path = str(self.db_path).replace("'", "''")
+        while True:
+            try:
+                self._con.execute(f"ATTACH '{path}' AS {ALIAS}")
+                break
+            except duckdb.IOException as e:
+                if not _is_lock_conflict(e):
+                    raise NbstepError(
+                        f"cannot open the store {self.db_path}: {e}. "
+                        "Check the path and its permissions, or point NBSTEP_STORE elsewhere."
+                    ) from e
+                now = time.monotonic()
+                if now >= deadline:
+                    match = _LOCK_PID.search(str(e))
+                    holder = f"process {match.group(1)}" if match else "another process"
+                    raise StoreBusy(
+                        f"the store {self.db_path} has been held by {holder} for more than "
+                        f"{self.busy_timeout:g} s. nbstep processes let go of it between "
+                        "steps, so that process may not be nbstep (a `duckdb` shell or a "
+                        "script keeping it open?). Close it, or raise the wait with "
+                        "nbstep.configure(busy_timeout=SECONDS)."
+                    ) from e
+                self._signal_want()
+                time.sleep(min(delay * random.uniform(0.5, 1.5), max(deadline - now, 0)))
+                delay = min(delay * 1.6, 0.02)
+        self._attached = True
+        self._attached_at = time.monotonic()
+        self._attached_at_ns = time.time_ns()
+        self._last_use = self._attached_at
+        try:
+            self._check_schema()
+            self._validate_cache()
+        except BaseException:
+            self._detach()
+            raise
+        if self._closer is None or not self._closer.is_alive():
+            self._closer = threading.Thread(
+                target=self._linger_loop, name=f"nbstep-store-linger-{id(self):x}", daemon=True
+            )
+            self._closer.start()
+        else:
+            self._wake.notify_all()
+
+    def _signal_want(self) -> None:
+        try:
+            with open(self.want_path, "a"):
+                pass
+            os.utime(self.want_path)
+        except OSError:
+            pass  # a read-only store folder: fairness is lost, correctness is not
+
+    def _someone_waits(self) -> bool:
+        try:
+            return os.stat(self.want_path).st_mtime_ns > self._attached_at_ns
+        except FileNotFoundError:
+            return False
+
+    def _detach(self) -> None:
+        if not self._attached:
+            return
+        self._attached = False
+        try:
+            self._con.execute(f"DETACH {ALIAS}")
+        except Exception:
+            # A DETACH that fails leaves the in-memory connection in an unknown state;
+            # drop it so the next use starts clean (and the OS lock goes with it).
+            con, self._con = self._con, None
+            try:
+                con.close()
+            finally:
+                self._namespaces.clear()
+                self._known = None
+            raise
+
+    def _linger_loop(self) -> None:
+        with self._lock:
+            while not self._closed:
+                if not self._attached:
+                    self._wake.wait()
+                    continue
+                idle = time.monotonic() - self._last_use
+                if idle >= self.linger:
+                    try:
+                        self._detach()
+                    except Exception:
+                        pass  # reported by the next operation, which re-attaches
+                    continue
+                self._wake.wait(self.linger - idle)
+
+    def _after_fork(self) -> None:
+        # A forked child inherits the parent's in-memory connection object, which it
+        # must not use; start over with fresh state.
+        self._pid = os.getpid()
+        self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)
+        self._con = None
+        self._attached = False
+        self._closer = None
+        self._namespaces = {}
+        self._known = None
+
+    @contextmanager
+    def _db(self) -> Iterator[Any]:
+        """The attached connection, for one unit of work."""
+        with self._lock:
+            self._ensure_attached()
+            try:
+                yield self._con
+            finally:
+                now = time.monotonic()
+                self._last_use = now
+                if now - self._attached_at > FAIR_SLICE and self._someone_waits():
+                    # Let a waiting process in: detach and do not re-attach at once.
+                    self._detach()
+                    self._backoff_until = now + FAIR_SLICE
+
+    def _transaction(self, con: Any, what: str) -> Any:
+        return _Transaction(self, con, what)
+
+    def close(self) -> None:
+        """Detach the database file and stop the linger thread."""
+        with self._lock:
+            self._closed = True
+            try:
+                self._detach()
+            finally:
+                if self._con is not None:
+                    self._con.close()
+                    self._con = None
+                self._wake.notify_all()
+
+    def release(self) -> None:
+        """Detach now (the next operation re-attaches); for tests and the CLI."""
+        with self._lock:
+            self._detach()
+
+    # -- schema ----------------------------------------------------------------
+
+    def _check_schema(self) -> None:
+        con = self._con
+        tables = {
+            row[0]
+            for row in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [ALIAS]
+            ).fetchall()
+        }
+        if not tables:
+            with self._transaction(con, "create the store's tables"):
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        con.execute(statement)
+                con.execute(
+                    f"INSERT INTO {ALIAS}.meta VALUES ('format_version', ?), ('gc_epoch', '0'), "
+                    "('created_by', ?)",
+                    [str(FORMAT_VERSION), f"nbstep {_version()}"],
+                )
+            return
+        if "meta" not in tables or "events" not in tables:
+            raise StoreFormatError(
+                f"{self.db_path} is a DuckDB file but not an nbstep store (tables: "
+                f"{', '.join(sorted(tables))}). Point NBSTEP_STORE at another directory."
+            )
+        row = con.execute(
+            f"SELECT value FROM {ALIAS}.meta WHERE name = 'format_version'"
+        ).fetchone()
+        version = int(row[0]) if row else 0
+        if version > FORMAT_VERSION:
+            raise StoreFormatError(
+                f"{self.db_path} was written by a newer nbstep (store format {version}; this "
+                f"nbstep {_version()} reads format {FORMAT_VERSION} and older). Upgrade nbstep "
+                "(pip install -U nbstep); the store was not changed."
+            )
+        if version < FORMAT_VERSION:
+            self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        raise StoreFormatError(
+            f"{self.db_path} has store format {version}, which this nbstep cannot migrate "
+            f"(it reads format {FORMAT_VERSION}). Move the store aside to start a new one."
+        )
+
+    def _validate_cache(self) -> None:
+        row = self._con.execute(
+            f"SELECT (SELECT coalesce(max(event_id), 0) FROM {ALIAS}.events), "
+            f"(SELECT value FROM {ALIAS}.meta WHERE name = 'gc_epoch')"
+        ).fetchone()
+        known = (row[0], row[1])
+        if known != self._known:
+            self._namespaces.clear()
+        self._known = known
+        self._max_event_id = row[0]
+
+    # -- reading ---------------------------------------------------------------
+
+    def _namespace(self, con: Any, namespace: str) -> dict[tuple[str, int], Record]:
+        index = self._namespaces.get(namespace)
+        if index is None:
+            rows = con.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM {ALIAS}.events WHERE namespace = ? "
+                "QUALIFY row_number() OVER (PARTITION BY key, sequence ORDER BY event_id DESC) = 1",
+                [namespace],
+            ).fetchall()
+            index = {
+                (row[2], row[3]): _record_from_row(namespace, row)
+                for row in rows
+                if row[1] == RECORDED
+            }
+            self._namespaces[namespace] = index
+        return index
+
+    def lookup(self, namespace: str, key: str, sequence: int) -> Record | None:
+        """The current record of one step occurrence, or None."""
+        with self._db() as con:
+            return self._namespace(con, namespace).get((key, sequence))
+
+    def current(self, namespace: str) -> list[Record]:
+        """Every current record of a namespace, in append order."""
+        with self._db() as con:
+            return sorted(self._namespace(con, namespace).values(), key=lambda r: r.event_id)
+
+    def namespaces(self) -> list[str]:
+        with self._db() as con:
+            rows = con.execute(
+                f"SELECT DISTINCT namespace FROM {ALIAS}.events ORDER BY namespace"
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def query_df(self, sql: str, params: list[Any] | None = None) -> Any:
+        """Run a read-only query with the events table as ``events``; a DataFrame.
+
+        ``sql`` may use ``{events}`` and ``{meta}`` placeholders for the tables.
+        """
+        with self._db() as con:
+            return con.execute(
+                sql.format(events=f"{ALIAS}.events", meta=f"{ALIAS}.meta"), params or []
+            ).df()
+
+    def load_value(self, record: Record) -> Any:
+        """Decode a record's value; a fresh object on every call."""
+        from . import codecs
+
+        try:
+            if record.result_json is not None:
+                return json.loads(record.result_json)
+            if record.result_blob is not None:
+                return codecs.decode(record.codec, record.result_blob)
+            return self._load_object(record, codecs)
+        except StepReplayError:
+            raise
+        except Exception as e:
+            raise StepReplayError(
+                f"cannot replay step `{record.key}` occurrence {record.sequence} in namespace "
+                f"`{record.namespace}` (recorded {record.occurred_at}, codec {record.codec}): "
+                f"{type(e).__name__}: {e}. Recompute it with rerun=True, or "
+                f"step.forget({record.key!r}, namespace={record.namespace!r})."
+            ) from e
+
+    def object_path(self, sha256: str) -> Path:
+        return self.objects / sha256[:2] / sha256
+
+    def _load_object(self, record: Record, codecs: Any) -> Any:
+        assert record.object_sha256 is not None
+        path = self.object_path(record.object_sha256)
+        where = (
+            f"step `{record.key}` occurrence {record.sequence} in namespace "
+            f"`{record.namespace}` (recorded {record.occurred_at})"
+        )
+        fix = (
+            f"Recompute it with rerun=True, or step.forget({record.key!r}, "
+            f"namespace={record.namespace!r}); `nbstep verify` checks every object file."
+        )
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError as e:
+            raise StepReplayError(
+                f"cannot replay {where}: its object file {path} is missing. {fix}"
+            ) from e
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            if size != record.size_bytes:
+                raise StepReplayError(
+                    f"cannot replay {where}: its object file {path} has {size} bytes, "
+                    f"the record says {record.size_bytes} (damaged or truncated). {fix}"
+                )
+            if size == 0:
+                return codecs.decode(record.codec, b"")
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            return codecs.decode(record.codec, mapped)
+        except Exception as e:
+            raise StepReplayError(
+                f"cannot replay {where}: its object file {path} does not decode as "
+                f"{record.codec} ({type(e).__name__}: {e}). {fix}"
+            ) from e
+
+    # -- writing ---------------------------------------------------------------
+
+    def write_object(self, data: Any) -> str:
+        """Write a value's bytes as a content-addressed file; returns its sha256.
+
+        The file is complete and fsynced under its final name before this returns,
+        so an event that points to it may commit.
+        """
+        view = memoryview(data).cast("B")
+        digest = hashlib.sha256(view).hexdigest()
+        final = self.object_path(digest)
+        try:
+            if final.stat().st_size == len(view):
+                # Already stored. Refresh its time so gc's grace period covers the event
+                # about to point at it, even if the file had been unreferenced for long.
+                os.utime(final)
+                return digest
+        except FileNotFoundError:
+            pass
+        tmp_dir = self.objects / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_dir / f"{digest}.{os.getpid()}.{random.getrandbits(32):08x}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            written = 0
+            while written < len(view):
+                written += os.write(fd, view[written:])
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+        return digest
+
+    def append(
+        self,
+        namespace: str,
+        key: str,
+        sequence: int,
+        *,
+        identity: str,
+        input_hash: str,
+        codec: str,
+        data: Any,
+        duration_s: float | None,
+        reason: str,
+        details: dict[str, Any] | None = None,
+        expected_event_id: int | None = None,
+    ) -> tuple[Record, bool]:
+        """Record a step, unless the slot changed since the caller looked.
+
+        ``expected_event_id`` is the event id of the current record the caller saw
+        (None: it saw none). If the slot's current record is another one, nothing is
+        written and ``(that record, False)`` comes back: another process recorded the
+        step meanwhile, and the caller decides (the seed's idempotent append).
+        Otherwise the event is committed durably and ``(new record, True)`` returned.
+        """
+        size = len(memoryview(data).cast("B")) if codec != "json" else len(data)
+        object_sha256 = None
+        result_json = None
+        result_blob = None
+        if codec == "json":
+            result_json = bytes(data).decode("utf-8")
+        elif size > self.inline_limit:
+            object_sha256 = self.write_object(data)
+        else:
+            result_blob = bytes(data)
+        details_json = json.dumps(details, sort_keys=True) if details else None
+        now_us = time.time_ns() // 1000
+        with self._db() as con:
+            index = self._namespace(con, namespace)
+            current = index.get((key, sequence))
+            current_id = current.event_id if current else None
+            if current_id != expected_event_id:
+                assert current is not None
+                return current, False
+            event_id = self._max_event_id + 1
+            # One statement in autocommit mode is one atomic, durable transaction; an
+            # explicit BEGIN/COMMIT around it costs ~0.4 ms more per step.
+            try:
+                con.execute(
+                    f"INSERT INTO {ALIAS}.events VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, make_timestamptz(?), ?, ?, ?, ?)",
+                    [event_id, RECORDED, namespace, key, sequence, identity, input_hash,
+                     codec, result_json, result_blob, object_sha256, size, duration_s,
+                     now_us, reason, details_json, os.getpid(), _HOST],
+                )
+            except Exception as e:
+                raise NbstepError(
+                    f"could not record step `{key}` occurrence {sequence} in namespace "
+                    f"`{namespace}` in {self.db_path} ({type(e).__name__}: {e}); nothing was "
+                    "recorded. Check free disk space and permissions, then run the step again."
+                ) from e
+            record = Record(
+                event_id=event_id, namespace=namespace, key=key, sequence=sequence,
+                identity=identity, input_hash=input_hash, codec=codec,
+                result_json=result_json, result_blob=result_blob,
+                object_sha256=object_sha256, size_bytes=size, duration_s=duration_s,
+                occurred_at_us=now_us, reason=reason, details=details,
+            )
+            index[(key, sequence)] = record
+            self._committed(event_id)
+            return record, True
+
+    def _committed(self, max_event_id: int) -> None:
+        self._max_event_id = max_event_id
+        if self._known is not None:
+            self._known = (max_event_id, self._known[1])
+
+    def forget(self, namespace: str | None, key: str | None = None) -> int:
+        """Append a 'forgotten' event for each matching current record.
+
+        ``namespace=None`` means every namespace. Returns how many were forgotten.
+        """
+        with self._db() as con:
+            where = ["1 = 1"]
+            params: list[Any] = []
+            if namespace is not None:
+                where.append("namespace = ?")
+                params.append(namespace)
+            if key is not None:
+                where.append("key = ?")
+                params.append(key)
+            rows = con.execute(
+                f"SELECT namespace, key, sequence, kind FROM {ALIAS}.events "
+                f"WHERE {' AND '.join(where)} "
+                "QUALIFY row_number() OVER "
+                "(PARTITION BY namespace, key, sequence ORDER BY event_id DESC) = 1",
+                params,
+            ).fetchall()
+            targets = [row[:3] for row in rows if row[3] == RECORDED]
+            if not targets:
+                return 0
+            first = self._max_event_id + 1
+            now_us = time.time_ns() // 1000
+            with self._transaction(con, "forget steps"):
+                con.executemany(
+                    f"INSERT INTO {ALIAS}.events (event_id, kind, namespace, key, sequence, "
+                    "occurred_at, reason, pid, host) VALUES "
+                    "(?, ?, ?, ?, ?, make_timestamptz(?), 'forget', ?, ?)",
+                    [[first + i, FORGOTTEN, ns, k, seq, now_us, os.getpid(), _HOST]
+                     for i, (ns, k, seq) in enumerate(targets)],
+                )
+            for ns, k, seq in targets:
+                cached = self._namespaces.get(ns)
+                if cached is not None:
+                    cached.pop((k, seq), None)
+            self._committed(first + len(targets) - 1)
+            return len(targets)
+
+    # -- housekeeping ----------------------------------------------------------
+
+    def gc(self, *, dry_run: bool = False, grace_seconds: float = TMP_GRACE_SECONDS) -> dict[str, int]:
+        """Drop superseded and forgotten records and unreferenced object files.
+
+        Object and temp files younger than ``grace_seconds`` are kept even when no
+        event references them: another process may be about to commit the event
+        that points to one.
+        """
+        report = {"events_dropped": 0, "objects_removed": 0, "bytes_freed": 0, "tmp_removed": 0}
+        with self._db() as con:
+            stale = con.execute(
+                f"SELECT event_id FROM {ALIAS}.events "
+                "QUALIFY row_number() OVER "
+                "(PARTITION BY namespace, key, sequence ORDER BY event_id DESC) > 1 "
+                f"UNION ALL SELECT event_id FROM {ALIAS}.events e WHERE kind = '{FORGOTTEN}' "
+                "AND event_id = (SELECT max(event_id) FROM "
+                f"{ALIAS}.events x WHERE x.namespace = e.namespace AND x.key = e.key "
+                "AND x.sequence = e.sequence)"
+            ).fetchall()
+            stale_ids = sorted({row[0] for row in stale})
+            report["events_dropped"] = len(stale_ids)
+            live = {
+                row[0]
+                for row in con.execute(
+                    f"SELECT DISTINCT object_sha256 FROM {ALIAS}.events WHERE "
+                    "object_sha256 IS NOT NULL AND NOT list_contains(?::BIGINT[], event_id)",
+                    [stale_ids],
+                ).fetchall()
+            }
+            if stale_ids and not dry_run:
+                with self._transaction(con, "drop superseded records"):
+                    con.execute(
+                        f"DELETE FROM {ALIAS}.events WHERE event_id IN "
+                        "(SELECT unnest(?::BIGINT[]))",
+                        [stale_ids],
+                    )
+                    epoch = int(self._known[1] if self._known else 0) + 1
+                    con.execute(
+                        f"UPDATE {ALIAS}.meta SET value = ? WHERE name = 'gc_epoch'", [str(epoch)]
+                    )
+                self._namespaces.clear()
+                self._validate_cache()
+            cutoff = time.time() - grace_seconds
+            for path in self._object_files():
+                if path.parent.name == "tmp":
+                    if path.stat().st_mtime < cutoff:
+                        report["tmp_removed"] += 1
+                        report["bytes_freed"] += path.stat().st_size
+                        if not dry_run:
+                            path.unlink(missing_ok=True)
+                    continue
+                if path.name in live:
+                    continue
+                stat = path.stat()
+                if stat.st_mtime >= cutoff:
+                    continue
+                report["objects_removed"] += 1
+                report["bytes_freed"] += stat.st_size
+                if not dry_run:
+                    path.unlink(missing_ok=True)
+            if not dry_run and stale_ids:
+                con.execute(f"CHECKPOINT {ALIAS}")
+        return report
+
+    def _object_files(self) -> Iterator[Path]:
+        if not self.objects.is_dir():
+            return
+        for folder in self.objects.iterdir():
+            if folder.is_dir():
+                yield from (p for p in folder.iterdir() if p.is_file())
+
+
+class _Transaction:
+    """BEGIN ... COMMIT; on any error ROLLBACK and re-raise with what was being done."""
+
+    def __init__(self, store: Store, con: Any, what: str) -> None:
+        self.store, self.con, self.what = store, con, what
+
+    def __enter__(self) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None:
+            try:
+                self.con.execute("COMMIT")
+            except Exception as e:
+                self._rollback()
+                raise NbstepError(
+                    f"could not {self.what}: the commit to {self.store.db_path} failed "
+                    f"({type(e).__name__}: {e}); nothing was recorded. Check free disk space "
+                    "and permissions, then run the step again."
+                ) from e
+            return False
+        self._rollback()
+        if isinstance(exc, Exception) and not isinstance(exc, NbstepError):
+            raise NbstepError(
+                f"could not {self.what} in {self.store.db_path} "
+                f"({type(exc).__name__}: {exc}); nothing was recorded."
+            ) from exc
+        return False
+
+    def _rollback(self) -> None:
+        try:
+            self.con.execute("ROLLBACK")
+        except Exception:
+            # The transaction is already gone (DuckDB aborts it on some errors); the
+            # original error is what the caller needs and is re-raised by __exit__.
+            pass
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+_HOST = socket.gethostname()
+
+
+@atexit.register
+def _close_all() -> None:
+    for store in list(_stores):
+        try:
+            store.close()
+        except Exception:
+            pass  # interpreter shutdown: the OS releases the file lock anyway
