@@ -432,28 +432,34 @@ def forget(state: State, notebook: str, keys: tuple[str, ...], yes: bool) -> Non
 
 @cli.command(context_settings=CONTEXT)
 @click.option("--dry-run", is_flag=True, help="Report what would be freed; change nothing.")
+@click.option("--grace", "grace_seconds", type=click.FloatRange(min=0), default=3600.0,
+              show_default=True, metavar="SECONDS",
+              help="Keep unreferenced files younger than this: a running kernel may be "
+                   "about to record one. 0 only when no notebook is running.")
 @click.pass_obj
-def gc(state: State, dry_run: bool) -> None:
+def gc(state: State, dry_run: bool, grace_seconds: float) -> None:
     """Drop superseded and forgotten records and unreferenced object files.
 
-    Current records are never touched. Object files younger than an hour are kept
-    even when unreferenced, since a running kernel may be about to record them.
+    Current records are never touched. Reports the events dropped, the files removed
+    and the bytes freed.
 
     \b
     Examples:
       nbstep gc --dry-run
       nbstep gc
+      nbstep gc --grace 0      # no notebook is running: free everything now
     """
     from . import cli_store
 
     store = state.store()
     before = cli_store.store_bytes(store.root)
-    report = store.gc(dry_run=dry_run)
+    report = store.gc(dry_run=dry_run, grace_seconds=grace_seconds)
+    kept = cli_store.young_unreferenced(store, grace_seconds)
     after = None
     if not dry_run:
         store.release()
         after = cli_store.store_bytes(store.root)
-    click.echo(cli_store.gc_text(report, dry_run, before, after))
+    click.echo(cli_store.gc_text(report, dry_run, before, after, kept, grace_seconds))
 
 
 @cli.command(context_settings=CONTEXT)

@@ -16,19 +16,24 @@ from typing import Any
 def start(on_mismatch: str | None = None, rerun: bool = False) -> str:
     """Apply ``--on-mismatch`` / ``--rerun`` through ``nbstep.configure``; report.
 
-    ``rerun`` is applied only when this nbstep has a process-wide ``rerun`` setting;
-    the report says whether it did, and ``nbstep run`` falls back otherwise.
+    ``rerun`` uses the engine's process-wide ``rerun`` setting when it has one (every
+    step recomputes and records a new version; the old records stay current until
+    replaced). An engine without it gets the nearest thing: the notebook's own steps
+    are forgotten before the first cell, and the report says how many.
     """
     import nbstep
     from nbstep import config
 
     if on_mismatch is not None:
         nbstep.configure(on_mismatch=on_mismatch)
-    rerun_applied = False
-    if rerun and "rerun" in config.SETTING_TYPES:
-        nbstep.configure(rerun=True)
-        rerun_applied = True
-    return json.dumps({**_report(), "rerun_applied": rerun_applied,
+    rerun_how = None
+    if rerun:
+        if "rerun" in config.SETTING_TYPES:
+            nbstep.configure(rerun=True)
+            rerun_how = "setting"
+        else:
+            rerun_how = f"forgot {nbstep.step.forget()}"
+    return json.dumps({**_report(), "rerun": rerun_how,
                        "version": getattr(nbstep, "__version__", "?")})
 
 

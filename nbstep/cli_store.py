@@ -221,6 +221,14 @@ def inspect_frame(
     from .inspect_frame import records_frame
 
     frame = records_frame(store, namespace, results=results)
+    # records_frame tests the sha for `is None`, but pandas 3 reads NULL as NaN, so
+    # every record says "object"; take the answer from the table instead.
+    inline = store.query_df(
+        "SELECT event_id, object_sha256 IS NULL AS inline FROM {events} WHERE namespace = ?",
+        [namespace],
+    )
+    where = dict(zip(inline["event_id"], inline["inline"], strict=True))
+    frame["stored"] = ["inline" if where.get(e, False) else "object" for e in frame["event_id"]]
     if key is not None:
         if not (frame["key"] == key).any():
             resolve_records(store, namespace, key)  # raises with close matches
@@ -289,11 +297,16 @@ def _plain(value: Any) -> Any:
 
 
 def _na(value: Any) -> bool:
+    """A missing cell of a query result: None, NaN, NaT or pd.NA."""
     if value is None:
         return True
+    if isinstance(value, (str, bytes, bytearray, memoryview)):
+        return False
+    import pandas as pd
+
     try:
-        return bool(value != value)  # NaN, NaT and pd.NA are not equal to themselves
-    except (TypeError, ValueError):
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # an array-like cell is a value
         return False
 
 
@@ -441,18 +454,53 @@ def store_bytes(root: Path) -> int:
     return total
 
 
-def gc_text(report: dict[str, int], dry_run: bool, before: int, after: int | None) -> str:
+def young_unreferenced(store: Store, grace_seconds: float) -> tuple[int, int]:
+    """Object files that no current record references but gc keeps for being younger
+    than ``grace_seconds`` (a running kernel may be about to record one): count, bytes."""
+    import time
+
+    live = set(store.query_df(
+        "SELECT DISTINCT object_sha256 AS sha FROM {events} WHERE object_sha256 IS NOT NULL "
+        "AND kind = ? QUALIFY event_id = max(event_id) OVER (PARTITION BY namespace, key, "
+        "sequence)", [RECORDED],
+    )["sha"])
+    cutoff = time.time() - grace_seconds
+    count = size = 0
+    for path in _object_files(store):
+        if path.name in live:
+            continue
+        stat = path.stat()
+        if stat.st_mtime >= cutoff:
+            count += 1
+            size += stat.st_size
+    return count, size
+
+
+def gc_text(report: dict[str, int], dry_run: bool, before: int, after: int | None,
+            kept: tuple[int, int], grace_seconds: float) -> str:
     would = "would " if dry_run else ""
     lines = [
-        f"{would}drop {text.plural(report['events_dropped'], 'superseded or forgotten record')}",
+        f"{would}drop {text.plural(report['events_dropped'], 'event')} "
+        "(superseded and forgotten records, and the marks that forgot them)",
         f"{would}remove {text.plural(report['objects_removed'], 'unreferenced object file')}"
-        f" and {text.plural(report['tmp_removed'], 'stale temp file')}",
-        f"{would}free {text.size(report['bytes_freed'])} of object files",
+        f" and {text.plural(report['tmp_removed'], 'stale temp file')}"
+        f" ({'would free' if dry_run else 'freed'} {text.size(report['bytes_freed'])})",
     ]
+    if kept[0]:
+        lines.append(
+            f"kept {text.plural(kept[0], 'unreferenced object file')} ({text.size(kept[1])}) "
+            f"younger than {text.seconds(grace_seconds)}: a running kernel may be about to "
+            "record one. A later `nbstep gc` frees them (or --grace 0 when no kernel runs)."
+        )
     if after is None:
         lines.append(f"store size: {text.size(before)}")
     else:
-        lines.append(f"store size: {text.size(before)} -> {text.size(after)}")
+        grew = after > before
+        lines.append(
+            f"store size: {text.size(before)} -> {text.size(after)}"
+            + (" (the database file does not shrink; DuckDB reuses its free space)"
+               if grew else "")
+        )
     if dry_run:
         lines.append("(dry run: nothing was changed; run `nbstep gc` to do it)")
     return "\n".join(lines)

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,10 +218,12 @@ def _make_client_class() -> Any:
     from nbclient.exceptions import CellExecutionError
 
     class StepClient(NotebookClient):  # type: ignore[misc]
-        def __init__(self, nb: Any, *, progress: Progress, start_code: str, **kw: Any) -> None:
+        def __init__(self, nb: Any, *, progress: Progress, start_code: str,
+                     on_start: Callable[[dict[str, Any] | None], None], **kw: Any) -> None:
             super().__init__(nb, **kw)
             self.progress = progress
             self.start_code = start_code
+            self.on_start = on_start
             self.start_report: dict[str, Any] | None = None
             self.outcomes: list[CellOutcome] = []
             self.last_report: dict[str, Any] | None = None
@@ -260,6 +263,7 @@ def _make_client_class() -> Any:
             kc.execute = execute
             self.start_report = await self._silent(self.start_code)
             self.last_report = self.start_report
+            self.on_start(self.start_report)
             return kc
 
         async def _silent(self, expression: str) -> dict[str, Any] | None:
@@ -425,6 +429,7 @@ def run_notebook(path: Path, options: RunOptions, progress: Progress,
         nb,
         progress=progress,
         start_code=start_code,
+        on_start=lambda report: _start_notes(report, options, result, progress),
         timeout=options.timeout,
         kernel_name=kernel,
         resources={"metadata": {"path": str(path.parent)}},
@@ -449,7 +454,6 @@ def run_notebook(path: Path, options: RunOptions, progress: Progress,
         result.wall_s = time.monotonic() - started
         shutil.rmtree(sockets, ignore_errors=True)
     result.cells = client.outcomes
-    _start_notes(client.start_report, options, result, progress)
     for outcome in result.cells:
         if outcome.counts is None:
             result.counts_known = False
@@ -469,9 +473,11 @@ def _start_notes(report: dict[str, Any] | None, options: RunOptions,
                    "unknown (install nbstep in that kernel's environment)")
         result.notes.append(message)
         progress.note(message)
-    elif options.rerun and not report.get("rerun_applied"):
-        message = ("--rerun had no effect: this nbstep has no process-wide `rerun` setting; "
-                   "use `nbstep forget NOTEBOOK --yes` before the run instead")
+    elif options.rerun and str(report.get("rerun")).startswith("forgot"):
+        count = str(report["rerun"]).split()[-1]
+        message = (f"--rerun: this nbstep has no `rerun` setting, so the notebook's {count} "
+                   "recorded steps were forgotten before the first cell (steps with their "
+                   "own namespace= still replay)")
         result.notes.append(message)
         progress.note(message)
 
