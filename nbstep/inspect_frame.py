@@ -45,7 +45,7 @@ def records_frame(store: Store, namespace: str, *, results: bool = True) -> Any:
     else:
         frame["result"] = pd.Series([None] * len(frame), dtype=object)
     frame["current"] = frame["status"] == "current"
-    frame["stored"] = frame["object_sha256"].map(lambda s: "inline" if s is None else "object")
+    frame["stored"] = frame["object_sha256"].isna().map({True: "inline", False: "object"})
     if len(frame):
         frame["occurred_at"] = frame["occurred_at"].dt.tz_convert("UTC")
     else:

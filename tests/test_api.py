@@ -1,0 +1,384 @@
+"""The step API against a real store under tmp_path: the seed's rules and nbstep's."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import nbstep
+from nbstep import StepInputMismatch, StepNotPersistedWarning, step
+from nbstep.api import runtime
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A fresh store and namespace for each test, and clean process state after."""
+    root = tmp_path / ".nbstep"
+    monkeypatch.setenv("NBSTEP_STORE", str(root))
+    monkeypatch.delenv("NBSTEP_NAMESPACE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    nbstep.configure(namespace="test-nb")
+    nbstep.reset()
+    yield root
+    nbstep.configure(namespace=None, store=None, on_mismatch=None)
+    runtime().drop_store()
+    nbstep.reset()
+
+
+class Counter:
+    """A handler that counts its calls, to prove when it did or did not run."""
+
+    def __init__(self, result=None):
+        self.calls = []
+        self.result = result
+
+    def __call__(self, value=None):
+        self.calls.append(value)
+        return self.result if self.result is not None else {"got": value}
+
+
+# -- argument validation: the seed's messages, in the seed's order -----------------
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "message"),
+    [
+        ((), {}, ValueError, "step.run: expected key, optional input, handler, and optional options"),
+        (("k",), {}, ValueError, "step.run: expected key, optional input, handler, and optional options"),
+        ((1, lambda: 1), {}, TypeError, "step.run: key must be a string, got int"),
+        (("  ", lambda: 1), {}, ValueError, "step.run: key cannot be empty"),
+        (("k", 5), {}, ValueError, "step.run: handler is required after input"),
+        (("k", 5, 6), {}, TypeError, "step.run: handler must be callable, got int"),
+        (("k", lambda: 1, [1]), {}, TypeError, "step.run: options must be a dict, got list"),
+        (("k", lambda: 1, {"namesapce": "x"}), {}, ValueError, "step.run: unknown option `namesapce`"),
+        (("k", lambda: 1), {"bogus": 1}, ValueError, "step.run: unknown option `bogus`"),
+        (("k", lambda: 1, {"namespace": " "}), {}, ValueError, "step.run: options.namespace cannot be empty"),
+        (("k", lambda: 1, {"namespace": 3}), {}, TypeError, "step.run: options.namespace must be a string, got int"),
+        (("k", lambda: 1, None, 4), {}, ValueError, "step.run: expected at most 3 arguments, got 4"),
+        (("k", 1, lambda: 1, None, 4), {}, ValueError, "step.run: expected at most 4 arguments, got 5"),
+        (("k", lambda: 1), {"on_mismatch": "ignore"}, ValueError, "step.run: options.on_mismatch must be `error` or `rerun`, got `ignore`"),
+        (("k", lambda: 1), {"on_mismatch": 1}, TypeError, "step.run: options.on_mismatch must be a string, got int"),
+        (("k", lambda: 1), {"rerun": 1}, TypeError, "step.run: options.rerun must be a bool, got int"),
+        (("k", lambda: 1, {"rerun": True}), {"rerun": True}, ValueError, "step.run: option `rerun` given twice"),
+    ],
+)
+def test_validation_messages(store, args, kwargs, error, message):
+    with pytest.raises(error) as caught:
+        step.run(*args, **kwargs)
+    assert str(caught.value).startswith(message)
+
+
+def test_validation_errors_consume_no_occurrence(store):
+    with pytest.raises(TypeError):
+        step.run("k", 5, "not callable")
+    step.run("k", lambda: "first")
+    frame = step.inspect()
+    assert frame["sequence"].tolist() == [1]
+
+
+def test_the_key_is_never_stripped(store):
+    step.run(" k", lambda: 1)
+    step.run("k", lambda: 2)
+    assert sorted(step.inspect()["key"]) == [" k", "k"]
+
+
+# -- replay, occurrences, mismatch ---------------------------------------------------
+
+
+def test_replay_skips_the_handler_and_returns_the_recorded_value(store):
+    handler = Counter()
+    assert step.run("fetch", {"id": 7}, handler) == {"got": {"id": 7}}
+    nbstep.reset()
+    again = Counter()
+    assert step.run("fetch", {"id": 7}, again) == {"got": {"id": 7}}
+    assert len(handler.calls) == 1 and again.calls == []
+
+
+def test_occurrences_count_per_namespace_and_key(store):
+    values = [step.run("loop", i, lambda x: x * 10) for i in range(3)]
+    other = step.run("loop", 0, lambda x: -1, namespace="elsewhere")
+    assert values == [0, 10, 20] and other == -1
+    frame = step.inspect()
+    assert frame["sequence"].tolist() == [1, 2, 3]
+    assert step.inspect("elsewhere")["sequence"].tolist() == [1]
+    nbstep.reset()
+    handler = Counter()
+    assert [step.run("loop", i, handler) for i in range(3)] == [0, 10, 20]
+    assert handler.calls == []
+
+
+def test_a_changed_input_raises_the_seed_mismatch(store):
+    step.run("k", 1, lambda x: x)
+    nbstep.reset()
+    handler = Counter()
+    with pytest.raises(StepInputMismatch) as caught:
+        step.run("k", "1", handler)
+    message = str(caught.value)
+    assert message.startswith(
+        "step.run: deterministic input mismatch for key `k` occurrence 1 in namespace `test-nb` "
+        "(cached sha256:"
+    )
+    assert ", current sha256:" in message
+    assert "rerun=True" in message and "step.forget('k'" in message
+    assert "The record was made 20" in message
+    assert handler.calls == []
+    assert isinstance(caught.value, nbstep.NbstepError)
+
+
+def test_dict_key_order_does_not_change_the_input(store):
+    step.run("k", {"a": 1, "b": 2}, lambda x: "once")
+    nbstep.reset()
+    assert step.run("k", {"b": 2, "a": 1}, Counter()) == "once"
+
+
+def test_no_input_and_none_input_hash_the_same(store):
+    step.run("k", lambda: "v")
+    nbstep.reset()
+    assert step.run("k", None, Counter()) == "v"
+
+
+def test_on_mismatch_rerun_records_a_new_version(store):
+    step.run("k", 1, lambda x: x + 100)
+    nbstep.reset()
+    assert step.run("k", 2, lambda x: x + 100, on_mismatch="rerun") == 102
+    nbstep.reset()
+    assert step.run("k", 2, Counter()) == 102
+    frame = step.inspect()
+    assert frame["status"].tolist() == ["superseded", "current"]
+    assert frame["current"].tolist() == [False, True]
+    assert frame["result"].tolist() == [101, 102]
+
+
+def test_configured_on_mismatch_is_the_default(store):
+    step.run("k", 1, lambda x: x)
+    nbstep.reset()
+    nbstep.configure(on_mismatch="rerun")
+    assert step.run("k", 2, lambda x: x) == 2
+
+
+def test_rerun_recomputes_even_when_the_input_is_the_same(store):
+    step.run("k", 1, lambda x: "old")
+    nbstep.reset()
+    assert step.run("k", 1, lambda x: "new", rerun=True) == "new"
+    nbstep.reset()
+    assert step.run("k", 1, Counter()) == "new"
+    assert step.inspect()["result"].tolist() == ["old", "new"]
+
+
+def test_a_failing_handler_records_nothing_and_uses_its_occurrence(store):
+    def boom():
+        raise RuntimeError("api down")
+
+    with pytest.raises(RuntimeError, match="api down"):
+        step.run("k", boom)
+    assert step.run("k", lambda: "second") == "second"
+    frame = step.inspect()
+    assert frame["sequence"].tolist() == [2]
+    nbstep.reset()
+    assert step.run("k", lambda: "retried") == "retried"
+
+
+def test_handler_arity(store):
+    assert step.run("none", 5, lambda: "no params") == "no params"
+    assert step.run("one", 5, lambda x: x) == 5
+    assert step.run("star", 5, lambda *a: a) == (5,)
+
+    def two(a, b):
+        return a
+
+    with pytest.raises(ValueError, match="handler expects 2 required arguments"):
+        step.run("two", 5, two)
+    # The arity is checked only when the handler would run: a replay does not check it.
+    step.run("two", 5, lambda x: "recorded")
+    nbstep.reset()
+    with pytest.raises(ValueError, match="expects 2"):
+        step.run("two", 5, two)  # occurrence 1 was never recorded
+    assert step.run("two", 5, two) == "recorded"  # occurrence 2 replays
+
+
+def test_a_callable_is_never_an_input(store):
+    assert step.run("k", dict) == {}  # dict is the handler, called with no input
+    with pytest.raises(TypeError, match="options must be a dict, got function"):
+        step.run("k2", len, lambda: 1)  # len is the handler; the lambda is not an input
+
+
+def test_options_dict_and_keywords(store):
+    assert step.run("k", 1, lambda x: x, {"namespace": "a"}) == 1
+    assert step.run("k", 1, lambda x: x, namespace="b") == 1
+    assert len(step.inspect("a")) == 1 and len(step.inspect({"namespace": "b"})) == 1
+
+
+# -- values that cannot be recorded ----------------------------------------------------
+
+
+def test_an_unrecordable_result_is_returned_with_a_warning(store):
+    def gen():
+        return (i for i in range(3))
+
+    with pytest.warns(StepNotPersistedWarning, match="step `g` occurrence 1 in namespace `test-nb` was not recorded") as warned:
+        result = step.run("g", gen)
+    assert list(result) == [0, 1, 2]
+    assert "generator" in str(warned[0].message)
+    assert step.inspect().empty
+    nbstep.reset()
+    with pytest.warns(StepNotPersistedWarning):
+        step.run("g", gen)  # runs again: nothing was recorded
+
+
+def test_an_unhashable_input_is_a_type_error_and_consumes_nothing(store):
+    with pytest.raises(TypeError):
+        step.run("k", object(), lambda x: 1)
+    step.run("k", 1, lambda x: x)
+    assert step.inspect()["sequence"].tolist() == [1]
+
+
+# -- inspect and forget ------------------------------------------------------------------
+
+
+def test_inspect_columns_and_types(store):
+    step.run("a", lambda: {"x": [1, 2]})
+    step.run("b", lambda: (1, 2))
+    frame = step.inspect()
+    for column in ["event_id", "namespace", "key", "sequence", "deterministic_inputs_hash",
+                   "result", "occurred_at", "current", "duration_s", "size_bytes", "codec"]:
+        assert column in frame.columns
+    assert frame["key"].tolist() == ["a", "b"]
+    assert frame["result"].tolist() == [{"x": [1, 2]}, (1, 2)]
+    assert str(frame["occurred_at"].dt.tz) == "UTC"
+    assert frame["codec"].iloc[0] == "json"
+    assert frame["current"].dtype == bool
+    assert (frame["duration_s"] >= 0).all() and (frame["size_bytes"] > 0).all()
+    assert frame["event_id"].is_monotonic_increasing
+    lean = step.inspect(results=False)
+    assert lean["result"].isna().all() and len(lean) == 2
+
+
+def test_inspect_argument_errors(store):
+    with pytest.raises(ValueError, match="^step.inspect: namespace cannot be empty$"):
+        step.inspect(" ")
+    with pytest.raises(TypeError, match="^step.inspect: expected namespace string or options dict, got int$"):
+        step.inspect(3)
+    with pytest.raises(ValueError, match="^step.inspect: expected at most 1 argument, got 2$"):
+        step.inspect("a", "b")
+    with pytest.raises(ValueError, match="^step.inspect: unknown option `nope`$"):
+        step.inspect({"nope": 1})
+    assert step.inspect("never-used").empty
+
+
+def test_inspect_does_not_move_the_counters(store):
+    step.run("k", lambda: 1)
+    step.inspect()
+    step.run("k", lambda: 2)
+    assert step.inspect()["sequence"].tolist() == [1, 2]
+
+
+def test_forget_makes_steps_recompute(store):
+    step.run("a", lambda: 1)
+    step.run("a", lambda: 2)
+    step.run("b", lambda: 3)
+    assert step.forget("a") == 2
+    assert step.forget("a") == 0
+    nbstep.reset()
+    assert step.run("a", lambda: 10) == 10
+    assert step.run("b", Counter()) == 3
+    frame = step.inspect()
+    # a1 was forgotten, then recorded again: the newer record supersedes it.
+    assert frame["status"].tolist() == ["superseded", "forgotten", "current", "current"]
+    assert frame["key"].tolist() == ["a", "a", "b", "a"]
+    assert step.forget() == 2
+    with pytest.raises(ValueError, match="step.forget: key cannot be empty"):
+        step.forget("")
+
+
+# -- async ---------------------------------------------------------------------------------
+
+
+def test_arun_awaits_async_handlers_and_replays(store):
+    async def fetch(x):
+        await asyncio.sleep(0)
+        return [x, x]
+
+    assert asyncio.run(step.arun("a", 3, fetch)) == [3, 3]
+    nbstep.reset()
+    assert asyncio.run(step.arun("a", 3, Counter())) == [3, 3]
+    assert asyncio.run(step.arun("sync", 1, lambda x: x + 1)) == 2
+    with pytest.raises(TypeError, match="^step.arun: key must be a string"):
+        asyncio.run(step.arun(1, lambda: 1))
+
+
+# -- durability across processes -------------------------------------------------------------
+
+
+CHILD = textwrap.dedent(
+    """
+    import json, os, sys
+    import nbstep
+    from nbstep import step
+    calls = []
+    def handler(x):
+        calls.append(x)
+        import pandas as pd, numpy as np, decimal, datetime
+        return {
+            "frame": pd.DataFrame({"a": [1.5, float("nan")], "b": pd.Categorical(["x", "y"])}),
+            "tuple": (1, 2), "decimal": decimal.Decimal("1.10"),
+            "when": datetime.datetime(2026, 1, 2, 3, 4, tzinfo=datetime.timezone.utc),
+            "array": np.arange(6, dtype="int16").reshape(2, 3), "set": {1, 2},
+        }
+    value = step.run("load", {"n": 2}, handler)
+    print(json.dumps({"calls": len(calls), "types": sorted(type(v).__name__ for v in value.values()),
+                      "frame": value["frame"].dtypes.astype(str).tolist(),
+                      "array": [str(value["array"].dtype), list(value["array"].shape)]}))
+    """
+)
+
+
+def test_record_in_one_process_and_replay_in_another(store, tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "NBSTEP_STORE": str(store)}
+    env.pop("NBSTEP_NAMESPACE", None)
+    runs = [
+        subprocess.run([sys.executable, str(script)], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+        for _ in range(2)
+    ]
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+    first, second = (__import__("json").loads(r.stdout.strip().splitlines()[-1]) for r in runs)
+    assert first["calls"] == 1 and second["calls"] == 0
+    assert first["types"] == second["types"] == sorted(
+        ["DataFrame", "tuple", "Decimal", "datetime", "ndarray", "set"]
+    )
+    assert second["frame"] == ["float64", "category"]
+    assert second["array"] == ["int16", [2, 3]]
+    # The script's path relative to the store root is its namespace.
+    assert step.inspect("job.py")["key"].tolist() == ["load"]
+
+
+def test_store_layout(store):
+    step.run("small", lambda: "x")
+    step.run("big", lambda: b"\0" * 300_000)
+    assert (store / ".gitignore").read_text().strip().endswith("*")
+    objects = [p for p in (store / "objects").rglob("*") if p.is_file()]
+    assert len(objects) == 1 and objects[0].stat().st_size == 300_000
+    runtime().store().release()
+    assert (store / "steps.duckdb").stat().st_size < 2_000_000
+    nbstep.reset()
+    assert step.run("big", Counter()) == b"\0" * 300_000
+    frame = step.inspect()
+    assert frame["stored"].tolist() == ["inline", "object"]
+
+
+def test_namespace_from_path_is_relative_to_the_store_root(tmp_path):
+    from nbstep.config import namespace_for_path
+
+    root = tmp_path
+    (tmp_path / "sub").mkdir()
+    assert namespace_for_path(tmp_path / "sub" / "a.ipynb", root) == "sub/a.ipynb"
+    assert namespace_for_path(Path("/elsewhere/b.ipynb"), root) == "/elsewhere/b.ipynb"

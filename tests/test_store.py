@@ -1,0 +1,229 @@
+"""The storage seam: format versions, damage, the journal, gc, and settings."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import nbstep
+from nbstep import StepReplayError, StoreBusy, StoreFormatError, step
+from nbstep.api import runtime
+from nbstep.config import resolve_store_dir
+from nbstep.errors import ConfigError
+from nbstep.store import FORMAT_VERSION, Store
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    root = tmp_path / ".nbstep"
+    monkeypatch.setenv("NBSTEP_STORE", str(root))
+    monkeypatch.delenv("NBSTEP_NAMESPACE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    nbstep.configure(namespace="nb")
+    nbstep.reset()
+    yield root
+    nbstep.configure(namespace=None, store=None, busy_timeout=None, inline_limit=None)
+    runtime().drop_store()
+    nbstep.reset()
+
+
+def _raw(path, sql, params=()):
+    import duckdb
+
+    con = duckdb.connect(str(path))
+    try:
+        return con.execute(sql, list(params)).fetchall()
+    finally:
+        con.close()
+
+
+def test_a_store_from_a_newer_format_is_refused_untouched(store):
+    step.run("k", lambda: 1)
+    runtime().drop_store()
+    db = store / "steps.duckdb"
+    _raw(db, "UPDATE meta SET value = ? WHERE name = 'format_version'", [str(FORMAT_VERSION + 1)])
+    before = db.read_bytes()
+    nbstep.reset()
+    with pytest.raises(StoreFormatError, match=f"newer nbstep \\(store format {FORMAT_VERSION + 1}"):
+        step.run("k", lambda: 2)
+    runtime().drop_store()
+    assert _raw(db, "SELECT count(*) FROM events") == [(1,)]
+    assert db.read_bytes() == before
+
+
+def test_a_duckdb_file_that_is_not_a_store_is_refused(store):
+    store.mkdir()
+    _raw(store / "steps.duckdb", "CREATE TABLE other (x INT)")
+    with pytest.raises(StoreFormatError, match="not an nbstep store \\(tables: other\\)"):
+        step.run("k", lambda: 1)
+
+
+def test_missing_and_damaged_objects_are_clear_errors_that_spare_other_steps(store):
+    nbstep.configure(inline_limit=10)
+    step.run("a", lambda: b"a" * 100)
+    step.run("b", lambda: b"b" * 100)
+    step.run("c", lambda: b"c" * 100)
+    files = {p.read_bytes()[:1]: p for p in (store / "objects").rglob("*") if p.is_file()}
+    files[b"a"].unlink()
+    files[b"b"].write_bytes(b"b" * 50)
+    nbstep.reset()
+    with pytest.raises(StepReplayError, match="step `a` occurrence 1 in namespace `nb`.*is missing.*rerun=True"):
+        step.run("a", lambda: "x")
+    with pytest.raises(StepReplayError, match="has 50 bytes, the record says 100"):
+        step.run("b", lambda: "x")
+    assert step.run("c", lambda: "x") == b"c" * 100
+    assert step.run("a", lambda: "fixed", rerun=True) == "fixed"
+
+
+def test_journal_left_by_a_killed_process_is_folded_by_the_next_one(store, tmp_path):
+    child = tmp_path / "child.py"
+    child.write_text(textwrap.dedent(
+        """
+        import os, signal, sys
+        import nbstep
+        from nbstep import step
+        nbstep.configure(namespace="nb", linger=3600)
+        for i in range(20):
+            step.run("k", i, lambda x: x * 2)
+        print("done", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    ))
+    result = subprocess.run([sys.executable, str(child)], env={**os.environ}, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == -signal.SIGKILL and "done" in result.stdout
+    assert (store / "journal").stat().st_size > 0
+    # No record was folded into the table before the kill ...
+    assert _raw(store / "steps.duckdb", "SELECT count(*) FROM events") == [(0,)]
+    # ... yet every step that returned replays.
+    values = [step.run("k", i, lambda x: "recomputed") for i in range(20)]
+    assert values == [i * 2 for i in range(20)]
+    runtime().drop_store()
+    assert (store / "journal").stat().st_size == 0
+    assert _raw(store / "steps.duckdb", "SELECT count(*) FROM events") == [(20,)]
+
+
+def test_a_torn_journal_tail_is_dropped(store):
+    step.run("k", 1, lambda x: x)
+    s = runtime().store()
+    with s._lock:
+        s._ensure_attached()
+        s._journal([999, "recorded", "nb", "torn", 1, "i", "h", "json", "1", None, None, 1, 0.0,
+                    0, "first", None, 1, "h"])
+        # Simulate a crash mid-write: cut the last entry short, drop the in-memory copy.
+        size = os.fstat(s._journal_fd).st_size
+        os.ftruncate(s._journal_fd, size - 3)
+        s._pending = s._pending[:-1]
+        s._namespaces.clear()
+    runtime().drop_store()
+    nbstep.reset()
+    assert step.run("k", 1, lambda x: "again") == 1
+    assert step.inspect()["key"].tolist() == ["k"]
+
+
+def test_a_foreign_holder_is_waited_out_then_reported(store, tmp_path):
+    step.run("k", lambda: 1)
+    runtime().drop_store()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import duckdb, sys, time
+            con = duckdb.connect({str(store / 'steps.duckdb')!r})
+            print("holding", flush=True)
+            time.sleep(float(sys.argv[1]))
+            con.close()
+            """), "1.0"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        nbstep.configure(busy_timeout=0.2)
+        nbstep.reset()
+        with pytest.raises(StoreBusy, match=f"held by process {holder.pid} for more than 0.2 s"):
+            step.run("k", lambda: 2)
+        nbstep.configure(busy_timeout=30)
+        nbstep.reset()  # the failed attempt used up occurrence 1, as a failed step does
+        started = time.monotonic()
+        assert step.run("k", lambda: 2) == 1  # waited for the holder to let go
+        assert time.monotonic() - started < 25
+    finally:
+        holder.wait(timeout=30)
+        holder.stdout.close()
+
+
+def test_gc_drops_superseded_and_forgotten_records_and_their_files(store):
+    nbstep.configure(inline_limit=10)
+    step.run("a", lambda: b"1" * 100)
+    nbstep.reset()
+    step.run("a", lambda: b"2" * 100, rerun=True)
+    step.run("b", lambda: b"3" * 100)
+    step.forget("b")
+    s = runtime().store()
+    planned = s.gc(dry_run=True, grace_seconds=0)
+    assert planned["events_dropped"] == 3  # a's first version, b's record, b's forget event
+    assert planned["objects_removed"] == 2
+    assert len(step.inspect()) == 3  # a dry run changes nothing
+    done = s.gc(grace_seconds=0)
+    assert done == planned and done["bytes_freed"] == 200
+    frame = step.inspect()
+    assert frame["key"].tolist() == ["a"] and frame["result"].tolist() == [b"2" * 100]
+    nbstep.reset()
+    assert step.run("a", lambda: "x") == b"2" * 100
+    assert step.run("b", lambda: "recomputed") == "recomputed"
+
+
+def test_gc_keeps_young_unreferenced_files(store):
+    s = runtime().store()
+    sha = s.write_object(b"x" * 1000)
+    assert s.gc(grace_seconds=3600)["objects_removed"] == 0
+    assert s.object_path(sha).exists()
+
+
+def test_store_directory_resolution(tmp_path, monkeypatch):
+    monkeypatch.delenv("NBSTEP_STORE", raising=False)
+    project = tmp_path / "proj"
+    deep = project / "a" / "b"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    assert resolve_store_dir() == deep / ".nbstep"  # nothing marks a project: cwd
+    (project / ".git").mkdir()
+    assert resolve_store_dir() == project / ".nbstep"
+    (project / "a" / ".nbstep").mkdir()
+    assert resolve_store_dir() == project / "a" / ".nbstep"  # an existing store wins
+    (project / "pyproject.toml").write_text('[tool.nbstep]\nstore = "cache/steps"\n')
+    assert resolve_store_dir() == project / "cache" / "steps"
+    nbstep.configure(store=str(tmp_path / "configured"))
+    try:
+        assert resolve_store_dir() == tmp_path / "configured"
+        monkeypatch.setenv("NBSTEP_STORE", str(tmp_path / "env"))
+        assert resolve_store_dir() == tmp_path / "env"
+    finally:
+        nbstep.configure(store=None)
+
+
+def test_bad_settings_say_what_to_do(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="unknown setting `namespce`. Did you mean `namespace`"):
+        nbstep.configure(namespce="x")
+    with pytest.raises(ConfigError, match="`on_mismatch` must be one of `error`, `rerun`, got `skip`"):
+        nbstep.configure(on_mismatch="skip")
+    with pytest.raises(ConfigError, match="`busy_timeout` must be int or float, got str"):
+        nbstep.configure(busy_timeout="10")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pyproject.toml").write_text("[tool.nbstep]\nquiet = 'yes'\n")
+    from nbstep.config import project_settings
+
+    with pytest.raises(ConfigError, match=r"pyproject.toml \[tool.nbstep\]: `quiet` must be bool, got str"):
+        project_settings(tmp_path)
+
+
+def test_an_unwritable_store_location_is_a_clear_error(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    s = Store(blocker / ".nbstep")
+    with pytest.raises(nbstep.NbstepError, match="cannot create the store directory"):
+        s.lookup("nb", "k", 1)
