@@ -13,6 +13,7 @@ from .api import StepAPI, configure, reset, step
 from .errors import (
     ConfigError,
     NbstepError,
+    NotHashable,
     NotPersistable,
     StepInputMismatch,
     StepNotPersistedWarning,
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConfigError",
     "NbstepError",
+    "NotHashable",
     "NotPersistable",
     "StepAPI",
     "StepInputMismatch",

@@ -68,7 +68,9 @@ def _option_namespace(builtin: str, options: dict[str, Any]) -> str | None:
     if namespace is None:
         return None
     if not isinstance(namespace, str):
-        raise TypeError(f"{builtin}: options.namespace must be a string, got {_type_name(namespace)}")
+        raise TypeError(
+            f"{builtin}: options.namespace must be a string, got {_type_name(namespace)}"
+        )
     if not namespace.strip():
         raise ValueError(f"{builtin}: options.namespace cannot be empty")
     return namespace
@@ -270,13 +272,16 @@ class Runtime:
         """Take an occurrence and look it up; the caller then replays or computes."""
         ns = self.resolve_namespace(namespace)
         mode = on_mismatch or config.configured("on_mismatch") or "error"
+        # configure(rerun=True) recomputes every step of this process (`nbstep run --rerun`).
+        rerun = rerun or bool(config.configured("rerun"))
         sequence = self.next_sequence(ns, key)
         store = self.store()
         record = store.lookup(ns, key, sequence)
         step = Step(self, store, builtin, ns, key, sequence, input_hash, mode, rerun, record)
         if record is not None and not rerun and record.input_hash != input_hash:
             if mode == "error":
-                raise mismatch_error(builtin, record, input_hash, what_changed and what_changed(record))
+                changed = what_changed(record) if what_changed else None
+                raise mismatch_error(builtin, record, input_hash, changed)
         return step
 
 

@@ -43,6 +43,7 @@ SETTING_TYPES: dict[str, type | tuple[type, ...]] = {
     "store": str,
     "namespace": str,
     "on_mismatch": str,
+    "rerun": bool,
     "magic_on_mismatch": str,
     "quiet": bool,
     "busy_timeout": (int, float),
@@ -105,7 +106,9 @@ def configure(**settings: Any) -> None:
 
     ``nbstep.configure(store="/data/cache", namespace="exp-1", on_mismatch="rerun")``
     """
-    checked = {name: validate_setting(name, value, "nbstep.configure") for name, value in settings.items()}
+    checked = {
+        name: validate_setting(name, value, "nbstep.configure") for name, value in settings.items()
+    }
     for name, value in checked.items():
         if value is None:
             _configured.values.pop(name, None)

@@ -32,6 +32,18 @@ class ConfigError(NbstepError, ValueError):
     """A setting (argument, environment variable or pyproject.toml) is invalid."""
 
 
+class NotHashable(NbstepError, TypeError):
+    """A step input, or a part of it, has no stable canonical encoding to hash."""
+
+    def __init__(
+        self, message: str, *, path: str = "input", type_name: str = "", reason: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.type_name = type_name
+        self.reason = reason
+
+
 class NotPersistable(NbstepError):
     """A value has no codec that can write it and read it back faithfully."""
 

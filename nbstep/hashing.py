@@ -102,23 +102,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .errors import NbstepError
+from .errors import NotHashable
 
 __all__ = ["NotHashable", "input_hash", "step_identity", "structural_key"]
 
 FIX = "Pass a hashable summary, e.g. a version string or a file's content hash, as the step input."
-
-
-class NotHashable(NbstepError, TypeError):
-    """A step input, or a part of it, has no stable canonical encoding to hash."""
-
-    def __init__(
-        self, message: str, *, path: str = "input", type_name: str = "", reason: str = ""
-    ) -> None:
-        super().__init__(message)
-        self.path = path
-        self.type_name = type_name
-        self.reason = reason
 
 
 # --------------------------------------------------------------------------- plumbing

@@ -71,6 +71,8 @@ DEFAULT_BUSY_TIMEOUT = 60.0
 DEFAULT_INLINE_LIMIT = 64 * 1024
 TMP_GRACE_SECONDS = 3600.0
 JOURNAL_NAME = "journal"
+PARALLEL_HASH_AT = 4 * 1024 * 1024
+WRITE_CHUNK = 64 * 1024 * 1024
 JOURNAL_FOLD_AT = 512
 _FRAME = struct.Struct("<II")
 _ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, make_timestamptz(?), ?, ?, ?, ?)"
@@ -623,37 +625,62 @@ class Store:
         """Write a value's bytes as a content-addressed file; returns its sha256.
 
         The file is complete and fsynced under its final name before this returns,
-        so an event that points to it may commit.
+        so an event that points to it may commit. Large values are hashed in a
+        thread while the main thread writes them to a temp file (both release the
+        GIL), so the hash costs little on top of the write.
         """
         view = memoryview(data).cast("B")
-        digest = hashlib.sha256(view).hexdigest()
+        if len(view) < PARALLEL_HASH_AT:
+            digest = hashlib.sha256(view).hexdigest()
+            if self._reuse_object(digest, len(view)):
+                return digest
+            tmp = self._write_tmp(view)
+        else:
+            hasher = hashlib.sha256()
+            worker = threading.Thread(target=hasher.update, args=(view,), daemon=True)
+            worker.start()
+            try:
+                tmp = self._write_tmp(view)
+            finally:
+                worker.join()
+            digest = hasher.hexdigest()
+            if self._reuse_object(digest, len(view)):
+                tmp.unlink(missing_ok=True)
+                return digest
+        final = self.object_path(digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+        return digest
+
+    def _reuse_object(self, digest: str, size: int) -> bool:
         final = self.object_path(digest)
         try:
-            if final.stat().st_size == len(view):
+            if final.stat().st_size == size:
                 # Already stored. Refresh its time so gc's grace period covers the event
                 # about to point at it, even if the file had been unreferenced for long.
                 os.utime(final)
-                return digest
+                return True
         except FileNotFoundError:
             pass
+        return False
+
+    def _write_tmp(self, view: memoryview) -> Path:
         tmp_dir = self.objects / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_dir / f"{digest}.{os.getpid()}.{random.getrandbits(32):08x}"
+        tmp = tmp_dir / f"{os.getpid()}.{random.getrandbits(64):016x}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             written = 0
             while written < len(view):
-                written += os.write(fd, view[written:])
+                written += os.write(fd, view[written:written + WRITE_CHUNK])
             os.fsync(fd)
         except BaseException:
             os.close(fd)
             tmp.unlink(missing_ok=True)
             raise
         os.close(fd)
-        os.replace(tmp, final)
-        _fsync_dir(final.parent)
-        return digest
+        return tmp
 
     def append(
         self,
@@ -763,7 +790,9 @@ class Store:
 
     # -- housekeeping ----------------------------------------------------------
 
-    def gc(self, *, dry_run: bool = False, grace_seconds: float = TMP_GRACE_SECONDS) -> dict[str, int]:
+    def gc(
+        self, *, dry_run: bool = False, grace_seconds: float = TMP_GRACE_SECONDS
+    ) -> dict[str, int]:
         """Drop superseded and forgotten records and unreferenced object files.
 
         Object and temp files younger than ``grace_seconds`` are kept even when no

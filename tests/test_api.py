@@ -382,3 +382,15 @@ def test_namespace_from_path_is_relative_to_the_store_root(tmp_path):
     (tmp_path / "sub").mkdir()
     assert namespace_for_path(tmp_path / "sub" / "a.ipynb", root) == "sub/a.ipynb"
     assert namespace_for_path(Path("/elsewhere/b.ipynb"), root) == "/elsewhere/b.ipynb"
+
+
+def test_configure_rerun_recomputes_every_step(store):
+    step.run("k", 1, lambda x: "old")
+    nbstep.reset()
+    nbstep.configure(rerun=True)
+    try:
+        assert step.run("k", 1, lambda x: "new") == "new"
+    finally:
+        nbstep.configure(rerun=None)
+    nbstep.reset()
+    assert step.run("k", 1, Counter()) == "new"
