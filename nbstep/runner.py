@@ -300,6 +300,7 @@ def _make_client_class() -> Any:
             self._reply = None
             started = time.monotonic()
             outcome = CellOutcome(number, self.total, cell.source, 0.0, None)
+            kernel_idle = True
             try:
                 return await super().async_execute_cell(
                     cell, cell_index, execution_count, store_history)
@@ -309,6 +310,8 @@ def _make_client_class() -> Any:
                 outcome.traceback = "\n".join(content.get("traceback", []))
                 raise
             except BaseException as e:
+                # Timed out, died or interrupted: the kernel cannot answer a probe.
+                kernel_idle = False
                 outcome.error = _describe_stop(e, self._get_timeout(cell))
                 raise
             finally:
@@ -317,11 +320,11 @@ def _make_client_class() -> Any:
                 report = None
                 if outcome.error is None and self._reply is not None:
                     report = _parse_probe(self._reply["content"])
-                elif outcome.error is not None and self.kc is not None:
+                elif kernel_idle and self.kc is not None:
                     try:
                         report = await self._silent(_PROBE)
                     except Exception:
-                        report = None  # a dead or stuck kernel: counts unknown
+                        report = None  # the kernel went away meanwhile: counts unknown
                 outcome.counts = _diff(self.last_report, report, outcome.error is not None)
                 if report is not None:
                     self.last_report = report

@@ -1,0 +1,221 @@
+"""`nbstep run`: real notebooks, executed by a real kernel through nbclient, twice.
+
+The notebooks are written here with `step.run` (the `%%step` magic is tested with the
+magic). Most runs are real subprocesses (`python -m nbstep run ...`), as CI would call
+them; one goes through click's runner in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import nbformat
+import pytest
+from click.testing import CliRunner
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from nbstep.cli import cli
+from nbstep.store import Store
+
+pytestmark = pytest.mark.kernel
+
+SETUP = textwrap.dedent("""\
+    import json, os, time
+    from IPython import get_ipython
+    from nbstep import step
+    seen_ids = []
+    get_ipython().events.register("pre_run_cell", lambda info: seen_ids.append(info.cell_id))
+""")
+
+
+def write_notebook(path, *sources, markdown=True):
+    nb = new_notebook()
+    nb.cells = [new_markdown_cell("# a test notebook")] if markdown else []
+    nb.cells += [new_code_cell(textwrap.dedent(s)) for s in sources]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return nb
+
+
+def nbstep_cmd(*args, cwd, store=None, env_extra=None, timeout=120):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NBSTEP_")}
+    env.update(env_extra or {})
+    prefix = ["--store", str(store)] if store is not None else []
+    return subprocess.run(
+        [sys.executable, "-m", "nbstep", *prefix, *args], capture_output=True, text=True,
+        cwd=cwd, env=env, timeout=timeout,
+    )
+
+
+def summary_counts(stdout):
+    line = next(line for line in stdout.splitlines() if line.strip().startswith("steps "))
+    return line.split(None, 1)[1]
+
+
+def stream_text(cell):
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+
+@pytest.fixture
+def project(tmp_path):
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
+    return tmp_path
+
+
+def test_first_run_computes_second_replays(project):
+    path = project / "notebooks" / "analysis.ipynb"
+    nb = write_notebook(
+        path,
+        SETUP,
+        "rows = step.run('load', 3, lambda n: (time.sleep(0.3), list(range(n)))[1])",
+        """\
+        total = step.run('sum', rows, sum)
+        scaled = step.run('scale', {'k': 2}, lambda p: [r * p['k'] for r in rows])
+        """,
+        "print(json.dumps([os.environ['JPY_SESSION_NAME'], os.getcwd(), seen_ids]))",
+    )
+    out = project / "executed.ipynb"
+    first = nbstep_cmd("run", "notebooks/analysis.ipynb", "-o", str(out),
+                       "--summary-json", str(project / "s1.json"), cwd=project)
+    assert first.returncode == 0, first.stderr
+    assert summary_counts(first.stdout) == "0 replayed, 3 computed, 0 failed"
+    assert "cell 2/4" in first.stderr and "1 computed" in first.stderr
+    assert "\x1b" not in first.stdout + first.stderr  # not a terminal: no colour codes
+
+    # The kernel ran where Jupyter would run it, and saw what JupyterLab sends.
+    executed = nbformat.read(out, as_version=4)
+    session, cwd, ids = json.loads(stream_text(executed.cells[-1]))
+    assert session == str(path)
+    assert cwd == str(path.parent)
+    assert ids == [cell.id for cell in nb.cells[2:]]
+    assert nbformat.read(path, as_version=4).cells[1].outputs == []  # input untouched
+
+    # The store was found as the kernel finds it (next to pyproject.toml), and the
+    # namespace is the notebook's path relative to the store's folder.
+    store = Store(project / ".nbstep")
+    try:
+        assert store.namespaces() == ["notebooks/analysis.ipynb"]
+        assert [r.key for r in store.current("notebooks/analysis.ipynb")] == [
+            "load", "sum", "scale"
+        ]
+    finally:
+        store.close()
+
+    second = nbstep_cmd("run", str(path), "--inplace",
+                        "--summary-json", str(project / "s2.json"), cwd=project / "notebooks")
+    assert second.returncode == 0, second.stderr
+    assert summary_counts(second.stdout) == "3 replayed, 0 computed, 0 failed"
+    summary = json.loads((project / "s2.json").read_text())
+    (notebook,) = summary["notebooks"]
+    assert (notebook["replayed"], notebook["computed"]) == (3, 0)
+    assert notebook["saved_s"] >= 0.3  # the recorded time of `load`, saved by replay
+    assert json.loads((project / "s1.json").read_text())["notebooks"][0]["compute_s"] >= 0.3
+    assert nbformat.read(path, as_version=4).cells[-1].outputs  # --inplace wrote it
+
+
+def test_a_failing_cell_stops_the_run_and_the_notebook_is_still_written(project):
+    path = project / "broken.ipynb"
+    write_notebook(
+        path,
+        "from nbstep import step\nfirst = step.run('first', lambda: 41)\nprint(first + 1)",
+        "step.run('divide', 0, lambda d: 1 / d)",
+        "print('after the failure')",
+    )
+    out = project / "out" / "broken.ipynb"
+    done = nbstep_cmd("run", str(path), "-o", str(out), cwd=project)
+    assert done.returncode == 1
+    assert summary_counts(done.stdout) == "0 replayed, 1 computed, 1 failed"
+    assert "FAILED in a step" in done.stderr
+    assert "cell 2 of 3 failed in a step: ZeroDivisionError: division by zero" in done.stderr
+    assert "---- cell source ----\nstep.run('divide', 0, lambda d: 1 / d)" in done.stderr
+    assert "---- traceback ----" in done.stderr
+    assert "\x1b" not in done.stderr
+
+    executed = nbformat.read(out, as_version=4)
+    code = [c for c in executed.cells if c.cell_type == "code"]
+    assert stream_text(code[0]) == "42\n"
+    assert [o.output_type for o in code[1].outputs] == ["error"]
+    assert code[2].outputs == [] and code[2].execution_count is None  # never ran
+
+    # What was computed before the failure is recorded: the next run replays it.
+    again = nbstep_cmd("run", str(path), cwd=project)
+    assert again.returncode == 1
+    assert summary_counts(again.stdout) == "1 replayed, 0 computed, 1 failed"
+
+
+def test_failure_outside_a_step_in_process(project, monkeypatch):
+    path = project / "typo.ipynb"
+    write_notebook(path, "from nbstep import step\nstep.run('a', lambda: 1)", "undefined_name")
+    monkeypatch.delenv("NBSTEP_NAMESPACE", raising=False)
+    result = CliRunner().invoke(cli, ["--store", str(project / "store"), "run", str(path)])
+    assert result.exit_code == 1, result.output
+    assert "0 replayed, 1 computed, 0 failed" in result.stdout
+    assert "cell 2 of 2 failed: NameError" in result.stderr
+    assert "in a step" not in result.stderr
+    assert (project / "store" / "steps.duckdb").exists()  # --store reached the kernel
+
+
+def test_on_mismatch_and_rerun_reach_the_kernel(project):
+    path = project / "params.ipynb"
+    write_notebook(path, "from nbstep import step\nstep.run('train', 1, lambda lr: lr * 10)",
+                   markdown=False)
+    assert nbstep_cmd("run", str(path), cwd=project).returncode == 0
+    write_notebook(path, "from nbstep import step\nstep.run('train', 2, lambda lr: lr * 10)",
+                   markdown=False)
+    strict = nbstep_cmd("run", str(path), cwd=project)
+    assert strict.returncode == 1
+    assert "StepInputMismatch" in strict.stderr
+    relaxed = nbstep_cmd("run", str(path), "--on-mismatch", "rerun", cwd=project)
+    assert relaxed.returncode == 0, relaxed.stderr
+    assert summary_counts(relaxed.stdout) == "0 replayed, 1 computed, 0 failed"
+    replay = nbstep_cmd("run", str(path), cwd=project)
+    assert summary_counts(replay.stdout) == "1 replayed, 0 computed, 0 failed"
+    rerun = nbstep_cmd("run", str(path), "--rerun", cwd=project)
+    assert rerun.returncode == 0, rerun.stderr
+    assert summary_counts(rerun.stdout) == "0 replayed, 1 computed, 0 failed"
+
+
+def test_several_notebooks_stop_at_a_failure_unless_keep_going(project):
+    bad = project / "a_bad.ipynb"
+    good = project / "b_good.ipynb"
+    write_notebook(bad, "raise RuntimeError('no')", markdown=False)
+    write_notebook(good, "from nbstep import step\nstep.run('k', lambda: 1)", markdown=False)
+    stopped = nbstep_cmd("run", str(bad), str(good), cwd=project)
+    assert stopped.returncode == 1
+    assert "notebooks   0 ok, 1 failed, 1 not run" in stopped.stdout
+    going = nbstep_cmd("run", str(bad), str(good), "--keep-going", "-o", "out", cwd=project)
+    assert going.returncode == 1
+    assert "notebooks   1 ok, 1 failed" in going.stdout
+    assert summary_counts(going.stdout) == "0 replayed, 1 computed, 0 failed"
+    assert sorted(p.name for p in (project / "out").iterdir()) == [bad.name, good.name]
+
+
+def test_timeout_fails_the_cell(project):
+    path = project / "slow.ipynb"
+    write_notebook(path, "import time\ntime.sleep(30)", markdown=False)
+    done = nbstep_cmd("run", str(path), "--timeout", "1", cwd=project)
+    assert done.returncode == 1
+    assert "timed out after 1 s" in done.stderr
+
+
+def test_unknown_kernel_is_a_usage_error(project):
+    path = project / "k.ipynb"
+    write_notebook(path, "1", markdown=False)
+    done = nbstep_cmd("run", str(path), "--kernel", "pyhton3", cwd=project)
+    assert done.returncode == 2
+    assert "no Jupyter kernel named `pyhton3`. Did you mean `python3`?" in done.stderr
+
+
+def test_output_must_be_a_folder_for_several_notebooks(project):
+    a, b = project / "a.ipynb", project / "b.ipynb"
+    write_notebook(a, "1", markdown=False)
+    write_notebook(b, "1", markdown=False)
+    done = nbstep_cmd("run", str(a), str(b), "-o", "x.ipynb", cwd=project)
+    assert done.returncode == 2
+    assert "must be a folder" in done.stderr
