@@ -16,10 +16,9 @@ from typing import Any
 def start(on_mismatch: str | None = None, rerun: bool = False) -> str:
     """Apply ``--on-mismatch`` / ``--rerun`` through ``nbstep.configure``; report.
 
-    ``rerun`` uses the engine's process-wide ``rerun`` setting when it has one (every
-    step recomputes and records a new version; the old records stay current until
-    replaced). An engine without it gets the nearest thing: the notebook's own steps
-    are forgotten before the first cell, and the report says how many.
+    ``rerun`` sets the engine's process-wide ``rerun``: every step recomputes and
+    records a new version, and the old records stay current until replaced. A kernel
+    whose nbstep predates that setting reports ``rerun: unsupported`` instead.
     """
     import nbstep
     from nbstep import config
@@ -32,7 +31,7 @@ def start(on_mismatch: str | None = None, rerun: bool = False) -> str:
             nbstep.configure(rerun=True)
             rerun_how = "setting"
         else:
-            rerun_how = f"forgot {nbstep.step.forget()}"
+            rerun_how = "unsupported"
     return json.dumps({**_report(), "rerun": rerun_how,
                        "version": getattr(nbstep, "__version__", "?")})
 

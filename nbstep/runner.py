@@ -476,11 +476,10 @@ def _start_notes(report: dict[str, Any] | None, options: RunOptions,
                    "unknown (install nbstep in that kernel's environment)")
         result.notes.append(message)
         progress.note(message)
-    elif options.rerun and str(report.get("rerun")).startswith("forgot"):
-        count = str(report["rerun"]).split()[-1]
-        message = (f"--rerun: this nbstep has no `rerun` setting, so the notebook's {count} "
-                   "recorded steps were forgotten before the first cell (steps with their "
-                   "own namespace= still replay)")
+    elif options.rerun and report.get("rerun") != "setting":
+        message = (f"--rerun had no effect: the nbstep in kernel `{result.kernel}` "
+                   f"(version {report.get('version', '?')}) has no `rerun` setting; upgrade "
+                   "it there, or `nbstep forget NOTEBOOK --yes` before the run")
         result.notes.append(message)
         progress.note(message)
 

@@ -179,6 +179,11 @@ def test_on_mismatch_and_rerun_reach_the_kernel(project):
     rerun = nbstep_cmd("run", str(path), "--rerun", cwd=project)
     assert rerun.returncode == 0, rerun.stderr
     assert summary_counts(rerun.stdout) == "0 replayed, 1 computed, 0 failed"
+    # A new version was recorded over the old one (not a forget and a first record).
+    history = nbstep_cmd("inspect", "params.ipynb", "--all", "--format", "json", cwd=project)
+    assert [(r["status"], r["reason"]) for r in json.loads(history.stdout)] == [
+        ("superseded", "first"), ("superseded", "input changed"), ("current", "rerun")
+    ]
 
 
 def test_several_notebooks_stop_at_a_failure_unless_keep_going(project):
