@@ -301,11 +301,22 @@ def inspect(state: State, notebook: str, key: str | None, include_all: bool, fmt
       nbstep inspect analysis.ipynb --format json > records.json
     """
     from . import cli_store
+    from .errors import StepReplayError
 
     store = state.store()
     namespace = cli_store.resolve_namespace(store, notebook)
-    frame = cli_store.inspect_frame(store, namespace, key, include_all, not no_results)
-    click.echo(cli_store.render_inspect(frame, fmt, not no_results))
+    results = not no_results
+    try:
+        frame = cli_store.inspect_frame(store, namespace, key, include_all, results)
+    except StepReplayError as e:
+        # One damaged value should not hide every record: show them without values.
+        click.echo(f"note: values not shown, one cannot be read back: {e}", err=True)
+        results = False
+        frame = cli_store.inspect_frame(store, namespace, key, include_all, results)
+    if frame.empty and key is not None and not include_all and fmt == "table":
+        click.echo(f"step `{key}` has no current record in `{namespace}`; --all shows its history")
+        return
+    click.echo(cli_store.render_inspect(frame, fmt, results))
 
 
 @cli.command(context_settings=CONTEXT)

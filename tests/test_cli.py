@@ -359,17 +359,29 @@ def test_verify_finds_a_missing_object_file(root):
     assert "is missing" in out
 
 
-def test_verify_finds_an_inline_value_that_does_not_decode(root):
+def damage_inline_value(root, key):
     import duckdb
 
     con = duckdb.connect(str(root / "steps.duckdb"))
     try:
-        con.execute("UPDATE events SET result_blob = 'garbage'::BLOB WHERE key = 'load'")
+        con.execute("UPDATE events SET result_blob = 'garbage'::BLOB WHERE key = ?", [key])
     finally:
         con.close()
+
+
+def test_verify_finds_an_inline_value_that_does_not_decode(root):
+    damage_inline_value(root, "load")
     out = invoke(root, "verify", code=1).output
     assert "`load` occurrence 1" in out
     assert "does not decode as arrow" in out
+
+
+def test_inspect_still_lists_records_when_a_value_is_damaged(root):
+    damage_inline_value(root, "load")
+    result = invoke(root, "inspect", NB)
+    assert "values not shown" in result.stderr
+    rows = result.stdout.splitlines()[1:]
+    assert [row.split()[1] for row in rows] == ["load", "params", "big", "fetch", "fetch"]
 
 
 # -- real processes -------------------------------------------------------------------------
