@@ -227,3 +227,42 @@ def test_an_unwritable_store_location_is_a_clear_error(tmp_path, monkeypatch):
     s = Store(blocker / ".nbstep")
     with pytest.raises(nbstep.NbstepError, match="cannot create the store directory"):
         s.lookup("nb", "k", 1)
+
+
+# (key, input or None, recorded value), in the order tests/stores/make_store.py ran them.
+EXPECTED = [
+    ("json", {"n": 1}, {"rows": [1, 2, 3], "label": "ok"}),
+    ("tuple", None, (1, "a", None)),
+    ("blob", None, bytes(range(256)) * 16),
+    ("json", {"n": 2}, "second occurrence"),
+]
+
+
+@pytest.mark.parametrize("released", sorted(p.name for p in (
+    __import__("pathlib").Path(__file__).parent / "stores").glob("format-*")))
+def test_committed_stores_of_every_released_format_still_open(released, tmp_path, monkeypatch):
+    import datetime
+    import shutil
+    from pathlib import Path
+
+    source = Path(__file__).parent / "stores" / released
+    copy = tmp_path / ".nbstep"
+    shutil.copytree(source, copy)
+    monkeypatch.setenv("NBSTEP_STORE", str(copy))
+    nbstep.configure(namespace="analysis.ipynb")
+    nbstep.reset()
+    try:
+        def never(*_):
+            raise AssertionError(f"{released}: a recorded step recomputed")
+
+        for key, value, expected in EXPECTED:
+            if value is None:
+                assert step.run(key, never) == expected
+            else:
+                assert step.run(key, value, never) == expected
+        assert step.run("when", never) == datetime.datetime(2026, 11, 24, 12, tzinfo=datetime.UTC)
+        assert len(step.inspect()) == 5
+    finally:
+        nbstep.configure(namespace=None)
+        runtime().drop_store()
+        nbstep.reset()

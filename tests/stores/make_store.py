@@ -1,0 +1,43 @@
+"""Write a small store of the current format into tests/stores/format-<N>/.
+
+Run once per released store format (``python tests/stores/make_store.py``) and
+commit the folder; test_store.py must keep opening every committed one. The values
+are the ones EXPECTED in test_store.py.
+"""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    import nbstep
+    from nbstep import step
+    from nbstep.api import runtime
+    from nbstep.store import FORMAT_VERSION
+
+    target = HERE / f"format-{FORMAT_VERSION}"
+    if target.exists():
+        sys.exit(f"{target} exists; a released format's store is never rewritten")
+    nbstep.configure(store=str(target), namespace="analysis.ipynb", inline_limit=1024)
+    step.run("json", {"n": 1}, lambda x: {"rows": [1, 2, 3], "label": "ok"})
+    step.run("tuple", lambda: (1, "a", None))
+    step.run("when", lambda: datetime.datetime(2026, 11, 24, 12, 0, tzinfo=datetime.UTC))
+    step.run("blob", lambda: bytes(range(256)) * 16)   # 4 KiB: an object file
+    step.run("json", {"n": 2}, lambda x: "second occurrence")
+    runtime().drop_store()
+    for leftover in ("lock.want", "journal"):
+        path = target / leftover
+        if path.exists() and path.stat().st_size == 0:
+            path.unlink()
+    shutil.rmtree(target / "objects" / "tmp", ignore_errors=True)
+    print(f"wrote {target}")
+
+
+if __name__ == "__main__":
+    main()
