@@ -24,6 +24,21 @@ from .errors import (
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext nbstep``: the ``%%step`` magic (imported only now, to stay cheap)."""
+    from .magic import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: object) -> None:
+    """``%unload_ext nbstep``: remove the magics, hooks and ``step`` name again."""
+    from .magic import unload_ipython_extension as unload
+
+    unload(ipython)
+
+
 __all__ = [
     "ConfigError",
     "NbstepError",
@@ -37,6 +52,8 @@ __all__ = [
     "StoreFormatError",
     "__version__",
     "configure",
+    "load_ipython_extension",
     "reset",
     "step",
+    "unload_ipython_extension",
 ]

@@ -1,0 +1,632 @@
+"""One ``%%step`` cell as one durable step: decide, then replay or run and record.
+
+The magic (:mod:`nbstep.magic`) parses its arguments and calls :class:`CellStep`;
+everything else happens here, through the engine's ``runtime().begin(...)``.
+
+Which variables a cell's record holds
+-------------------------------------
+Both static analysis and a run-time comparison, because each misses something:
+
+1. the names the code binds (:mod:`nbstep.cellanalysis`): also catches in-place
+   changes through ``df["x"] = ...``, ``cfg.lr = ...`` and ``lst += [...]``, which
+   keep the object's identity;
+2. the names whose binding changed during the run, by identity (new, rebound or
+   deleted): catches ``exec``, ``globals()[...]``, ``%store -r`` and magics;
+3. names the cell read whose value changed in place (their input hash differs after
+   the run, e.g. ``lst.append(1)``, ``np.random.shuffle(arr)``);
+4. names the cell read that cannot be hashed but whose methods it called
+   (``model.fit(X)``, ``rng.normal()``): they may have changed, so they are
+   recorded when they can be persisted, and otherwise left as they are.
+
+IPython's own names (``_``, ``_i3``, ``Out``, ``_exit_code``...) never count.
+
+How they are stored
+-------------------
+One value per record (format ``nbstep_cell: 1``): the transformed source, the
+top-level ``def``/``class``/``NAME = lambda`` statements to re-run on replay (so a
+replayed function's globals are the notebook's, and its source stays inspectable),
+modules by name, the deleted names, the ordered outputs, and one blob holding every
+other variable plus the displayed result, pickled together (:func:`encode_values`) so
+objects shared between variables stay shared (``fig, ax = plt.subplots()``).
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextvars
+import importlib
+import inspect
+import re
+import sys
+import threading
+import time
+import types
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from . import cellanalysis, cellcapture, cellinputs
+from .api import mismatch_error, runtime
+from .errors import NbstepError, NotPersistable, StepNotPersistedWarning, StepReplayError
+
+FORMAT = 1
+BUILTIN = "%%step"
+PyCF_ALLOW_TOP_LEVEL_AWAIT = getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0x2000)
+_IPYTHON_NAME = re.compile(
+    r"^(_+|_i+|_i\d+|_\d+|_oh|_ih|_dh|_exit_code|In|Out|get_ipython|exit|quit|__\w+__)$"
+)
+
+# > 0 while a %%step body runs: nested run_cell calls must not restart the counters.
+_depth = 0
+
+
+def body_running() -> bool:
+    return _depth > 0
+
+
+@dataclass
+class Options:
+    key: str
+    namespace: str | None = None
+    on_mismatch: str = "rerun"
+    rerun: bool = False
+    quiet: bool = False
+
+
+class NotRecorded(Exception):
+    """Internal: a variable the record needs cannot be persisted."""
+
+
+def _is_ipython_name(name: str) -> bool:
+    return bool(_IPYTHON_NAME.match(name))
+
+
+def _format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def _type_label(value: Any) -> str:
+    kind = type(value)
+    module = kind.__module__
+    if module in ("builtins", "__main__"):
+        return kind.__qualname__
+    return f"{module}.{kind.__qualname__}"
+
+
+def _flush_inline_figures() -> None:
+    """Show matplotlib's pending inline figures now, while outputs are recorded.
+
+    The inline backend shows them in a ``post_execute`` hook, after the cell (and so
+    after the capture); showing them here instead makes them part of the record, and
+    the hook then finds nothing left to show.
+    """
+    backend_inline = sys.modules.get("matplotlib_inline.backend_inline")
+    mpl = sys.modules.get("matplotlib")
+    if backend_inline is None or mpl is None or "matplotlib.pyplot" not in sys.modules:
+        return
+    get = getattr(mpl.rcParams, "_get_backend_or_none", None)
+    backend = get() if get is not None else None
+    if backend and "inline" in str(backend).lower():
+        backend_inline.flush_figures()
+
+
+class CellStep:
+    """A ``%%step`` cell from its lookup to its outcome."""
+
+    def __init__(self, shell: Any, options: Options, body: str, header: str = "%%step") -> None:
+        self.shell = shell
+        self.options = options
+        self.body = body
+        self.header = header  # the cell's first line, shown by tracebacks and warnings
+        self.user_ns: dict[str, Any] = shell.user_ns
+        self.hidden: dict[str, Any] = getattr(shell, "user_ns_hidden", {})
+        self.user_modules = {getattr(getattr(shell, "user_module", None), "__name__", "__main__")}
+        self.occurrence: Any = None
+        self.replaying = False
+        self.capture: cellcapture.OutputCapture | None = None
+        self._started = 0.0
+        self._before: dict[str, Any] = {}
+
+    # -- deciding ------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Transform and analyse the body, hash its input, look the step up."""
+        __tracebackhide__ = True
+        shell = self.shell
+        # Line 1 of the cell is the %%step line: keep line numbers those of the cell.
+        self.source = "\n" + shell.transform_cell(self.body)
+        tree = cellanalysis.parse(self.source)
+        self.analysis = cellanalysis.analyze(tree)
+        transformed = shell.transform_ast(tree)
+        self.tree = transformed if transformed is not None else tree
+        self.parts, self.unhashable = cellinputs.input_parts(
+            self.analysis.canonical, self.analysis.reads, self.user_ns, self.hidden,
+            self.user_modules,
+        )
+        from .hashing import input_hash
+
+        self.input_hash = input_hash(self.parts)
+        rt = runtime()
+        if rt.user_ns is None:
+            rt.user_ns = self.user_ns
+        options = self.options
+        # Mismatches are decided here, not by the engine: an input that the namespace
+        # holds because this very step produced it (`x = x + 1` executed again) is
+        # not a change, and inputs a record did not have cannot have shaped it.
+        occurrence = rt.begin(BUILTIN, options.key, self.input_hash, options.namespace,
+                              "rerun", options.rerun)
+        occurrence.mode = options.on_mismatch
+        self.occurrence = occurrence
+        record = occurrence.record
+        if record is None or options.rerun:
+            return
+        if record.input_hash == self.input_hash:
+            self.replaying = True
+            return
+        recorded = _recorded_parts(record)
+        adjusted = _adjusted_parts(self.parts, record) if recorded is not None else None
+        if adjusted is not None and adjusted == recorded:
+            occurrence.input_hash = record.input_hash
+            self.replaying = True
+            return
+        if recorded is None:
+            what = "the input (the record was not made by %%step)"
+        else:
+            what = cellinputs.describe_changes(recorded, adjusted or self.parts) or "the input"
+        if options.on_mismatch == "error":
+            raise mismatch_error(BUILTIN, record, self.input_hash, what)
+        print(f"recomputing `{options.key}`: {what} changed since the record of "
+              f"{record.occurred_at}")
+
+    # -- replaying -------------------------------------------------------------------
+
+    def replay(self) -> Any:
+        __tracebackhide__ = True
+        outcome = self.occurrence.replay()
+        record = outcome.record
+        container = outcome.value
+        if not (isinstance(container, dict) and container.get("nbstep_cell") == FORMAT):
+            raise StepReplayError(
+                f"cannot replay `{self.options.key}`: its record (made "
+                f"{record.occurred_at}) was not made by %%step, or by a newer nbstep. "
+                "Run the cell with --rerun to record it again."
+            )
+        result = self._restore(container, record)
+        if not self.options.quiet:
+            print(f"replayed `{self.options.key}` (recorded {record.occurred_at}, "
+                  f"original run {_format_seconds(record.duration_s)})")
+        cellcapture.replay(self.shell, container.get("outputs") or [])
+        return result
+
+    def _restore(self, container: dict[str, Any], record: Any) -> Any:
+        ns = self.user_ns
+        try:
+            for name in container.get("deleted") or []:
+                ns.pop(name, None)
+            for name, module_name in (container.get("modules") or {}).items():
+                ns[name] = importlib.import_module(module_name)
+            pending = self._run_definitions(container, strict=False)
+            values: dict[str, Any] = {}
+            blob = container.get("values")
+            if blob is not None:
+                values = decode_values(blob[0], blob[1])
+            ns.update(values.get("variables", {}))
+            if pending:
+                self._run_definitions(container, strict=True, only=pending)
+        except NbstepError:
+            raise
+        except Exception as e:
+            raise StepReplayError(
+                f"cannot replay `{self.options.key}` (recorded {record.occurred_at}): "
+                f"restoring its variables failed with {type(e).__name__}: {e}. "
+                "Run the cell with --rerun to compute and record it again."
+            ) from e
+        result = container.get("result")
+        if result is None:
+            return None
+        if result[0] == "value":
+            return values.get("result")
+        return _RecordedDisplay(result[1], result[2])
+
+    def _run_definitions(self, container: dict[str, Any], strict: bool,
+                         only: list[str] | None = None) -> list[str]:
+        """Re-run recorded ``def``/``class`` statements; returns those that must wait."""
+        definitions = container.get("definitions") or []
+        if only is not None:
+            definitions = [d for d in definitions if d[0] in only]
+        if not definitions:
+            return []
+        source = container["source"]
+        tree = cellanalysis.parse(source)
+        shell = self.shell
+        filename = self._cache_source(source)
+        pending = []
+        for name, index in definitions:
+            module = ast.Module(body=[tree.body[index]], type_ignores=[])
+            code = shell.compile(module, filename, "exec")
+            try:
+                exec(code, shell.user_global_ns, self.user_ns)
+            except NameError:
+                # A decorator that uses a variable of this same cell: after the values.
+                if strict:
+                    raise
+                pending.append(name)
+        return pending
+
+    # -- computing -------------------------------------------------------------------
+
+    def _cache_source(self, source: str) -> str:
+        """Register the code with IPython, so tracebacks show ``Cell In[n], line k``.
+
+        The compiled code comes from ``source`` (line 1 empty); the text shown has
+        the cell's ``%%step`` line there instead.
+        """
+        shell = self.shell
+        shown = self.header + source
+        return shell.compile.cache(shown, max(shell.execution_count - 1, 0))
+
+    def compile_body(self) -> tuple[types.CodeType | None, types.CodeType | None, str]:
+        shell = self.shell
+        self.filename = self._cache_source(self.source)
+        nodes = list(self.tree.body)
+        last = nodes[-1] if nodes and isinstance(nodes[-1], ast.Expr) else None
+        block_nodes = nodes[:-1] if last is not None else nodes
+        flags = PyCF_ALLOW_TOP_LEVEL_AWAIT if getattr(shell, "autoawait", True) else 0
+        with shell.compile.extra_flags(flags):
+            block = (shell.compile(ast.Module(body=block_nodes, type_ignores=[]),
+                                   self.filename, "exec") if block_nodes else None)
+            expr = None
+            if last is not None:
+                expression = ast.Expression(body=last.value)
+                ast.copy_location(expression, last)
+                expr = shell.compile(expression, self.filename, "eval")
+        return block, expr, self.filename
+
+    def start(self) -> None:
+        global _depth
+        self._before = dict(self.user_ns)
+        self.capture = cellcapture.OutputCapture(self.shell).start()
+        _depth += 1
+        self._started = time.perf_counter()
+
+    def abort(self) -> None:
+        """The body raised: stop capturing, record nothing."""
+        global _depth
+        _depth -= 1
+        if self.capture is not None:
+            self.capture.stop()
+
+    def run_sync(self) -> Any:
+        __tracebackhide__ = True
+        block, expr, _ = self.compile_body()
+        self.start()
+        try:
+            if block is not None:
+                _run_code(self.shell, block, self.user_ns)
+            value = _run_code(self.shell, expr, self.user_ns) if expr is not None else None
+            _flush_inline_figures()
+        except BaseException:
+            self.abort()
+            raise
+        return self.end(value)
+
+    async def run_async(self) -> Any:
+        __tracebackhide__ = True
+        block, expr, _ = self.compile_body()
+        self.start()
+        try:
+            if block is not None:
+                await _await_code(self.shell, block, self.user_ns)
+            value = await _await_code(self.shell, expr, self.user_ns) if expr is not None else None
+            _flush_inline_figures()
+        except BaseException:
+            self.abort()
+            raise
+        return self.end(value)
+
+    def end(self, value: Any) -> Any:
+        """The body finished: record the step (unless it cannot be persisted)."""
+        global _depth
+        duration = time.perf_counter() - self._started
+        _depth -= 1
+        assert self.capture is not None
+        outputs = self.capture.stop()
+        if cellanalysis.ends_with_semicolon(self.source):
+            value = None
+        try:
+            self._record(value, outputs, duration)
+        except NotRecorded as e:
+            runtime().stats["not_persisted"] += 1
+            runtime().stats["computed"] += 1
+            runtime().stats["compute_s"] += duration
+            warnings.warn_explicit(
+                StepNotPersistedWarning(str(e)), StepNotPersistedWarning,
+                self.filename, 1, registry=None,
+            )
+        return value
+
+    def _changed_names(self) -> tuple[list[str], list[str], list[str]]:
+        """(bound, deleted, maybe-changed) names, as the module docstring lists."""
+        before, after = self._before, self.user_ns
+        missing = object()
+        hidden = self.hidden
+        def counts(name: str) -> bool:
+            if _is_ipython_name(name):
+                return False
+            value = after.get(name, missing)
+            return not (name in hidden and hidden[name] is value)
+
+        bound: list[str] = []
+        for name in self.analysis.bound:
+            if name in after and counts(name):
+                bound.append(name)
+        for name, value in after.items():
+            if name not in bound and before.get(name, missing) is not value and counts(name):
+                bound.append(name)
+        deleted = [name for name in before if name not in after and not _is_ipython_name(name)]
+        maybe: list[str] = []
+        for name in self.analysis.reads:
+            part = self.parts.get("var:" + name)
+            if part is None or name in bound or name not in after:
+                continue
+            value = after[name]
+            if isinstance(value, (types.ModuleType, types.FunctionType, type)):
+                continue
+            if part.startswith(cellinputs.UNHASHABLE_PREFIX):
+                if name in self.analysis.touched:
+                    maybe.append(name)
+            elif cellinputs.value_hash(value, after, self.user_modules) != part:
+                bound.append(name)  # changed in place
+        return bound, deleted, maybe
+
+    def _record(self, value: Any, outputs: list[Any], duration: float) -> None:
+        bound, deleted, maybe = self._changed_names()
+        ns = self.user_ns
+        soft = [name for name in bound if name in self.analysis.soft]
+        bound = [name for name in bound if name not in soft]
+        modules: dict[str, str] = {}
+        definitions: list[list[Any]] = []
+        variables: dict[str, Any] = {}
+        problems: list[str] = []
+        for name in bound:
+            obj = ns[name]
+            if isinstance(obj, types.ModuleType):
+                module_name = obj.__name__
+                if sys.modules.get(module_name) is obj:
+                    modules[name] = module_name
+                else:
+                    problems.append(f"`{name}` (a module that cannot be imported by its "
+                                    f"name `{module_name}`)")
+            elif (name in self.analysis.definitions
+                  and self._before.get(name, _MISSING) is not obj):
+                definitions.append([name, self.analysis.definitions[name].index])
+            else:
+                variables[name] = obj
+        # Objects that may have changed, and `with` targets: kept when they persist.
+        left_as_is = []
+        for name in [*soft, *maybe]:
+            if _persists(ns[name]):
+                variables[name] = ns[name]
+            else:
+                left_as_is.append(name)
+        payload: dict[str, Any] = {"variables": variables}
+        if value is not None:
+            payload["result"] = value
+        result: Any = ("value",) if value is not None else None
+        try:
+            blob = encode_values(payload)
+        except NotPersistable:
+            for name, obj in variables.items():
+                why = _why_not(obj)
+                if why is not None:
+                    problems.append(f"`{name}` ({_type_label(obj)}: {why})")
+            if problems:
+                raise NotRecorded(self._not_recorded_message(problems)) from None
+            # Only the displayed result does not persist: keep what it showed.
+            payload.pop("result", None)
+            data, metadata = self.shell.display_formatter.format(value)
+            result = ("display", data, metadata)
+            blob = encode_values(payload)
+        if problems:
+            raise NotRecorded(self._not_recorded_message(problems))
+        container = {
+            "nbstep_cell": FORMAT,
+            "source": self.source,
+            "definitions": definitions,
+            "modules": modules,
+            "values": list(blob) if variables or result == ("value",) else None,
+            "deleted": deleted,
+            "outputs": outputs,
+            "result": result,
+        }
+        produced: dict[str, str] = {}
+        for name in [*variables, *(d[0] for d in definitions)]:
+            if "var:" + name in self.parts:
+                digest = cellinputs.value_hash(ns[name], ns, self.user_modules)
+                if digest is not None:
+                    produced[name] = digest
+        details = {
+            "cell": FORMAT,
+            "parts": self.parts,
+            "output_parts": produced,
+            "variables": sorted([*variables, *modules, *(d[0] for d in definitions)]),
+            "deleted": deleted,
+            "hashed_by_type": self.unhashable,
+            "left_as_is": left_as_is,
+        }
+        from . import codecs
+
+        try:
+            outer = codecs.encode(container)
+        except NotPersistable as e:  # pragma: no cover - outputs are plain data
+            raise NotRecorded(f"%%step `{self.options.key}` was not recorded: {e}") from e
+        self.occurrence.finish(container, duration, details=details, encoded=outer)
+        if self.unhashable and not self.options.quiet:
+            names = ", ".join(f"`{n}`" for n in self.unhashable)
+            print(f"note: nbstep cannot hash {names}, so a change to "
+                  f"{'it' if len(self.unhashable) == 1 else 'them'} will not make "
+                  f"`{self.options.key}` recompute (--rerun does)")
+
+    def _not_recorded_message(self, problems: list[str]) -> str:
+        return (
+            f"%%step `{self.options.key}` was not recorded: "
+            f"{'variable' if len(problems) == 1 else 'variables'} {', '.join(problems)} "
+            f"cannot be persisted. The cell's effects stay in this kernel, but it will run "
+            "again next time (a partial replay would break the cells after it). Create "
+            "such objects in another cell, or `del` them at the end of this one."
+        )
+
+
+def encode_values(payload: Any) -> tuple[str, bytes]:
+    """Encode a cell's variables together, so objects they share stay shared.
+
+    Plain pickle (protocol 5) first, *with* references into ``__main__`` by name,
+    unlike ``codecs.encode`` which stores such functions and classes by value: a
+    notebook replays its cells in order, so an object of a class defined in an
+    earlier cell must come back as an instance of that very class, and functions
+    this cell defines are re-created from their source before the values load.
+    Lambdas and local classes (which pickle cannot name) go through
+    ``codecs.encode`` (cloudpickle, by value).
+    """
+    import pickle
+
+    try:
+        return "pickle", pickle.dumps(payload, protocol=5)
+    except (pickle.PicklingError, AttributeError):
+        pass
+    except RecursionError as e:
+        raise NotPersistable(f"too deeply nested to pickle ({e})") from e
+    except Exception as e:
+        raise NotPersistable(f"{type(e).__name__}: {e}") from e
+    from . import codecs
+
+    encoded = codecs.encode(payload)
+    return encoded.codec, bytes(encoded.data)
+
+
+def decode_values(codec: str, data: Any) -> Any:
+    if codec == "pickle":
+        import pickle
+
+        return pickle.loads(data)
+    from . import codecs
+
+    return codecs.decode(codec, data)
+
+
+def _persists(value: Any) -> bool:
+    return _why_not(value) is None
+
+
+def _why_not(value: Any) -> str | None:
+    """Why a value cannot be persisted, or None when it can."""
+    try:
+        encode_values(value)
+    except NotPersistable as e:
+        return str(e).rstrip(".")
+    return None
+
+
+_MISSING = object()
+
+
+class _RecordedDisplay:
+    """Shows a recorded result that could not be persisted as a value."""
+
+    def __init__(self, data: dict[str, Any], metadata: dict[str, Any]) -> None:
+        self.data, self.metadata = data, metadata
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
+        return self.data, self.metadata
+
+    def __repr__(self) -> str:
+        return str(self.data.get("text/plain", "<recorded output>"))
+
+
+def _recorded_parts(record: Any) -> dict[str, str] | None:
+    details = record.details or {}
+    parts = details.get("parts") if details.get("cell") else None
+    return parts if isinstance(parts, dict) else None
+
+
+def _adjusted_parts(current: dict[str, str], record: Any) -> dict[str, str]:
+    """The current parts, compared on the record's terms.
+
+    A name the record did not read is left out: it was not defined when the step
+    ran (or was not read), so it cannot have shaped the record. A name the step
+    both read and produced counts as unchanged when the namespace holds exactly
+    what the step produced: the cell is being executed again in the same kernel.
+    """
+    details = record.details or {}
+    recorded = details.get("parts") or {}
+    produced = details.get("output_parts") or {}
+    adjusted: dict[str, str] = {}
+    for name, part in recorded.items():
+        if name not in current:
+            continue
+        now = current[name]
+        if name.startswith("var:") and produced.get(name[4:]) == now:
+            now = part
+        adjusted[name] = now
+    return adjusted
+
+
+# -- executing code --------------------------------------------------------------------
+
+
+def _run_code(shell: Any, code: types.CodeType, ns: dict[str, Any]) -> Any:
+    __tracebackhide__ = True
+    if code.co_flags & inspect.CO_COROUTINE:
+        return _run_coroutine(shell, eval(code, shell.user_global_ns, ns))
+    return eval(code, shell.user_global_ns, ns)
+
+
+async def _await_code(shell: Any, code: types.CodeType, ns: dict[str, Any]) -> Any:
+    __tracebackhide__ = True
+    if code.co_flags & inspect.CO_COROUTINE:
+        return await eval(code, shell.user_global_ns, ns)
+    return eval(code, shell.user_global_ns, ns)
+
+
+def _run_coroutine(shell: Any, coroutine: Any) -> Any:
+    """Run top-level ``await`` code from synchronous code.
+
+    Without a running event loop (a terminal, a test shell) IPython's loop runner
+    does it. Inside a kernel the loop is running, and the magic's input transformer
+    normally routes such cells through the async path instead; if it was bypassed,
+    the coroutine runs on a fresh loop in a helper thread (objects bound to the
+    kernel's loop cannot be used there).
+    """
+    __tracebackhide__ = True
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return shell.loop_runner(coroutine)
+    context = contextvars.copy_context()
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = context.run(asyncio.run, coroutine)
+        except BaseException as e:  # handed back to the caller's thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=target, name="nbstep-await", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")

@@ -1,0 +1,407 @@
+"""The IPython extension: ``%%step``, ``%step_config``, ``%steps`` and the ``step`` name.
+
+``%load_ext nbstep`` calls :func:`load_ipython_extension`; ``%unload_ext nbstep``
+undoes everything it did. The magics are thin: they parse their arguments and hand
+over to :mod:`nbstep.cellstep` (the cell as a step) and :mod:`nbstep.api` (the
+engine). Library errors become ``UsageError`` (one line, no traceback); an error
+raised by the cell's own code shows its traceback as usual.
+
+Loading stays cheap (no pandas, no DuckDB): those load on first use.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import warnings
+from typing import Any
+
+# This module is imported only by load_ipython_extension, when IPython is running:
+# importing IPython here costs nothing, and the magics class needs it at definition.
+from IPython.core.error import UsageError  # noqa: TID253
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class  # noqa: TID253
+from IPython.core.magic_arguments import (  # noqa: TID253
+    argument,
+    magic_arguments,
+    parse_argstring,
+)
+
+from . import config
+from .api import runtime, step
+from .errors import ConfigError, NbstepError
+
+MAGIC_NAMES = {"cell": ("step",), "line": ("step_config", "steps")}
+_STEP_LINE = re.compile(r"^%%step(?:[ \t]+(?P<args>.*))?$")
+
+
+class _State:
+    """What load_ipython_extension did to one shell, so unload can undo exactly that."""
+
+    def __init__(self) -> None:
+        self.shell: Any = None
+        self.injected_step = False
+        self.identity_noted = False
+
+
+_state = _State()
+
+
+def _setting(name: str, default: Any) -> Any:
+    try:
+        return config.setting(name, default)
+    except ConfigError as e:
+        raise UsageError(str(e)) from e
+
+
+@magics_class
+class StepMagics(Magics):
+    """``%%step KEY``: run a cell once, replay it afterwards."""
+
+    @magic_arguments()
+    @argument("key", help="the step's key: a name for this cell's work, unique in the notebook")
+    @argument("--rerun", action="store_true",
+              help="compute again and record a new version, even if the inputs are unchanged")
+    @argument("--namespace", "-n", metavar="NS",
+              help="record in this namespace instead of the notebook's own")
+    @argument("--on-mismatch", choices=["error", "rerun"], default=None,
+              help="when the inputs changed since the record: recompute (rerun, the default; "
+                   "change it with %%step_config or [tool.nbstep] magic_on_mismatch) or raise "
+                   "(error)")
+    @argument("--quiet", "-q", action="store_true",
+              help="do not print the 'replayed ...' line (setting: quiet)")
+    @cell_magic
+    def step(self, line: str, cell: str) -> Any:
+        """Run the cell once and record it; executing it again replays it.
+
+        The first run executes the body as an ordinary cell (magics, ``!cmd`` and
+        top-level ``await`` work; output shows as it comes) and records, as one
+        durable step: the variables the cell binds, what it printed and displayed,
+        and its result. Executing it again with the same inputs (the code, ignoring
+        comments and whitespace, and the values of the variables it reads) skips the
+        body: the variables come back, the outputs show again, and one line says so.
+
+        Examples::
+
+            %%step load
+            df = pd.read_parquet("big.parquet")     # runs once
+            df.describe()
+
+            %%step train --on-mismatch error        # raise if the inputs changed
+            model = fit(df, threshold)
+
+            %%step train --rerun                    # compute again, record a new version
+
+        A cell that raises records nothing. A variable that cannot be persisted
+        (an open connection, a generator) leaves the cell unrecorded, with a warning.
+        ``%steps`` lists this notebook's steps; ``%step_config`` sets defaults.
+        """
+        __tracebackhide__ = True
+        from .cellstep import CellStep
+
+        step_ = CellStep(self.shell, _parse_step_line(line), cell, _header(line))
+        _prepare(step_)
+        if step_.replaying:
+            return _replay(step_)
+        return step_.run_sync()
+
+    @magic_arguments()
+    @argument("--on-mismatch", choices=["error", "rerun"], default=None,
+              help="what %%step does when a cell's inputs changed")
+    @argument("--quiet", action="store_true", default=None,
+              help="do not print the 'replayed ...' line")
+    @argument("--no-quiet", dest="quiet", action="store_false",
+              help="print the 'replayed ...' line (the default)")
+    @argument("--namespace", metavar="NS",
+              help="record this session's steps (%%step and step.run) in this namespace")
+    @argument("--store", metavar="DIR", help="use this store directory for this session")
+    @argument("--reset", action="store_true",
+              help="forget the settings made with %%step_config in this session")
+    @line_magic
+    def step_config(self, line: str) -> None:
+        """Set nbstep's defaults for this session, or show them.
+
+        Examples::
+
+            %step_config                          # show the settings and where they come from
+            %step_config --on-mismatch error      # changed inputs raise instead of recompute
+            %step_config --quiet                  # no 'replayed ...' lines
+            %step_config --namespace exp-1        # record under another namespace
+            %step_config --reset                  # back to pyproject.toml / the defaults
+
+        Project defaults go under ``[tool.nbstep]`` in ``pyproject.toml``
+        (``magic_on_mismatch = "error"``, ``quiet = true``); what is set here wins.
+        """
+        from . import api
+
+        args = parse_argstring(self.step_config, line)
+        changes: dict[str, Any] = {}
+        if args.reset:
+            changes = {"magic_on_mismatch": None, "quiet": None, "namespace": None,
+                       "store": None}
+        if args.on_mismatch is not None:
+            changes["magic_on_mismatch"] = args.on_mismatch
+        if args.quiet is not None:
+            changes["quiet"] = args.quiet
+        if args.namespace is not None:
+            changes["namespace"] = args.namespace
+        if args.store is not None:
+            changes["store"] = args.store
+        if changes:
+            try:
+                api.configure(**changes)
+            except ConfigError as e:
+                raise UsageError(str(e)) from e
+            return
+        _show_settings()
+
+    @magic_arguments()
+    @argument("namespace", nargs="?", help="a namespace (default: this notebook's)")
+    @argument("--no-results", action="store_true",
+              help="leave out the recorded values (faster for large steps)")
+    @line_magic
+    def steps(self, line: str) -> Any:
+        """This notebook's recorded steps as a DataFrame (``step.inspect()``).
+
+        Examples::
+
+            %steps                     # this notebook
+            %steps other.ipynb         # another namespace
+            %steps --no-results
+        """
+        args = parse_argstring(self.steps, line)
+        try:
+            if args.namespace is not None:
+                return step.inspect(args.namespace, results=not args.no_results)
+            return step.inspect(results=not args.no_results)
+        except (NbstepError, ValueError, TypeError) as e:
+            raise UsageError(str(e)) from e
+
+
+def _header(line: str) -> str:
+    return f"%%step {line}".rstrip()
+
+
+def _parse_step_line(line: str) -> Any:
+    from .cellstep import Options
+
+    args = parse_argstring(StepMagics.step, line)
+    key = args.key
+    if not key.strip():
+        raise UsageError("%%step: the key cannot be empty; give the cell's work a name: "
+                         "%%step load_data")
+    namespace = args.namespace
+    if namespace is not None and not namespace.strip():
+        raise UsageError("%%step: --namespace cannot be empty; leave it out to use the "
+                         "notebook's own namespace")
+    on_mismatch = args.on_mismatch or _setting("magic_on_mismatch", None) or "rerun"
+    quiet = bool(args.quiet or _setting("quiet", False))
+    return Options(key=key, namespace=namespace, on_mismatch=on_mismatch, rerun=args.rerun,
+                   quiet=quiet)
+
+
+def _prepare(step_: Any) -> None:
+    __tracebackhide__ = True
+    from .errors import StepInputMismatch
+
+    _note_identity(step_)
+    try:
+        step_.prepare()
+    except StepInputMismatch as e:
+        raise UsageError(str(e)) from e
+    except NbstepError as e:
+        raise UsageError(str(e)) from e
+
+
+def _replay(step_: Any) -> Any:
+    __tracebackhide__ = True
+    try:
+        return step_.replay()
+    except NbstepError as e:
+        raise UsageError(str(e)) from e
+
+
+def _note_identity(step_: Any) -> None:
+    """Say once when this kernel cannot tell which notebook it runs.
+
+    Then steps go to the namespace `default`, shared with every other notebook in
+    the same situation; saying so is the difference between sharing and mixing.
+    """
+    import os
+
+    if _state.identity_noted or step_.options.namespace is not None:
+        return
+    if os.environ.get("NBSTEP_NAMESPACE", "").strip() or config.configured("namespace"):
+        return
+    user_ns = step_.user_ns
+    if config.notebook_path(user_ns) or config.script_path():
+        return
+    _state.identity_noted = True
+    session = user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME")
+    why = (f"the session name `{session}` is not a saved notebook's path (a new notebook "
+           "keeps its first name until the kernel restarts)" if session else
+           "neither JPY_SESSION_NAME nor __vsc_ipynb_file__ names the notebook")
+    print(f"note: nbstep cannot tell which notebook this is: {why}. Steps go to the "
+          "namespace `default`, shared with other such notebooks. Save the notebook and "
+          "restart the kernel, or run %step_config --namespace NAME.")
+
+
+# -- top-level await ---------------------------------------------------------------
+
+
+def _is_async(source: str) -> bool:
+    import ast
+    import inspect
+
+    try:
+        code = compile(source, "<cell>", "exec",
+                       flags=getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0x2000),
+                       dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return False
+    return bool(code.co_flags & inspect.CO_COROUTINE)
+
+
+def _async_cell_transformer(lines: list[str]) -> list[str]:
+    """Run a ``%%step`` cell whose body uses top-level ``await`` on the kernel's loop.
+
+    A cell magic is called synchronously, and inside a kernel the event loop is
+    already running, so the magic cannot await. This cleanup transformer turns such
+    a cell into ``await <nbstep>.run_step_cell_async(...)``: IPython then runs the
+    whole cell as async code, on its loop, as it would the body alone.
+    """
+    if not lines:
+        return lines
+    match = _STEP_LINE.match(lines[0].rstrip("\r\n"))
+    shell = _state.shell
+    if match is None or shell is None or not getattr(shell, "autoawait", False):
+        return lines
+    body = "".join(lines[1:])
+    if "await" not in body:
+        return lines
+    try:
+        transformed = shell.transform_cell(body)
+    except Exception:
+        return lines  # the magic will report it
+    if not _is_async(transformed):
+        return lines
+    args = match.group("args") or ""
+    return [
+        "await __import__('nbstep.magic', fromlist=['run_step_cell_async'])"
+        f".run_step_cell_async(get_ipython(), {args!r}, {body!r})\n"
+    ]
+
+
+async def run_step_cell_async(shell: Any, line: str, cell: str) -> Any:
+    """``%%step`` for a body with top-level ``await`` (see the transformer above)."""
+    __tracebackhide__ = True
+    from .cellstep import CellStep
+
+    step_ = CellStep(shell, _parse_step_line(line), cell, _header(line))
+    _prepare(step_)
+    if step_.replaying:
+        return _replay(step_)
+    return await step_.run_async()
+
+
+# -- loading -------------------------------------------------------------------------
+
+
+def _pre_run_cell(info: Any = None) -> None:
+    # Every cell execution starts new occurrence counters, so executing a cell
+    # again replays it. A run_cell nested in a %%step body is not a new cell.
+    from . import cellstep
+
+    if not cellstep.body_running():
+        runtime().reset()
+
+
+def load_ipython_extension(ip: Any) -> None:
+    """``%load_ext nbstep``: register the magics, the hooks and the ``step`` name."""
+    if _state.shell is ip:
+        return
+    if _state.shell is not None:
+        unload_ipython_extension(_state.shell)
+    ip.register_magics(StepMagics)
+    ip.events.register("pre_run_cell", _pre_run_cell)
+    if _async_cell_transformer not in ip.input_transformers_cleanup:
+        ip.input_transformers_cleanup.append(_async_cell_transformer)
+    runtime().user_ns = ip.user_ns
+    runtime().reset()
+    existing = ip.user_ns.get("step", None)
+    if "step" not in ip.user_ns:
+        ip.user_ns["step"] = step
+        ip.user_ns_hidden["step"] = step
+        _state.injected_step = True
+    elif existing is not step:
+        _state.injected_step = False
+        warnings.warn(
+            "nbstep: this notebook already has a variable named `step`, so it was left "
+            "alone and nbstep's `step` was not added; use `import nbstep` and "
+            "`nbstep.step.run(...)` instead, or rename yours and run %reload_ext nbstep.",
+            UserWarning,
+            stacklevel=2,
+        )
+    _state.shell = ip
+    _state.identity_noted = False
+
+
+def unload_ipython_extension(ip: Any) -> None:
+    """``%unload_ext nbstep``: remove exactly what loading added."""
+    if _state.shell is not ip:
+        return
+    manager = ip.magics_manager
+    for kind, names in MAGIC_NAMES.items():
+        table = manager.magics.get(kind, {})
+        for name in names:
+            bound = table.get(name)
+            if isinstance(getattr(bound, "__self__", None), StepMagics):
+                del table[name]
+    manager.registry.pop(StepMagics.__name__, None)
+    try:
+        ip.events.unregister("pre_run_cell", _pre_run_cell)
+    except ValueError:
+        pass  # already gone
+    while _async_cell_transformer in ip.input_transformers_cleanup:
+        ip.input_transformers_cleanup.remove(_async_cell_transformer)
+    if _state.injected_step and ip.user_ns.get("step") is step:
+        del ip.user_ns["step"]
+    if ip.user_ns_hidden.get("step") is step:
+        del ip.user_ns_hidden["step"]
+    if runtime().user_ns is ip.user_ns:
+        runtime().user_ns = None
+    _state.shell = None
+    _state.injected_step = False
+
+
+def _show_settings() -> None:
+    import os
+    from pathlib import Path
+
+    def source(name: str, env: str | None = None) -> str:
+        if env and os.environ.get(env, "").strip():
+            return f"environment {env}"
+        if config.configured(name) is not None:
+            return "%step_config / nbstep.configure"
+        try:
+            table, pyproject = config.project_settings(Path.cwd())
+        except ConfigError as e:
+            raise UsageError(str(e)) from e
+        if table.get(name) is not None:
+            return f"{pyproject} [tool.nbstep]"
+        return "default"
+
+    try:
+        store_dir = config.resolve_store_dir()
+        namespace = runtime().default_namespace()
+    except NbstepError as e:
+        raise UsageError(str(e)) from e
+    rows = [
+        ("on mismatch", _setting("magic_on_mismatch", None) or "rerun",
+         source("magic_on_mismatch")),
+        ("quiet", bool(_setting("quiet", False)), source("quiet")),
+        ("namespace", namespace, source("namespace", "NBSTEP_NAMESPACE")),
+        ("store", store_dir, source("store", "NBSTEP_STORE")),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for label, value, where in rows:
+        sys.stdout.write(f"{label:<{width}}  {value}    ({where})\n")
