@@ -610,7 +610,9 @@ class Store:
                 )
             if size == 0:
                 return codecs.decode(record.codec, b"")
-            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            # A private copy-on-write mapping: decoded arrays can be writable views into it
+            # (no 80 MB copy), and writes never reach the file or another decode.
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
         try:
             return codecs.decode(record.codec, mapped)
         except Exception as e:
