@@ -175,7 +175,7 @@ def run(ctx: click.Context, notebooks: tuple[Path, ...], output: Path | None, in
     skipped: list[Path] = []
     started = time.monotonic()
     for i, path in enumerate(notebooks):
-        if results and not results[-1].ok and not keep_going:
+        if results and not results[-1].ok and (results[-1].interrupted or not keep_going):
             skipped = list(notebooks[i:])
             break
         try:
@@ -197,8 +197,10 @@ def run(ctx: click.Context, notebooks: tuple[Path, ...], output: Path | None, in
     if summary_json is not None:
         summary_json.write_text(runner.summary_json(results, skipped, wall) + "\n")
     if skipped:
-        click.echo(f"not run after the failure: {', '.join(str(p) for p in skipped)} "
-                   "(--keep-going runs them)")
+        after = "interrupt" if results[-1].interrupted else "failure (--keep-going runs them)"
+        click.echo(f"not run: {', '.join(str(p) for p in skipped)}, after the {after}")
+    if any(r.interrupted for r in results):
+        ctx.exit(130)  # the shell's code for "stopped by SIGINT"
     if not all(r.ok for r in results) or skipped:
         ctx.exit(1)
 

@@ -12,9 +12,10 @@ import io
 import json
 import os
 import pprint
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -382,10 +383,7 @@ def export_value(value: Any, path: Path) -> str:
         )
     if not path.parent.is_dir():
         raise NbstepError(f"cannot export to {path}: the folder {path.parent} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with replacing(path) as tmp:
         if suffix in (".pkl", ".pickle"):
             import pickle
 
@@ -421,10 +419,33 @@ def export_value(value: Any, path: Path) -> str:
                 ) from e
             tmp.write_text(data + "\n", encoding="utf-8")
             fmt = "json"
+    return fmt
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path``, renamed over it if the block succeeds.
+
+    So a file appears complete or not at all. It gets the mode of the file it
+    replaces, else the mode of any new file (0666 less the umask), not mkstemp's 0600.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        yield tmp
+        try:
+            mode = path.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return fmt
+
+
+def _umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
 
 
 def _as_frame(value: Any) -> Any:

@@ -26,6 +26,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -87,6 +88,7 @@ class NotebookResult:
     failed_cell: CellOutcome | None = None
     written: Path | None = None
     notes: list[str] = field(default_factory=list)
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:
@@ -189,6 +191,8 @@ def _pad(styled: str, width: int) -> str:
 
 
 def _cell_status(outcome: CellOutcome) -> str:
+    if outcome.error and outcome.error.startswith("interrupted"):
+        return "INTERRUPTED"
     if outcome.error:
         return "FAILED" + (" in a step" if outcome.counts and outcome.counts.failed else "")
     counts = outcome.counts
@@ -231,6 +235,7 @@ def _make_client_class() -> Any:
             self._outgoing: dict[str, Any] | None = None
             self._reply: dict[str, Any] | None = None
             self.on_cell_executed = self._remember_reply
+            self.interrupts = 0
 
         def _remember_reply(self, execute_reply: dict[str, Any], **_: Any) -> None:
             self._reply = execute_reply
@@ -261,10 +266,31 @@ def _make_client_class() -> Any:
                 return msg["header"]["msg_id"]
 
             kc.execute = execute
+            self._take_sigint()
             self.start_report = await self._silent(self.start_code)
             self.last_report = self.start_report
             self.on_start(self.start_report)
             return kc
+
+        def _take_sigint(self) -> None:
+            # nbclient's own SIGINT handler shuts the kernel down mid-cell, so the cell
+            # reports a dead kernel and zmq errors follow. Do what Jupyter's stop button
+            # does instead: interrupt the kernel (the cell raises KeyboardInterrupt and
+            # the run ends cleanly, notebook written); a second Ctrl-C stops the kernel.
+            # The kernel runs in its own session, so the terminal's SIGINT reaches only
+            # us. nbclient removes the handler when the kernel is cleaned up.
+            try:
+                asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self._on_sigint)
+            except (RuntimeError, NotImplementedError, ValueError):
+                pass  # not the main thread, or Windows: nbclient's handling stays
+
+        def _on_sigint(self) -> None:
+            self.interrupts += 1
+            if self.interrupts == 1:
+                self.progress.note("interrupting the kernel (Ctrl-C again to stop it)")
+                asyncio.ensure_future(_maybe_await(self.km.interrupt_kernel()))
+            else:
+                asyncio.ensure_future(self._async_cleanup_kernel())
 
         async def _silent(self, expression: str) -> dict[str, Any] | None:
             """Evaluate ``expression`` (JSON text) in the kernel without touching the
@@ -308,11 +334,15 @@ def _make_client_class() -> Any:
                 content = (self._reply or {}).get("content", {})
                 outcome.error = f"{content.get('ename', 'Error')}: {content.get('evalue', '')}"
                 outcome.traceback = "\n".join(content.get("traceback", []))
+                if self.interrupts:
+                    outcome.error = "interrupted (Ctrl-C)"
                 raise
             except BaseException as e:
-                # Timed out, died or interrupted: the kernel cannot answer a probe.
+                # Timed out, died or stopped: the kernel cannot answer a probe.
                 kernel_idle = False
                 outcome.error = _describe_stop(e, self._get_timeout(cell))
+                if self.interrupts:
+                    outcome.error = "interrupted (Ctrl-C): the kernel was stopped"
                 raise
             finally:
                 self._outgoing = None
@@ -326,6 +356,8 @@ def _make_client_class() -> Any:
                     except Exception:
                         report = None  # the kernel went away meanwhile: counts unknown
                 outcome.counts = _diff(self.last_report, report, outcome.error is not None)
+                if self.interrupts and outcome.counts is not None:
+                    outcome.counts.failed = 0  # stopped by the user, not failed
                 if report is not None:
                     self.last_report = report
                 self.outcomes.append(outcome)
@@ -333,6 +365,12 @@ def _make_client_class() -> Any:
 
     _client_class = StepClient
     return StepClient
+
+
+async def _maybe_await(value: Any) -> Any:
+    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+        return await value
+    return value
 
 
 def _runs(cell: Any, skip_tag: str) -> bool:
@@ -446,6 +484,7 @@ def run_notebook(path: Path, options: RunOptions, progress: Progress,
         client.execute(env=env)
     except KeyboardInterrupt:
         result.error = "interrupted (Ctrl-C)"
+        result.interrupted = True
     except BaseException as e:  # CellExecutionError, CellTimeoutError, DeadKernelError, ...
         failed = client.outcomes[-1] if client.outcomes and client.outcomes[-1].error else None
         if failed is not None:
@@ -456,6 +495,8 @@ def run_notebook(path: Path, options: RunOptions, progress: Progress,
     finally:
         result.wall_s = time.monotonic() - started
         shutil.rmtree(sockets, ignore_errors=True)
+    if client.interrupts:
+        result.interrupted = True
     result.cells = client.outcomes
     for outcome in result.cells:
         if outcome.counts is None:
@@ -515,15 +556,11 @@ def _check_kernel(name: str) -> None:
 def _write_notebook(nb: Any, output: Path) -> None:
     import nbformat
 
+    from .cli_store import replacing
+
     output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            nbformat.write(nb, f)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with replacing(output) as tmp:
+        nbformat.write(nb, str(tmp))
 
 
 # -- reporting -------------------------------------------------------------------------
@@ -546,7 +583,7 @@ def failure_text(result: NotebookResult) -> str:
 
 
 def notebook_line(result: NotebookResult) -> str:
-    state = "ok" if result.ok else "FAILED"
+    state = "ok" if result.ok else "INTERRUPTED" if result.interrupted else "FAILED"
     counts = _counts_text(result.counts, result.counts_known)
     cells = f"{len(result.cells)}/{result.cells[0].total if result.cells else 0} cells"
     written = f"; written to {result.written}" if result.written else ""

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import nbformat
 import pytest
@@ -224,3 +226,40 @@ def test_output_must_be_a_folder_for_several_notebooks(project):
     done = nbstep_cmd("run", str(a), str(b), "-o", "x.ipynb", cwd=project)
     assert done.returncode == 2
     assert "must be a folder" in done.stderr
+
+
+def test_ctrl_c_interrupts_the_kernel_and_still_writes_the_notebook(project):
+    path = project / "long.ipynb"
+    marker = project / "started"
+    write_notebook(
+        path,
+        "import pathlib, time\nfrom nbstep import step\nstep.run('quick', lambda: 1)",
+        f"pathlib.Path({str(marker)!r}).touch()\ntime.sleep(60)",
+        "print('not reached')",
+        markdown=False,
+    )
+    write_notebook(project / "next.ipynb", "print('never run')", markdown=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NBSTEP_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nbstep", "run", "long.ipynb", "next.ipynb", "-o", "out",
+         "--keep-going"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=project, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "INTERRUPTED" in stderr
+    assert "Traceback (most recent call last)" not in stderr.split("---- traceback ----")[0]
+    assert "1 not run" in stdout  # even a --keep-going run stops at an interrupt
+    assert summary_counts(stdout) == "0 replayed, 1 computed, 0 failed"
+    assert not (project / "out" / "next.ipynb").exists()
+    code = nbformat.read(project / "out" / "long.ipynb", as_version=4).cells
+    assert code[1].outputs[-1]["ename"] == "KeyboardInterrupt"
+    assert code[2].execution_count is None
