@@ -30,10 +30,11 @@ another process wrote in between. So replays cost one query per namespace, then
 a dict lookup.
 
 Crash safety: an object file is written to ``objects/tmp``, fsynced and renamed
-into place (and the folder fsynced) *before* the event that points to it commits,
-so a committed event never points at a partial file. DuckDB's WAL makes each
-commit atomic and durable. What a crash leaves behind (temp files, objects no
-event references) is removed by :meth:`Store.gc`, never by a reader.
+into place (and the folder fsynced) *before* the event that points to it is
+written, so no event ever points at a partial file. A recorded event is durable
+once its journal entry is fdatasynced (see "journal" below); folds into the
+table are single DuckDB transactions. What a crash leaves behind (temp files,
+objects no event references) is removed by :meth:`Store.gc`, never by a reader.
 """
 
 from __future__ import annotations
@@ -222,23 +223,22 @@ class Store:
     # -- connection ------------------------------------------------------------
 
     def _prepare_dir(self) -> None:
-        if not self.root.exists():
-            try:
-                self.root.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise NbstepError(
-                    f"cannot create the store directory {self.root}: {e.strerror}. "
-                    "Set NBSTEP_STORE to a writable directory."
-                ) from e
-        gitignore = self.root / ".gitignore"
-        if not gitignore.exists():
-            try:
-                with open(gitignore, "x") as f:
-                    f.write("# created by nbstep: a store is local state, never committed\n*\n")
-            except FileExistsError:
-                pass
-        elif not self.root.is_dir():
-            raise NbstepError(f"the store path {self.root} exists and is not a directory")
+        if self.root.exists() and not self.root.is_dir():
+            raise NbstepError(
+                f"the store path {self.root} exists and is not a directory. "
+                "Set NBSTEP_STORE to a directory."
+            )
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with open(self.root / ".gitignore", "x") as f:
+                f.write("# created by nbstep: a store is local state, never committed\n*\n")
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise NbstepError(
+                f"cannot create the store directory {self.root}: {e.strerror}. "
+                "Set NBSTEP_STORE to a writable directory."
+            ) from e
 
     def _ensure_attached(self) -> None:
         """Attach the database file, waiting out other processes; lock held."""
@@ -355,7 +355,10 @@ class Store:
                     try:
                         self._detach()
                     except Exception:
-                        pass  # reported by the next operation, which re-attaches
+                        # The journal is still on disk, and the next attach (by this
+                        # process or another) folds it again; if that fails too, that
+                        # operation raises, in the caller's thread, where it is seen.
+                        pass
                     continue
                 self._wake.wait(self.linger - idle)
 
@@ -430,10 +433,23 @@ class Store:
             self._fold()
 
     def _journal(self, row: list[Any]) -> None:
-        assert self._journal_fd is not None
+        fd = self._journal_fd
+        assert fd is not None
         payload = pickle.dumps(row, protocol=5)
-        os.write(self._journal_fd, _FRAME.pack(len(payload), zlib.crc32(payload)) + payload)
-        os.fdatasync(self._journal_fd)
+        entry = _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+        size = os.fstat(fd).st_size
+        try:
+            if os.write(fd, entry) != len(entry):
+                raise OSError("short write")
+            os.fdatasync(fd)
+        except OSError as e:
+            # Cut a partial entry off again: later entries must not follow a torn one,
+            # or recovery would stop reading at it and drop them.
+            os.ftruncate(fd, size)
+            raise NbstepError(
+                f"could not record step `{row[3]}` in {self.journal_path} ({e}); nothing was "
+                "recorded. Check free disk space and permissions, then run the step again."
+            ) from e
         self._pending.append(row)
         if len(self._pending) >= JOURNAL_FOLD_AT:
             self._fold()

@@ -266,3 +266,10 @@ def test_committed_stores_of_every_released_format_still_open(released, tmp_path
         nbstep.configure(namespace=None)
         runtime().drop_store()
         nbstep.reset()
+
+
+def test_a_store_path_that_is_a_file_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "store-file"
+    blocker.write_text("x")
+    with pytest.raises(nbstep.NbstepError, match="exists and is not a directory"):
+        Store(blocker).lookup("nb", "k", 1)
