@@ -163,6 +163,8 @@ def run(ctx: click.Context, notebooks: tuple[Path, ...], output: Path | None, in
     if output is not None and inplace:
         raise click.UsageError("give --output or --inplace, not both")
     targets = _outputs(notebooks, output, inplace)
+    if kernel_name:
+        runner.check_kernel(kernel_name)  # a typo fails at once, before any notebook runs
     options = runner.RunOptions(
         store=state.root() if state.store_arg else None,
         timeout=timeout, kernel=kernel_name, rerun=rerun, on_mismatch=on_mismatch,

@@ -38,6 +38,7 @@ from typing import Any
 
 from . import cli_text as text
 from . import config
+from .errors import NbstepError
 
 STAT_KEYS = ("replayed", "computed", "failed", "not_persisted", "compute_s", "saved_s")
 _PROBE = "__import__('nbstep.cli_probe').cli_probe.report()"
@@ -95,8 +96,12 @@ class NotebookResult:
         return self.error is None
 
 
-class RunError(Exception):
-    """The run of a notebook stopped: a cell failed, timed out, or the kernel died."""
+class RunError(NbstepError):
+    """``nbstep run`` was asked for something that cannot be (an unknown kernel)."""
+
+
+class NotebookFailed(NbstepError):
+    """A notebook could not be run at all: unreadable, or its kernel is not installed."""
 
 
 # -- progress -----------------------------------------------------------------------
@@ -448,10 +453,21 @@ def run_notebook(path: Path, options: RunOptions, progress: Progress,
     store = notebook_store(path, options)
     namespace = config.namespace_for_path(path, store.parent)
     result = NotebookResult(path=path, namespace=namespace, store=store)
-    nb = nbformat.read(path, as_version=4)
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as e:  # not JSON, not a notebook, unreadable: this notebook fails
+        raise NotebookFailed(
+            f"cannot read {path} as a notebook ({type(e).__name__}: {e})"
+        ) from e
     kernel = options.kernel or nb.metadata.get("kernelspec", {}).get("name") or "python3"
     result.kernel = kernel
-    _check_kernel(kernel)
+    try:
+        check_kernel(kernel)
+    except RunError as e:
+        if options.kernel:
+            raise  # --kernel was checked before any notebook ran; keep it a usage error
+        raise NotebookFailed(f"{path}: its kernelspec names a kernel not installed here: {e}") \
+            from None
 
     env = dict(os.environ)
     env.pop("NBSTEP_NAMESPACE", None)
@@ -535,7 +551,7 @@ def _kernel_config(sockets: str) -> Any:
     return cfg
 
 
-def _check_kernel(name: str) -> None:
+def check_kernel(name: str) -> None:
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     manager = KernelSpecManager()

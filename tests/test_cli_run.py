@@ -219,6 +219,38 @@ def test_unknown_kernel_is_a_usage_error(project):
     assert "no Jupyter kernel named `pyhton3`. Did you mean `python3`?" in done.stderr
 
 
+def test_notebooks_that_cannot_run_fail_and_the_others_still_run(project):
+    (project / "a_broken.ipynb").write_text("not json")
+    write_notebook(project / "b_fine.ipynb", "print('fine')", markdown=False)
+    nb = write_notebook(project / "c_elsewhere.ipynb", "1", markdown=False)
+    nb.metadata["kernelspec"]["name"] = "conda-env-gone-py"
+    nbformat.write(nb, project / "c_elsewhere.ipynb")
+    done = nbstep_cmd("run", "a_broken.ipynb", "b_fine.ipynb", "c_elsewhere.ipynb",
+                      "--keep-going", cwd=project)
+    assert done.returncode == 1
+    assert "cannot read" in done.stderr and "a_broken.ipynb as a notebook" in done.stderr
+    assert "no Jupyter kernel named `conda-env-gone-py`" in done.stderr
+    assert "notebooks   1 ok, 2 failed" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_step_magic_cells_are_counted_like_step_run(project):
+    pytest.importorskip("nbstep.magic", reason="the %%step magic is not in this tree yet")
+    path = project / "magic.ipynb"
+    write_notebook(
+        path,
+        "%load_ext nbstep",
+        "%%step double\ny = 21 * 2",
+        "from nbstep import step\nz = step.run('z', y, lambda v: v + 1)",
+        markdown=False,
+    )
+    first = nbstep_cmd("run", str(path), cwd=project)
+    assert first.returncode == 0, first.stderr
+    assert summary_counts(first.stdout) == "0 replayed, 2 computed, 0 failed"
+    second = nbstep_cmd("run", str(path), cwd=project)
+    assert summary_counts(second.stdout) == "2 replayed, 0 computed, 0 failed"
+
+
 def test_output_must_be_a_folder_for_several_notebooks(project):
     a, b = project / "a.ipynb", project / "b.ipynb"
     write_notebook(a, "1", markdown=False)
