@@ -228,7 +228,8 @@ def _make_client_class() -> Any:
 
     class StepClient(NotebookClient):  # type: ignore[misc]
         def __init__(self, nb: Any, *, progress: Progress, start_code: str,
-                     on_start: Callable[[dict[str, Any] | None], None], **kw: Any) -> None:
+                     on_start: Callable[[dict[str, Any] | None, str | None], None],
+                     **kw: Any) -> None:
             super().__init__(nb, **kw)
             self.progress = progress
             self.start_code = start_code
@@ -241,6 +242,7 @@ def _make_client_class() -> Any:
             self._reply: dict[str, Any] | None = None
             self.on_cell_executed = self._remember_reply
             self.interrupts = 0
+            self.probe_error: str | None = None
 
         def _remember_reply(self, execute_reply: dict[str, Any], **_: Any) -> None:
             self._reply = execute_reply
@@ -274,7 +276,7 @@ def _make_client_class() -> Any:
             self._take_sigint()
             self.start_report = await self._silent(self.start_code)
             self.last_report = self.start_report
-            self.on_start(self.start_report)
+            self.on_start(self.start_report, self.probe_error)
             return kc
 
         def _take_sigint(self) -> None:
@@ -312,6 +314,9 @@ def _make_client_class() -> Any:
                     # The kernel may still be dropping requests queued behind an error.
                     await asyncio.sleep(0.05)
                     continue
+                failed = (reply["content"].get("user_expressions") or {}).get("nbstep") or {}
+                if failed.get("status") == "error":
+                    self.probe_error = f"{failed.get('ename')}: {failed.get('evalue')}"
                 return _parse_probe(reply["content"])
             return None
 
@@ -486,7 +491,7 @@ def run_notebook(path: Path, options: RunOptions, progress: Progress,
         nb,
         progress=progress,
         start_code=start_code,
-        on_start=lambda report: _start_notes(report, options, result, progress),
+        on_start=lambda report, error: _start_notes(report, error, options, result, progress),
         timeout=options.timeout,
         kernel_name=kernel,
         resources={"metadata": {"path": str(path.parent)}},
@@ -525,12 +530,16 @@ def run_notebook(path: Path, options: RunOptions, progress: Progress,
     return result
 
 
-def _start_notes(report: dict[str, Any] | None, options: RunOptions,
+def _start_notes(report: dict[str, Any] | None, error: str | None, options: RunOptions,
                  result: NotebookResult, progress: Progress) -> None:
     if report is None:
         result.counts_known = False
-        message = (f"nbstep is not importable in kernel `{result.kernel}`; step counts are "
-                   "unknown (install nbstep in that kernel's environment)")
+        if error and error.startswith("ModuleNotFoundError"):
+            message = (f"nbstep is not importable in kernel `{result.kernel}`; step counts "
+                       "are unknown (install nbstep in that kernel's environment)")
+        else:
+            message = (f"nbstep could not start in kernel `{result.kernel}` "
+                       f"({error or 'no answer'}); step counts are unknown")
         result.notes.append(message)
         progress.note(message)
     elif options.rerun and report.get("rerun") != "setting":

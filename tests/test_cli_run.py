@@ -295,3 +295,28 @@ def test_ctrl_c_interrupts_the_kernel_and_still_writes_the_notebook(project):
     code = nbformat.read(project / "out" / "long.ipynb", as_version=4).cells
     assert code[1].outputs[-1]["ename"] == "KeyboardInterrupt"
     assert code[2].execution_count is None
+
+
+def test_a_kernel_without_nbstep_still_runs_with_counts_unknown(project):
+    # A kernel whose Python has no nbstep. nbstep is installed here, so shadow it through
+    # PYTHONPATH with a package that fails as a missing one does (an empty one would not
+    # do: the editable install's finder still resolves nbstep's submodules).
+    fake = project / "fake"
+    (fake / "nbstep").mkdir(parents=True)
+    (fake / "nbstep" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'nbstep'\", name='nbstep')\n"
+    )
+    spec = project / "share" / "jupyter" / "kernels" / "other"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "other", "language": "python", "env": {"PYTHONPATH": str(fake)},
+    }))
+    path = project / "plain.ipynb"
+    write_notebook(path, "print(6 * 7)", markdown=False)
+    done = nbstep_cmd("run", str(path), "--kernel", "other", "-o", "out.ipynb", cwd=project,
+                      env_extra={"JUPYTER_PATH": str(project / "share" / "jupyter")})
+    assert done.returncode == 0, done.stderr
+    assert "nbstep is not importable in kernel `other`" in done.stderr
+    assert "steps unknown" in done.stdout
+    assert stream_text(nbformat.read(project / "out.ipynb", as_version=4).cells[0]) == "42\n"
