@@ -3,7 +3,7 @@
 Thin click commands over :mod:`nbstep.cli_store` (the store commands) and
 :mod:`nbstep.runner` (``nbstep run``). Exit codes: 0 success; 1 a notebook failed or
 ``verify`` found damage, or the store could not be used; 2 a usage error (bad option,
-unknown notebook, key or kernel, no store). See docs/cli.md.
+unknown notebook, key or kernel, no store); 130 ``run`` interrupted. See docs/cli.md.
 """
 
 from __future__ import annotations
