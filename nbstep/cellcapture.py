@@ -50,6 +50,20 @@ class _Tee:
         return getattr(self._stream, name)
 
 
+def _instance_attribute(obj: Any, name: str) -> tuple[bool, Any]:
+    """Whether ``obj`` itself (not its class) has ``name``, and its value."""
+    own = getattr(obj, "__dict__", {})
+    return name in own, own.get(name)
+
+
+def _put_back(obj: Any, name: str, had: bool, previous: Any) -> None:
+    # Someone else's wrapper (another tool, a test spy) stays in place after ours.
+    if had:
+        setattr(obj, name, previous)
+    else:
+        delattr(obj, name)
+
+
 class OutputCapture:
     """Records outputs between :meth:`start` and :meth:`stop`; they still show live."""
 
@@ -82,6 +96,7 @@ class OutputCapture:
             self._record_text(name, text)
             return original(text, *args, **kwargs)
 
+        had, previous = _instance_attribute(stream, "write")
         try:
             stream.write = write
         except (AttributeError, TypeError):
@@ -97,7 +112,7 @@ class OutputCapture:
 
         def restore_instance() -> None:
             if stream.__dict__.get("write") is write:
-                del stream.write
+                _put_back(stream, "write", had, previous)
 
         self._undo.append(restore_instance)
 
@@ -107,6 +122,8 @@ class OutputCapture:
             return
         original_publish = publisher.publish
         original_clear = publisher.clear_output
+        had_publish, previous_publish = _instance_attribute(publisher, "publish")
+        had_clear, previous_clear = _instance_attribute(publisher, "clear_output")
 
         def publish(data: Any, metadata: Any = None, *args: Any, **kwargs: Any) -> Any:
             with self._lock:
@@ -135,9 +152,9 @@ class OutputCapture:
 
         def restore() -> None:
             if publisher.__dict__.get("publish") is publish:
-                del publisher.publish
+                _put_back(publisher, "publish", had_publish, previous_publish)
             if publisher.__dict__.get("clear_output") is clear_output:
-                del publisher.clear_output
+                _put_back(publisher, "clear_output", had_clear, previous_clear)
 
         self._undo.append(restore)
 

@@ -187,7 +187,13 @@ class CellStep:
         else:
             what = cellinputs.describe_changes(recorded, adjusted or self.parts) or "the input"
         if options.on_mismatch == "error":
-            raise mismatch_error(BUILTIN, record, self.input_hash, what)
+            error = mismatch_error(BUILTIN, record, self.input_hash, what)
+            # The engine's fix is worded for step.run; say it the cell's way.
+            hint = 'pass rerun=True or on_mismatch="rerun"'
+            fix = f"run the cell as `%%step {options.key} --rerun`"
+            text = str(error)
+            error.args = (text.replace(hint, fix) if hint in text else f"{text} ({fix})",)
+            raise error
         print(f"recomputing `{options.key}`: {what} changed since the record of "
               f"{record.occurred_at}")
 
@@ -400,7 +406,7 @@ class CellStep:
         modules: dict[str, str] = {}
         definitions: list[list[Any]] = []
         variables: dict[str, Any] = {}
-        problems: list[str] = []
+        problems: list[tuple[str, str]] = []
         for name in bound:
             obj = ns[name]
             if isinstance(obj, types.ModuleType):
@@ -408,8 +414,8 @@ class CellStep:
                 if sys.modules.get(module_name) is obj:
                     modules[name] = module_name
                 else:
-                    problems.append(f"`{name}` (a module that cannot be imported by its "
-                                    f"name `{module_name}`)")
+                    problems.append((name, f"`{name}` (a module) cannot be persisted: it "
+                                           f"cannot be imported by its name `{module_name}`"))
             elif (name in self.analysis.definitions
                   and self._before.get(name, _MISSING) is not obj):
                 definitions.append([name, self.analysis.definitions[name].index])
@@ -432,7 +438,8 @@ class CellStep:
             for name, obj in variables.items():
                 why = _why_not(obj)
                 if why is not None:
-                    problems.append(f"`{name}` ({_type_label(obj)}: {why})")
+                    problems.append((name, f"`{name}` ({_type_label(obj)}) cannot be "
+                                           f"persisted: {why}"))
             if problems:
                 raise NotRecorded(self._not_recorded_message(problems)) from None
             # Only the displayed result does not persist: keep what it showed.
@@ -480,13 +487,16 @@ class CellStep:
                   f"{'it' if len(self.unhashable) == 1 else 'them'} will not make "
                   f"`{self.options.key}` recompute (--rerun does)")
 
-    def _not_recorded_message(self, problems: list[str]) -> str:
+    def _not_recorded_message(self, problems: list[tuple[str, str]]) -> str:
+        names = ", ".join(f"`{name}`" for name, _ in problems)
+        one = len(problems) == 1
         return (
             f"%%step `{self.options.key}` was not recorded: "
-            f"{'variable' if len(problems) == 1 else 'variables'} {', '.join(problems)} "
-            f"cannot be persisted. The cell's effects stay in this kernel, but it will run "
-            "again next time (a partial replay would break the cells after it). Create "
-            "such objects in another cell, or `del` them at the end of this one."
+            f"{'variable' if one else 'variables'} {'; '.join(text for _, text in problems)}. "
+            "The cell ran and its variables stay in this kernel, but it will run again "
+            f"next time: a replay without {names} would break the cells that use "
+            f"{'it' if one else 'them'}. Create {'it' if one else 'them'} in a cell of "
+            "its own, or `del` it at the end of this one."
         )
 
 
@@ -509,7 +519,9 @@ def encode_values(payload: Any) -> tuple[str, bytes]:
         pass
     except RecursionError as e:
         raise NotPersistable(f"too deeply nested to pickle ({e})") from e
-    except Exception as e:
+    except TypeError as e:  # "cannot pickle 'sqlite3.Connection' object"
+        raise NotPersistable(str(e)) from e
+    except Exception as e:  # a __reduce__ of the value's own raising
         raise NotPersistable(f"{type(e).__name__}: {e}") from e
     from . import codecs
 

@@ -177,6 +177,12 @@ class StepMagics(Magics):
             raise UsageError(str(e)) from e
 
 
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
 def _header(line: str) -> str:
     return f"%%step {line}".rstrip()
 
@@ -185,11 +191,12 @@ def _parse_step_line(line: str) -> Any:
     from .cellstep import Options
 
     args = parse_argstring(StepMagics.step, line)
-    key = args.key
+    # IPython's argument splitting keeps quotes: `%%step "load data"` means load data.
+    key = _unquote(args.key)
     if not key.strip():
         raise UsageError("%%step: the key cannot be empty; give the cell's work a name: "
                          "%%step load_data")
-    namespace = args.namespace
+    namespace = _unquote(args.namespace) if args.namespace is not None else None
     if namespace is not None and not namespace.strip():
         raise UsageError("%%step: --namespace cannot be empty; leave it out to use the "
                          "notebook's own namespace")

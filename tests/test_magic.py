@@ -1,0 +1,560 @@
+"""%%step in process: an IPython shell whose run_cell re-raises (jupysql's TestingShell).
+
+Each test gets its own shell, store and notebook path. Whether a body ran is read
+from a side effect: cells call ``counter.hit(name)`` on a module the body imports.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import types
+import warnings
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
+
+import nbstep
+from nbstep import StepNotPersistedWarning
+from nbstep.api import runtime
+
+
+class TestingShell(InteractiveShell):
+    """``run_cell`` re-raises the cell's error; ``!cmd`` goes through ``sys.stdout``
+    (``system_piped``), as in ipykernel."""
+
+    __test__ = False  # a helper, not a test class
+
+    def run_cell(self, raw_cell, *args, **kwargs):
+        result = super().run_cell(raw_cell, *args, **kwargs)
+        result.raise_error()
+        return result
+
+    def system(self, cmd):
+        return self.system_piped(cmd)
+
+
+@pytest.fixture
+def counter():
+    module = types.ModuleType("nbstep_test_counter")
+    module.hits = []
+    module.hit = module.hits.append
+    sys.modules[module.__name__] = module
+    yield module
+    del sys.modules[module.__name__]
+
+
+@pytest.fixture
+def ip(store_dir, tmp_path, monkeypatch, counter):
+    monkeypatch.chdir(tmp_path)
+    # The notebook's identity, as jupyter_server passes it to the kernel.
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "analysis.ipynb"))
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    config.InteractiveShell.colors = "nocolor"
+    shell = TestingShell.instance(config=config)
+    shell.run_cell("%load_ext nbstep")
+    yield shell
+    shell.run_cell("%unload_ext nbstep")
+    TestingShell.clear_instance()
+
+
+def run(ip, source):
+    """Execute a cell as a notebook does (a new execution count, history kept)."""
+    return ip.run_cell(source, store_history=True)
+
+
+def records(key=None):
+    frame = nbstep.step.inspect("analysis.ipynb", results=False)
+    frame = frame[frame["status"] == "current"]
+    return frame if key is None else frame[frame["key"] == key]
+
+
+SLOW = """\
+%%step slow
+import nbstep_test_counter as counter
+counter.hit("slow")
+squares = [n * n for n in range(size)]  # size comes from another cell
+print("computed", len(squares))
+sum(squares)
+"""
+
+
+# -- replay ---------------------------------------------------------------------------
+
+
+def test_second_execution_replays_variables_outputs_and_result(ip, counter, capsys):
+    run(ip, "size = 4")
+    first = run(ip, SLOW)
+    assert counter.hits == ["slow"]
+    assert first.result == 14
+    assert capsys.readouterr().out.splitlines() == ["computed 4", "Out[2]: 14"]
+
+    run(ip, "del squares, counter")
+    second = run(ip, SLOW)
+    assert counter.hits == ["slow"]  # the body did not run again
+    assert second.result == 14
+    assert ip.user_ns["squares"] == [0, 1, 4, 9]
+    assert ip.user_ns["counter"] is counter  # a module comes back by import
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("replayed `slow` (recorded ")
+    assert "original run" in out[0]
+    assert out[1:] == ["computed 4", "Out[4]: 14"]
+    assert runtime().stats["replayed"] == 1
+    assert list(records("slow")["namespace"]) == ["analysis.ipynb"]
+
+
+def test_comment_and_whitespace_edits_still_replay(ip, counter):
+    run(ip, "size = 3")
+    run(ip, SLOW)
+    run(ip, SLOW.replace("# size comes from another cell", "# edited").replace(" = [", " =  ["))
+    assert counter.hits == ["slow"]
+
+
+def test_outputs_replay_in_order_with_rich_displays(ip, counter, capsys):
+    cell = """\
+%%step show
+import sys
+import nbstep_test_counter as counter
+from IPython.display import HTML, display
+counter.hit("show")
+print("one")
+print("two", file=sys.stderr)
+display(HTML("<b>three</b>"))
+print("four")
+"""
+    published = []
+    original = ip.display_pub.publish
+
+    def spy(data, metadata=None, **kwargs):
+        published.append(data)
+        return original(data, metadata, **kwargs)
+
+    ip.display_pub.publish = spy
+    run(ip, cell)
+    live = capsys.readouterr()
+    run(ip, cell)
+    again = capsys.readouterr()
+    assert counter.hits == ["show"]
+    assert [d["text/html"] for d in published] == ["<b>three</b>", "<b>three</b>"]
+    assert live.out == "one\n<IPython.core.display.HTML object>\nfour\n"
+    assert again.out.split("\n", 1)[1] == live.out  # after the "replayed" line
+    assert again.err == live.err == "two\n"
+
+
+def test_semicolon_hides_the_result_on_both_runs(ip, capsys):
+    run(ip, "%%step quiet_result\nx = 5\nx;")
+    run(ip, "%%step quiet_result\nx = 5\nx;")
+    assert "Out[" not in capsys.readouterr().out
+    assert ip.user_ns["x"] == 5
+
+
+def test_magics_and_shell_commands_run_inside_the_body(ip, counter, capsys):
+    cell = """\
+%%step tools
+import nbstep_test_counter as counter
+counter.hit("tools")
+%cd .
+names = !echo listed
+!echo from-the-shell
+"""
+    run(ip, cell)
+    first = capsys.readouterr().out
+    run(ip, "del names")
+    run(ip, cell)
+    second = capsys.readouterr().out
+    assert "from-the-shell" in first
+    assert second.count("from-the-shell") == 1
+    assert counter.hits == ["tools"]
+    assert list(ip.user_ns["names"]) == ["listed"]
+
+
+def test_top_level_await_runs_and_replays(ip, counter):
+    cell = """\
+%%step waited
+import asyncio
+import nbstep_test_counter as counter
+await asyncio.sleep(0)
+counter.hit("waited")
+value = 7
+value * 6
+"""
+    assert run(ip, cell).result == 42
+    run(ip, "del value")
+    assert run(ip, cell).result == 42
+    assert ip.user_ns["value"] == 7
+    assert counter.hits == ["waited"]
+
+
+def test_functions_and_classes_come_back_from_source_with_live_globals(ip, counter):
+    cell = """\
+%%step defs
+import nbstep_test_counter as counter
+counter.hit("defs")
+
+def scaled(v):
+    # doubles, then adds the notebook's offset
+    return 2 * v + offset
+
+class Box:
+    def __init__(self, v):
+        self.v = v
+
+box = Box(3)
+handlers = {"scaled": scaled}
+"""
+    run(ip, "offset = 1")
+    run(ip, cell)
+    run(ip, "del scaled, Box, box, handlers")
+    run(ip, cell)
+    ns = ip.user_ns
+    assert counter.hits == ["defs"]
+    assert ns["scaled"](1) == 3
+    assert ns["scaled"].__globals__ is ns  # not a copy: later edits to offset count
+    assert "return 2 * v + offset" in inspect.getsource(ns["scaled"])
+    assert isinstance(ns["box"], ns["Box"]) and ns["box"].v == 3
+    assert ns["handlers"]["scaled"] is ns["scaled"]
+
+
+def test_shared_objects_stay_shared_and_deletions_replay(ip):
+    cell = """\
+%%step shared
+pair = [[1], None]
+pair[1] = pair[0]
+alias = pair[0]
+del scratch
+"""
+    run(ip, "scratch = 1")
+    run(ip, cell)
+    run(ip, "del pair, alias\nscratch = 2")
+    run(ip, cell)
+    ns = ip.user_ns
+    assert ns["pair"][0] is ns["pair"][1] is ns["alias"]
+    assert "scratch" not in ns
+
+
+def test_in_place_changes_to_variables_the_cell_reads_are_replayed(ip, counter):
+    run(ip, "import pandas as pd\nframe = pd.DataFrame({'a': [1, 2]})\nitems = [1]")
+    cell = """\
+%%step mutate
+import nbstep_test_counter as counter
+counter.hit("mutate")
+frame["b"] = frame["a"] * 10
+items.append(2)
+"""
+    run(ip, cell)
+    # A new kernel would have the values from before the cell: simulate that.
+    run(ip, "frame = pd.DataFrame({'a': [1, 2]})\nitems = [1]")
+    run(ip, cell)
+    assert counter.hits == ["mutate"]
+    assert list(ip.user_ns["frame"]["b"]) == [10, 20]
+    assert ip.user_ns["items"] == [1, 2]
+
+
+def test_a_cell_that_rebinds_what_it_reads_replays_when_executed_again(ip, counter):
+    run(ip, "x = 1")
+    cell = "%%step bump\nimport nbstep_test_counter as counter\ncounter.hit('bump')\nx = x + 1"
+    run(ip, cell)
+    run(ip, cell)  # x is now 2, which is what this step produced: not a new input
+    assert ip.user_ns["x"] == 2
+    assert counter.hits == ["bump"]
+    run(ip, "x = 1")  # as a new kernel running the notebook from the top would have it
+    run(ip, cell)
+    assert counter.hits == ["bump"]
+    assert ip.user_ns["x"] == 2
+
+
+# -- changed inputs --------------------------------------------------------------------
+
+
+def test_changed_variable_recomputes_and_says_which(ip, counter, capsys):
+    run(ip, "size = 3")
+    run(ip, SLOW)
+    run(ip, "size = 5")
+    capsys.readouterr()
+    result = run(ip, SLOW)
+    out = capsys.readouterr().out
+    assert out.startswith("recomputing `slow`: variable `size` changed since the record of ")
+    assert counter.hits == ["slow", "slow"]
+    assert result.result == 30
+    assert list(records("slow")["sequence"]) == [1]  # a new version of the same step
+
+
+def test_changed_code_recomputes_and_says_so(ip, counter, capsys):
+    run(ip, "size = 3")
+    run(ip, SLOW)
+    capsys.readouterr()
+    run(ip, SLOW.replace("n * n", "n * n * n"))
+    assert capsys.readouterr().out.startswith("recomputing `slow`: the code changed")
+    assert counter.hits == ["slow", "slow"]
+
+
+def test_a_changed_helper_function_counts_as_a_changed_input(ip, counter, capsys):
+    run(ip, "def helper(v):\n    return v + 1")
+    cell = "%%step use_helper\nimport nbstep_test_counter as counter\ncounter.hit(1)\ny = helper(1)"
+    run(ip, cell)
+    run(ip, "def helper(v):\n    # same code, new comment\n    return v + 1")
+    run(ip, cell)
+    assert counter.hits == [1]
+    run(ip, "def helper(v):\n    return v + 2")
+    capsys.readouterr()
+    run(ip, cell)
+    assert "variable `helper` changed" in capsys.readouterr().out
+    assert counter.hits == [1, 1]
+    assert ip.user_ns["y"] == 3
+
+
+def test_on_mismatch_error_raises_the_seed_message_as_usage_error(ip, counter):
+    run(ip, "size = 3")
+    strict = SLOW.replace("%%step slow", "%%step slow --on-mismatch error")
+    run(ip, strict)
+    run(ip, "size = 4")
+    with pytest.raises(UsageError) as raised:
+        run(ip, strict)
+    message = str(raised.value)
+    assert message.startswith(
+        "%%step: deterministic input mismatch for key `slow` occurrence 1 in namespace "
+        "`analysis.ipynb` (cached sha256:"
+    )
+    assert "What changed: variable `size`." in message
+    assert "`%%step slow --rerun`" in message
+    assert counter.hits == ["slow"]
+
+
+def test_session_and_project_defaults_for_on_mismatch(ip, tmp_path, counter):
+    run(ip, "size = 3")
+    run(ip, SLOW)
+    run(ip, "size = 4")
+    run(ip, "%step_config --on-mismatch error")
+    with pytest.raises(UsageError, match="What changed: variable `size`"):
+        run(ip, SLOW)
+    run(ip, "%step_config --reset")
+    (tmp_path / "pyproject.toml").write_text('[tool.nbstep]\nmagic_on_mismatch = "error"\n')
+    with pytest.raises(UsageError, match="deterministic input mismatch"):
+        run(ip, SLOW)
+    # The flag on the cell wins over both.
+    run(ip, SLOW.replace("%%step slow", "%%step slow --on-mismatch rerun"))
+    assert counter.hits == ["slow", "slow"]
+
+
+def test_rerun_forces_a_new_version(ip, counter):
+    run(ip, "size = 2")
+    run(ip, SLOW)
+    run(ip, SLOW.replace("%%step slow", "%%step slow --rerun"))
+    assert counter.hits == ["slow", "slow"]
+    assert list(records("slow")["reason"]) == ["rerun"]
+
+
+# -- failures -------------------------------------------------------------------------
+
+
+def test_a_cell_that_raises_records_nothing_and_keeps_its_traceback(ip, counter):
+    cell = """\
+%%step boom
+import nbstep_test_counter as counter
+counter.hit("boom")
+partial = 1
+1 / 0
+"""
+    with pytest.raises(ZeroDivisionError):
+        run(ip, cell)
+    assert ip.InteractiveTB.structured_traceback  # shown through IPython as usual
+    with pytest.raises(ZeroDivisionError):
+        run(ip, cell)
+    assert counter.hits == ["boom", "boom"]
+    assert records("boom").empty
+
+
+def test_traceback_points_at_the_cell_line(ip, capsys):
+    with pytest.raises(ZeroDivisionError):
+        run(ip, "%%step boom\nx = 1\n1 / 0")
+    shown = capsys.readouterr()
+    text = shown.out + shown.err
+    assert "----> 3 1 / 0" in text
+    assert "1 %%step boom" in text
+    assert "skipping hidden" in text  # nbstep's own frames are hidden
+
+
+def test_unpersistable_variable_warns_and_records_nothing(ip, counter):
+    cell = """\
+%%step connect
+import sqlite3
+import nbstep_test_counter as counter
+counter.hit("connect")
+con = sqlite3.connect(":memory:")
+rows = 3
+"""
+    with pytest.warns(StepNotPersistedWarning) as caught:
+        run(ip, cell)
+    message = str(caught[0].message)
+    assert "variable `con` (sqlite3.Connection) cannot be persisted" in message
+    assert "%%step `connect` was not recorded" in message
+    assert ip.user_ns["rows"] == 3  # the cell's effects stay
+    assert records("connect").empty
+    with pytest.warns(StepNotPersistedWarning):
+        run(ip, cell)
+    assert counter.hits == ["connect", "connect"]
+
+
+def test_with_targets_that_cannot_persist_do_not_block_the_record(ip, tmp_path, counter):
+    cell = """\
+%%step read
+import nbstep_test_counter as counter
+counter.hit("read")
+with open("data.txt") as fh:
+    text = fh.read()
+"""
+    (tmp_path / "data.txt").write_text("hello")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(ip, cell)
+        run(ip, cell)
+    assert counter.hits == ["read"]
+    assert ip.user_ns["text"] == "hello"
+
+
+def test_an_unpersistable_result_is_kept_as_what_it_showed(ip, capsys):
+    cell = "%%step gen\nx = 1\n(i for i in range(3))"
+    run(ip, cell)
+    first = capsys.readouterr().out
+    result = run(ip, cell)
+    again = capsys.readouterr().out
+    assert "<generator object" in first
+    assert repr(result.result).startswith("<generator object")
+    assert again.splitlines()[1].startswith("Out[2]: <generator object")
+
+
+def test_a_record_made_by_step_run_is_not_replayed_as_a_cell(ip, counter, capsys):
+    run(ip, "step.run('shared_key', 1, lambda v: v)")
+    run(ip, "%%step shared_key\nimport nbstep_test_counter as counter\ncounter.hit(1)")
+    assert "the record was not made by %%step" in capsys.readouterr().out
+    assert counter.hits == [1]
+
+
+# -- occurrences, loading, the other magics ---------------------------------------------
+
+
+def test_step_run_loops_number_occurrences_per_cell_execution(ip, counter):
+    cell = "got = [step.run('item', n, lambda v: (counter.hit(v), v * 10)[1]) for n in range(3)]"
+    run(ip, "import nbstep_test_counter as counter")
+    run(ip, cell)
+    run(ip, cell)  # counters restarted: occurrences 1..3 again, all replayed
+    assert counter.hits == [0, 1, 2]
+    assert ip.user_ns["got"] == [0, 10, 20]
+    assert sorted(records("item")["sequence"]) == [1, 2, 3]
+
+
+def test_a_key_used_twice_in_one_execution_counts_1_then_2(ip, counter):
+    cell = ("a = step.run('twice', 1, lambda v: 'first')\n"
+            "b = step.run('twice', 2, lambda v: 'second')")
+    run(ip, cell)
+    run(ip, cell)
+    assert (ip.user_ns["a"], ip.user_ns["b"]) == ("first", "second")
+    assert sorted(records("twice")["sequence"]) == [1, 2]
+
+
+def test_quiet_flag_and_setting_silence_the_replayed_line(ip, capsys):
+    run(ip, "%%step q --quiet\nx = 1")
+    run(ip, "%%step q --quiet\nx = 1")
+    assert "replayed" not in capsys.readouterr().out
+    run(ip, "%%step q2\nx = 1")
+    run(ip, "%step_config --quiet")
+    run(ip, "%%step q2\nx = 1")
+    assert "replayed" not in capsys.readouterr().out
+    run(ip, "%step_config --no-quiet")
+    run(ip, "%%step q2\nx = 1")
+    assert "replayed `q2`" in capsys.readouterr().out
+
+
+def test_namespace_option_records_elsewhere(ip):
+    run(ip, "%%step elsewhere --namespace exp-1\nx = 1")
+    assert list(nbstep.step.inspect("exp-1")["key"]) == ["elsewhere"]
+    assert records("elsewhere").empty
+
+
+def test_steps_shows_this_notebooks_steps(ip):
+    run(ip, "%%step listed\nx = 1")
+    frame = run(ip, "%steps").result
+    assert list(frame["key"]) == ["listed"]
+    assert frame["namespace"].iloc[0] == "analysis.ipynb"
+
+
+def test_step_config_without_arguments_shows_settings_and_their_source(ip, capsys):
+    run(ip, "%step_config --on-mismatch error")
+    capsys.readouterr()
+    run(ip, "%step_config")
+    out = capsys.readouterr().out
+    assert "on mismatch  error    (%step_config / nbstep.configure)" in out
+    assert "analysis.ipynb" in out
+
+
+def test_bad_arguments_are_usage_errors(ip):
+    with pytest.raises(UsageError):
+        run(ip, "%%step\nx = 1")
+    with pytest.raises(UsageError, match="key cannot be empty"):
+        run(ip, "%%step ''\nx = 1")
+    with pytest.raises(UsageError):
+        run(ip, "%%step k --on-mismatch sometimes\nx = 1")
+
+
+def test_unload_removes_magics_hooks_and_step(ip):
+    assert ip.user_ns["step"] is nbstep.step
+    run(ip, "%unload_ext nbstep")
+    assert "step" not in ip.user_ns
+    assert "step" not in ip.magics_manager.magics["cell"]
+    assert "steps" not in ip.magics_manager.magics["line"]
+    assert "step_config" not in ip.magics_manager.magics["line"]
+    assert not [cb for cb in ip.events.callbacks["pre_run_cell"]
+                if getattr(cb, "__module__", "") == "nbstep.magic"]
+    assert runtime().user_ns is None
+    with pytest.raises(UsageError, match="Cell magic `%%step` not found"):
+        run(ip, "%%step gone\nx = 1")
+    run(ip, "%load_ext nbstep")
+    run(ip, "%%step back\nx = 1")
+
+
+def test_a_users_own_step_is_left_alone(store_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shell = TestingShell.instance(config=Config({"HistoryManager": {"hist_file": ":memory:"}}))
+    try:
+        shell.user_ns["step"] = "mine"
+        with pytest.warns(UserWarning, match="already has a variable named `step`"):
+            shell.run_cell("%load_ext nbstep")
+        assert shell.user_ns["step"] == "mine"
+        shell.run_cell("%unload_ext nbstep")
+        assert shell.user_ns["step"] == "mine"
+    finally:
+        shell.run_cell("%unload_ext nbstep")
+        TestingShell.clear_instance()
+
+
+def test_an_unknown_notebook_is_said_once(ip, monkeypatch, capsys):
+    monkeypatch.delenv("JPY_SESSION_NAME")
+    monkeypatch.setenv("JPY_SESSION_NAME", "3f2b8c1e-6d4a-4b8e-9f0a-1c2d3e4f5a6b")
+    run(ip, "%%step a\nx = 1")
+    run(ip, "%%step b\nx = 1")
+    out = capsys.readouterr().out
+    assert out.count("nbstep cannot tell which notebook this is") == 1
+    assert "3f2b8c1e-6d4a-4b8e-9f0a-1c2d3e4f5a6b" in out
+    assert list(nbstep.step.inspect("default")["key"]) == ["a", "b"]
+
+
+def test_autoload_respects_nbstep_autoload(monkeypatch, store_dir):
+    from nbstep import magic_autoload
+
+    shell = TestingShell.instance(config=Config({"HistoryManager": {"hist_file": ":memory:"}}))
+    try:
+        monkeypatch.setenv("NBSTEP_AUTOLOAD", "0")
+        magic_autoload.load_ipython_extension(shell)
+        assert "step" not in shell.magics_manager.magics["cell"]
+        monkeypatch.setenv("NBSTEP_AUTOLOAD", "1")
+        magic_autoload.load_ipython_extension(shell)
+        assert "step" in shell.magics_manager.magics["cell"]
+        # Loaded under the name "nbstep", so the usual commands manage it.
+        shell.run_cell("%unload_ext nbstep")
+        assert "step" not in shell.magics_manager.magics["cell"]
+    finally:
+        shell.run_cell("%unload_ext nbstep")
+        TestingShell.clear_instance()
