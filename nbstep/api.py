@@ -190,7 +190,7 @@ class Runtime:
         self._store_lock = threading.Lock()
         self.user_ns: dict[str, Any] | None = None
         # Counts since the process started, for `nbstep run`'s summary and %steps.
-        self.stats = {"replayed": 0, "computed": 0, "not_persisted": 0,
+        self.stats = {"replayed": 0, "computed": 0, "failed": 0, "not_persisted": 0,
                       "compute_s": 0.0, "saved_s": 0.0}
 
     # -- store and namespace ---------------------------------------------------
@@ -280,6 +280,7 @@ class Runtime:
         step = Step(self, store, builtin, ns, key, sequence, input_hash, mode, rerun, record)
         if record is not None and not rerun and record.input_hash != input_hash:
             if mode == "error":
+                self.stats["failed"] += 1
                 changed = what_changed(record) if what_changed else None
                 raise mismatch_error(builtin, record, input_hash, changed)
         return step
@@ -410,9 +411,12 @@ class StepAPI:
         )
         if occurrence.replayable:
             return occurrence.replay().value
-        arguments = handler_args(call)
         started = time.perf_counter()
-        value = call.handler(*arguments)
+        try:
+            value = call.handler(*handler_args(call))
+        except BaseException:
+            _runtime.stats["failed"] += 1
+            raise
         duration = time.perf_counter() - started
         return occurrence.finish(value, duration, stacklevel=4).value
 
@@ -427,11 +431,14 @@ class StepAPI:
         )
         if occurrence.replayable:
             return occurrence.replay().value
-        arguments = handler_args(call)
         started = time.perf_counter()
-        value = call.handler(*arguments)
-        if _inspect.isawaitable(value):
-            value = await value
+        try:
+            value = call.handler(*handler_args(call))
+            if _inspect.isawaitable(value):
+                value = await value
+        except BaseException:
+            _runtime.stats["failed"] += 1
+            raise
         duration = time.perf_counter() - started
         return occurrence.finish(value, duration, stacklevel=3).value
 

@@ -394,3 +394,19 @@ def test_configure_rerun_recomputes_every_step(store):
         nbstep.configure(rerun=None)
     nbstep.reset()
     assert step.run("k", 1, Counter()) == "new"
+
+
+def test_stats_count_replayed_computed_and_failed_steps(store):
+    stats = runtime().stats
+    before = dict(stats)
+    step.run("a", lambda: 1)
+    nbstep.reset()
+    step.run("a", lambda: 1)
+    with pytest.raises(ZeroDivisionError):
+        step.run("b", lambda: 1 / 0)
+    nbstep.reset()
+    with pytest.raises(StepInputMismatch):
+        step.run("a", 5, lambda x: x)
+    assert stats["computed"] - before["computed"] == 1
+    assert stats["replayed"] - before["replayed"] == 1
+    assert stats["failed"] - before["failed"] == 2
