@@ -365,7 +365,7 @@ def _make_client_class() -> Any:
                         report = await self._silent(_PROBE)
                     except Exception:
                         report = None  # the kernel went away meanwhile: counts unknown
-                outcome.counts = _diff(self.last_report, report, outcome.error is not None)
+                outcome.counts = _diff(self.last_report, report)
                 if self.interrupts and outcome.counts is not None:
                     outcome.counts.failed = 0  # stopped by the user, not failed
                 if report is not None:
@@ -414,7 +414,7 @@ def _parse_probe(content: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _diff(
-    before: dict[str, Any] | None, after: dict[str, Any] | None, errored: bool
+    before: dict[str, Any] | None, after: dict[str, Any] | None
 ) -> Counts | None:
     if before is None or after is None:
         return None
@@ -423,10 +423,6 @@ def _diff(
     for name in STAT_KEYS:
         if name in new:
             setattr(counts, name, new[name] - old.get(name, 0))
-    if errored and "failed" not in new and after.get("error_in_step"):
-        # This engine keeps no failure counter: a cell whose exception passed through
-        # nbstep's code had a step fail (its handler raised, or its record mismatched).
-        counts.failed = 1
     return counts
 
 
@@ -540,12 +536,6 @@ def _start_notes(report: dict[str, Any] | None, error: str | None, options: RunO
         else:
             message = (f"nbstep could not start in kernel `{result.kernel}` "
                        f"({error or 'no answer'}); step counts are unknown")
-        result.notes.append(message)
-        progress.note(message)
-    elif options.rerun and report.get("rerun") != "setting":
-        message = (f"--rerun had no effect: the nbstep in kernel `{result.kernel}` "
-                   f"(version {report.get('version', '?')}) has no `rerun` setting; upgrade "
-                   "it there, or `nbstep forget NOTEBOOK --yes` before the run")
         result.notes.append(message)
         progress.note(message)
 
