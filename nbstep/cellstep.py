@@ -171,7 +171,8 @@ class CellStep:
         occurrence.mode = options.on_mismatch
         self.occurrence = occurrence
         record = occurrence.record
-        if record is None or options.rerun:
+        # occurrence.rerun also covers configure(rerun=True) (`nbstep run --rerun`).
+        if record is None or occurrence.rerun:
             return
         if record.input_hash == self.input_hash:
             self.replaying = True

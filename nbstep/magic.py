@@ -320,6 +320,11 @@ def _pre_run_cell(info: Any = None) -> None:
 
     if not cellstep.body_running():
         runtime().reset()
+    shell = _state.shell
+    if _state.injected_step and shell is not None and "step" not in shell.user_ns:
+        # %reset cleared the namespace; `step` is part of the notebook's vocabulary.
+        shell.user_ns["step"] = step
+        shell.user_ns_hidden["step"] = step
 
 
 def load_ipython_extension(ip: Any) -> None:
@@ -402,12 +407,18 @@ def _show_settings() -> None:
         namespace = runtime().default_namespace()
     except NbstepError as e:
         raise UsageError(str(e)) from e
+    namespace_source = source("namespace", "NBSTEP_NAMESPACE")
+    if namespace_source == "default" or namespace_source.endswith("[tool.nbstep]"):
+        # The engine takes the namespace from the notebook's path, not pyproject.toml.
+        namespace_source = ("the notebook's path" if config.notebook_path(runtime().user_ns)
+                            else "no notebook path: the shared default")
     rows = [
         ("on mismatch", _setting("magic_on_mismatch", None) or "rerun",
          source("magic_on_mismatch")),
         ("quiet", bool(_setting("quiet", False)), source("quiet")),
-        ("namespace", namespace, source("namespace", "NBSTEP_NAMESPACE")),
-        ("store", store_dir, source("store", "NBSTEP_STORE")),
+        ("namespace", namespace, namespace_source),
+        ("store", store_dir, source("store", "NBSTEP_STORE").replace(
+            "default", "found from the working directory")),
     ]
     width = max(len(r[0]) for r in rows)
     for label, value, where in rows:

@@ -515,6 +515,19 @@ def test_unload_removes_magics_hooks_and_step(ip):
     run(ip, "%%step back\nx = 1")
 
 
+def test_reset_keeps_the_step_name(ip):
+    run(ip, "%reset -f")
+    assert run(ip, "step").result is nbstep.step
+
+
+def test_the_process_wide_rerun_setting_recomputes_cells(ip, counter):
+    run(ip, "size = 2")
+    run(ip, SLOW)
+    nbstep.configure(rerun=True)  # what `nbstep run --rerun` sets
+    run(ip, SLOW)
+    assert counter.hits == ["slow", "slow"]
+
+
 def test_a_users_own_step_is_left_alone(store_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shell = TestingShell.instance(config=Config({"HistoryManager": {"hist_file": ":memory:"}}))
