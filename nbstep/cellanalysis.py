@@ -515,9 +515,9 @@ class _TopLevel:
         return self.result
 
 
-def parse(source: str) -> ast.Module:
+def parse(source: str, filename: str = "<cell>") -> ast.Module:
     """Parse transformed cell source; top-level ``await`` is allowed as in IPython."""
-    return ast.parse(source)
+    return ast.parse(source, filename=filename)
 
 
 def analyze(tree: ast.Module) -> CellAnalysis:

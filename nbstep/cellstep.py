@@ -148,7 +148,13 @@ class CellStep:
         shell = self.shell
         # Line 1 of the cell is the %%step line: keep line numbers those of the cell.
         self.source = "\n" + shell.transform_cell(self.body)
-        tree = cellanalysis.parse(self.source)
+        self.filename = self._cache_source(self.source)
+        try:
+            tree = cellanalysis.parse(self.source, self.filename)
+        except SyntaxError as e:
+            # Normally caught earlier: the magic's input transformer hands a body that
+            # does not compile back to IPython, which reports it as for any cell.
+            raise e.with_traceback(None) from None
         self.analysis = cellanalysis.analyze(tree)
         transformed = shell.transform_ast(tree)
         self.tree = transformed if transformed is not None else tree
@@ -287,7 +293,6 @@ class CellStep:
 
     def compile_body(self) -> tuple[types.CodeType | None, types.CodeType | None, str]:
         shell = self.shell
-        self.filename = self._cache_source(self.source)
         nodes = list(self.tree.body)
         last = nodes[-1] if nodes and isinstance(nodes[-1], ast.Expr) else None
         block_nodes = nodes[:-1] if last is not None else nodes

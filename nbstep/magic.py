@@ -255,41 +255,48 @@ def _note_identity(step_: Any) -> None:
 # -- top-level await ---------------------------------------------------------------
 
 
-def _is_async(source: str) -> bool:
+def _compile_body(source: str) -> Any:
+    """The body's code (top-level ``await`` allowed), or None if it has a syntax error."""
     import ast
-    import inspect
 
     try:
-        code = compile(source, "<cell>", "exec",
+        return compile(source, "<cell>", "exec",
                        flags=getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0x2000),
                        dont_inherit=True)
     except (SyntaxError, ValueError):
-        return False
-    return bool(code.co_flags & inspect.CO_COROUTINE)
+        return None
 
 
-def _async_cell_transformer(lines: list[str]) -> list[str]:
-    """Run a ``%%step`` cell whose body uses top-level ``await`` on the kernel's loop.
+def _step_cell_transformer(lines: list[str]) -> list[str]:
+    """Route two kinds of ``%%step`` cell before the magic runs.
 
-    A cell magic is called synchronously, and inside a kernel the event loop is
-    already running, so the magic cannot await. This cleanup transformer turns such
-    a cell into ``await <nbstep>.run_step_cell_async(...)``: IPython then runs the
-    whole cell as async code, on its loop, as it would the body alone.
+    - A body with top-level ``await``: a cell magic is called synchronously, and
+      inside a kernel the event loop is already running, so the magic cannot await.
+      The cell becomes ``await <nbstep>.run_step_cell_async(...)``, which IPython runs
+      as async code on its own loop, as it would the body alone.
+    - A body with a syntax error: the cell becomes the body itself (after a blank
+      line standing for the ``%%step`` line), so IPython reports the error as for
+      any cell, at the right line and without a stack of nbstep's frames. Nothing
+      runs and nothing is recorded.
+    Every other ``%%step`` cell is left to the cell magic.
     """
+    import inspect
+
     if not lines:
         return lines
     match = _STEP_LINE.match(lines[0].rstrip("\r\n"))
     shell = _state.shell
-    if match is None or shell is None or not getattr(shell, "autoawait", False):
+    if match is None or shell is None:
         return lines
     body = "".join(lines[1:])
-    if "await" not in body:
-        return lines
     try:
         transformed = shell.transform_cell(body)
     except Exception:
         return lines  # the magic will report it
-    if not _is_async(transformed):
+    code = _compile_body(transformed)
+    if code is None:
+        return ["\n", *transformed.splitlines(keepends=True)]
+    if not (code.co_flags & inspect.CO_COROUTINE and getattr(shell, "autoawait", False)):
         return lines
     args = match.group("args") or ""
     return [
@@ -335,8 +342,8 @@ def load_ipython_extension(ip: Any) -> None:
         unload_ipython_extension(_state.shell)
     ip.register_magics(StepMagics)
     ip.events.register("pre_run_cell", _pre_run_cell)
-    if _async_cell_transformer not in ip.input_transformers_cleanup:
-        ip.input_transformers_cleanup.append(_async_cell_transformer)
+    if _step_cell_transformer not in ip.input_transformers_cleanup:
+        ip.input_transformers_cleanup.append(_step_cell_transformer)
     runtime().user_ns = ip.user_ns
     runtime().reset()
     existing = ip.user_ns.get("step", None)
@@ -373,8 +380,8 @@ def unload_ipython_extension(ip: Any) -> None:
         ip.events.unregister("pre_run_cell", _pre_run_cell)
     except ValueError:
         pass  # already gone
-    while _async_cell_transformer in ip.input_transformers_cleanup:
-        ip.input_transformers_cleanup.remove(_async_cell_transformer)
+    while _step_cell_transformer in ip.input_transformers_cleanup:
+        ip.input_transformers_cleanup.remove(_step_cell_transformer)
     if _state.injected_step and ip.user_ns.get("step") is step:
         del ip.user_ns["step"]
     if ip.user_ns_hidden.get("step") is step:

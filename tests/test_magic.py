@@ -377,6 +377,15 @@ def test_traceback_points_at_the_cell_line(ip, capsys):
     assert "skipping hidden" in text  # nbstep's own frames are hidden
 
 
+def test_a_syntax_error_is_reported_by_ipython_at_the_cell_line(ip, capsys):
+    with pytest.raises(SyntaxError) as raised:
+        run(ip, "%%step typo\nx = 1\ny = (\n")
+    assert raised.value.lineno == 3
+    assert "nbstep" not in capsys.readouterr().err  # no stack of nbstep's frames
+    assert records("typo").empty
+    assert "x" not in ip.user_ns
+
+
 def test_unpersistable_variable_warns_and_records_nothing(ip, counter):
     cell = """\
 %%step connect

@@ -194,13 +194,18 @@ def test_the_nbstep_kernel_loads_the_extension_without_load_ext(tmp_path, monkey
     path = _write(tmp_path / "auto.ipynb",
                   "%%step auto\nwith open('runs.log', 'a') as log:\n    log.write('auto ran\\n')\n"
                   "answer = 42\nanswer",
-                  "print(answer, type(step).__name__)")
+                  # Top-level await inside a kernel, whose event loop is already running.
+                  "%%step waited\nimport asyncio\nawait asyncio.sleep(0.01)\n"
+                  "with open('runs.log', 'a') as log:\n    log.write('waited ran\\n')\n"
+                  "later = answer + 1",
+                  "print(answer, later, type(step).__name__)")
     first = execute(path, kernel_name="python3-nbstep")
     second = execute(path, kernel_name="python3-nbstep")
-    assert log_lines(tmp_path) == ["auto ran"]
+    assert log_lines(tmp_path) == ["auto ran", "waited ran"]
     assert rich(second.cells[0], "execute_result") == [{"text/plain": "42"}]
     assert stream(second.cells[0]).startswith("replayed `auto`")
-    assert stream(first.cells[1]) == stream(second.cells[1]) == "42 StepAPI\n"
+    assert stream(second.cells[1]).startswith("replayed `waited`")
+    assert stream(first.cells[2]) == stream(second.cells[2]) == "42 43 StepAPI\n"
 
 
 def test_nbstep_autoload_0_turns_the_kernel_autoload_off(tmp_path, monkeypatch):
