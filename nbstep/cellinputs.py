@@ -253,7 +253,7 @@ class _Hasher:
             return input_hash(value)
         except NotHashable:
             pass
-        except RecursionError:
+        except Exception:  # a value's own __eq__/__len__... raising: hash it by type
             pass
         if callable(value) and hasattr(value, "__qualname__"):
             return self.qualified(value, "callable")

@@ -137,6 +137,7 @@ class CellStep:
         self.occurrence: Any = None
         self.replaying = False
         self.capture: cellcapture.OutputCapture | None = None
+        self.body_done = False  # errors after this are nbstep's, not the cell's
         self._started = 0.0
         self._before: dict[str, Any] = {}
 
@@ -354,6 +355,7 @@ class CellStep:
         global _depth
         duration = time.perf_counter() - self._started
         _depth -= 1
+        self.body_done = True
         assert self.capture is not None
         outputs = self.capture.stop()
         if cellanalysis.ends_with_semicolon(self.source):

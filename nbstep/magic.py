@@ -102,7 +102,11 @@ class StepMagics(Magics):
         _prepare(step_)
         if step_.replaying:
             return _replay(step_)
-        return step_.run_sync()
+        try:
+            return step_.run_sync()
+        except NbstepError as e:
+            _recording_failed(step_, e)
+            raise
 
     @magic_arguments()
     @argument("--on-mismatch", choices=["error", "rerun"], default=None,
@@ -314,7 +318,19 @@ async def run_step_cell_async(shell: Any, line: str, cell: str) -> Any:
     _prepare(step_)
     if step_.replaying:
         return _replay(step_)
-    return await step_.run_async()
+    try:
+        return await step_.run_async()
+    except NbstepError as e:
+        _recording_failed(step_, e)
+        raise
+
+
+def _recording_failed(step_: Any, error: Exception) -> None:
+    """An nbstep error after the body finished (the store, say) is a UsageError;
+    one raised by the cell's own code (a step.run inside it) keeps its traceback."""
+    __tracebackhide__ = True
+    if step_.body_done:
+        raise UsageError(str(error)) from error
 
 
 # -- loading -------------------------------------------------------------------------

@@ -435,6 +435,24 @@ def test_an_unpersistable_result_is_kept_as_what_it_showed(ip, capsys):
     assert again.splitlines()[1].startswith("Out[2]: <generator object")
 
 
+def test_a_store_failure_while_recording_is_a_usage_error(ip, monkeypatch):
+    from nbstep.api import Step
+
+    def failing_finish(self, *args, **kwargs):
+        raise nbstep.NbstepError("could not record step `saved`: disk full")
+
+    monkeypatch.setattr(Step, "finish", failing_finish)
+    with pytest.raises(UsageError, match="disk full"):
+        run(ip, "%%step saved\nvalue = 1")
+    assert ip.user_ns["value"] == 1
+
+
+def test_nbstep_errors_raised_by_the_cells_own_code_keep_their_type(ip):
+    run(ip, "step.run('inner', 1, lambda v: v)")
+    with pytest.raises(nbstep.StepInputMismatch):
+        run(ip, "%%step outer\nstep.run('inner', 2, lambda v: v, on_mismatch='error')")
+
+
 def test_a_record_made_by_step_run_is_not_replayed_as_a_cell(ip, counter, capsys):
     run(ip, "step.run('shared_key', 1, lambda v: v)")
     run(ip, "%%step shared_key\nimport nbstep_test_counter as counter\ncounter.hit(1)")
