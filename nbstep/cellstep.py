@@ -195,6 +195,7 @@ class CellStep:
         else:
             what = cellinputs.describe_changes(recorded, adjusted or self.parts) or "the input"
         if options.on_mismatch == "error":
+            runtime().stats["failed"] += 1  # as the engine counts step.run's mismatches
             error = mismatch_error(BUILTIN, record, self.input_hash, what)
             # The engine's fix is worded for step.run; say it the cell's way.
             hint = 'pass rerun=True or on_mismatch="rerun"'
@@ -319,6 +320,7 @@ class CellStep:
         """The body raised: stop capturing, record nothing."""
         global _depth
         _depth -= 1
+        runtime().stats["failed"] += 1
         if self.capture is not None:
             self.capture.stop()
 

@@ -321,6 +321,7 @@ def test_on_mismatch_error_raises_the_seed_message_as_usage_error(ip, counter):
     assert "What changed: variable `size`." in message
     assert "`%%step slow --rerun`" in message
     assert counter.hits == ["slow"]
+    assert runtime().stats["failed"] == 1
 
 
 def test_session_and_project_defaults_for_on_mismatch(ip, tmp_path, counter):
@@ -365,6 +366,7 @@ partial = 1
         run(ip, cell)
     assert counter.hits == ["boom", "boom"]
     assert records("boom").empty
+    assert runtime().stats["failed"] == 2  # what `nbstep run` reports
 
 
 def test_traceback_points_at_the_cell_line(ip, capsys):
