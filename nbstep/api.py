@@ -161,16 +161,27 @@ def handler_args(call: Call) -> tuple[Any, ...]:
     return (call.input,) if positional else ()
 
 
+RUN_FIX = 'pass rerun=True or on_mismatch="rerun"'
+
+
 def mismatch_error(
-    builtin: str, record: Record, input_hash: str, what_changed: str | None = None
+    builtin: str,
+    record: Record,
+    input_hash: str,
+    what_changed: str | None = None,
+    fix: str = RUN_FIX,
 ) -> StepInputMismatch:
+    """The seed's mismatch error, plus when the record was made and how to recompute.
+
+    ``fix`` says how to recompute in the caller's terms (the magic: ``--rerun``).
+    """
     took = f"; the original run took {record.duration_s:.3g} s" if record.duration_s else ""
     changed = f" What changed: {what_changed}." if what_changed else ""
     error = StepInputMismatch(
         f"{builtin}: deterministic input mismatch for key `{record.key}` occurrence "
         f"{record.sequence} in namespace `{record.namespace}` (cached {record.input_hash}, "
         f"current {input_hash}).{changed} The record was made {record.occurred_at}{took}. "
-        "To recompute and record a new version, pass rerun=True or on_mismatch=\"rerun\"; "
+        f"To recompute and record a new version, {fix}; "
         f"to drop the record, step.forget({record.key!r}, namespace={record.namespace!r})."
     )
     error.record = record  # type: ignore[attr-defined]
@@ -236,10 +247,24 @@ class Runtime:
         if explicit is not None:
             return explicit
         if self._namespace is None:
-            root = self.store().root.parent
-            path = config.notebook_path(self.user_ns) or config.script_path()
-            self._namespace = config.namespace_for_path(path, root) if path else "default"
+            self._namespace = self._detect_namespace()
         return self._namespace
+
+    def _detect_namespace(self) -> str:
+        table, _ = config.project_settings()
+        if table.get("namespace"):
+            return str(table["namespace"])
+        path = config.notebook_path(self.user_ns)
+        if path is None:
+            session = config.session_name(self.user_ns)
+            if session is not None:
+                # A session name that is not a file's path (a new JupyterLab notebook's
+                # UUID-like name): a namespace of its own, never shared with others.
+                return f"session:{session}"
+            path = config.script_path()
+        if path is None:
+            return "default"
+        return config.namespace_for_path(path, self.store().root.parent)
 
     def resolve_namespace(self, namespace: str | None) -> str:
         return namespace if namespace is not None else self.default_namespace()
@@ -268,8 +293,16 @@ class Runtime:
         on_mismatch: str | None,
         rerun: bool,
         what_changed: Callable[[Record], str | None] | None = None,
+        matches: Callable[[Record], bool] | None = None,
+        fix: str = RUN_FIX,
     ) -> Step:
-        """Take an occurrence and look it up; the caller then replays or computes."""
+        """Take an occurrence and look it up; the caller then replays or computes.
+
+        When the record's input hash differs, ``matches(record)`` may still accept it
+        (the magic: an input the record's own step produced is no change), and the
+        step replays; otherwise mode "error" raises the mismatch, naming
+        ``what_changed(record)`` and saying ``fix``.
+        """
         ns = self.resolve_namespace(namespace)
         mode = on_mismatch or config.configured("on_mismatch") or "error"
         # configure(rerun=True) recomputes every step of this process (`nbstep run --rerun`).
@@ -279,10 +312,12 @@ class Runtime:
         record = store.lookup(ns, key, sequence)
         step = Step(self, store, builtin, ns, key, sequence, input_hash, mode, rerun, record)
         if record is not None and not rerun and record.input_hash != input_hash:
-            if mode == "error":
+            if matches is not None and matches(record):
+                step.input_hash = record.input_hash
+            elif mode == "error":
                 self.stats["failed"] += 1
                 changed = what_changed(record) if what_changed else None
-                raise mismatch_error(builtin, record, input_hash, changed)
+                raise mismatch_error(builtin, record, input_hash, changed, fix)
         return step
 
 

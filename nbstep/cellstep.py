@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import cellanalysis, cellcapture, cellinputs
-from .api import mismatch_error, runtime
+from .api import runtime
 from .errors import NbstepError, NotPersistable, StepNotPersistedWarning, StepReplayError
 
 FORMAT = 1
@@ -170,41 +170,31 @@ class CellStep:
         if rt.user_ns is None:
             rt.user_ns = self.user_ns
         options = self.options
-        # Mismatches are decided here, not by the engine: an input that the namespace
-        # holds because this very step produced it (`x = x + 1` executed again) is
-        # not a change, and inputs a record did not have cannot have shaped it.
-        occurrence = rt.begin(BUILTIN, options.key, self.input_hash, options.namespace,
-                              "rerun", options.rerun)
-        occurrence.mode = options.on_mismatch
+        # An input that the namespace holds because this very step produced it
+        # (`x = x + 1` executed again) is not a change, and inputs a record did not
+        # have cannot have shaped it: `_matches` compares the parts the record knew.
+        occurrence = rt.begin(
+            BUILTIN, options.key, self.input_hash, options.namespace, options.on_mismatch,
+            options.rerun, what_changed=self._what_changed, matches=self._matches,
+            fix=f"run the cell as `%%step {options.key} --rerun`",
+        )
         self.occurrence = occurrence
+        self.replaying = occurrence.replayable
         record = occurrence.record
-        # occurrence.rerun also covers configure(rerun=True) (`nbstep run --rerun`).
-        if record is None or occurrence.rerun:
-            return
-        if record.input_hash == self.input_hash:
-            self.replaying = True
-            return
+        if record is not None and not self.replaying and not occurrence.rerun:
+            print(f"recomputing `{options.key}`: {self._what_changed(record)} changed since "
+                  f"the record of {record.occurred_at}")
+
+    def _matches(self, record: Any) -> bool:
         recorded = _recorded_parts(record)
-        adjusted = _adjusted_parts(self.parts, record) if recorded is not None else None
-        if adjusted is not None and adjusted == recorded:
-            occurrence.input_hash = record.input_hash
-            self.replaying = True
-            return
+        return recorded is not None and _adjusted_parts(self.parts, record) == recorded
+
+    def _what_changed(self, record: Any) -> str:
+        recorded = _recorded_parts(record)
         if recorded is None:
-            what = "the input (the record was not made by %%step)"
-        else:
-            what = cellinputs.describe_changes(recorded, adjusted or self.parts) or "the input"
-        if options.on_mismatch == "error":
-            runtime().stats["failed"] += 1  # as the engine counts step.run's mismatches
-            error = mismatch_error(BUILTIN, record, self.input_hash, what)
-            # The engine's fix is worded for step.run; say it the cell's way.
-            hint = 'pass rerun=True or on_mismatch="rerun"'
-            fix = f"run the cell as `%%step {options.key} --rerun`"
-            text = str(error)
-            error.args = (text.replace(hint, fix) if hint in text else f"{text} ({fix})",)
-            raise error
-        print(f"recomputing `{options.key}`: {what} changed since the record of "
-              f"{record.occurred_at}")
+            return "the input (the record was not made by %%step)"
+        adjusted = _adjusted_parts(self.parts, record)
+        return cellinputs.describe_changes(recorded, adjusted or self.parts) or "the input"
 
     # -- replaying -------------------------------------------------------------------
 

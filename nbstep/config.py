@@ -189,6 +189,18 @@ def namespace_for_path(path: str | os.PathLike[str], root: Path) -> str:
         return resolved.as_posix()
 
 
+def session_name(user_ns: dict[str, Any] | None = None) -> str | None:
+    """The raw session name jupyter_server gave the kernel, if any."""
+    for value in (
+        (user_ns or {}).get("__vsc_ipynb_file__"),
+        (user_ns or {}).get("__session__"),
+        os.environ.get("JPY_SESSION_NAME"),
+    ):
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
+
+
 def notebook_path(user_ns: dict[str, Any] | None = None) -> str | None:
     """The running notebook's path, when the kernel can tell.
 

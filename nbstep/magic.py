@@ -247,13 +247,17 @@ def _note_identity(step_: Any) -> None:
     if config.notebook_path(user_ns) or config.script_path():
         return
     _state.identity_noted = True
-    session = user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME")
-    why = (f"the session name `{session}` is not a saved notebook's path (a new notebook "
-           "keeps its first name until the kernel restarts)" if session else
-           "neither JPY_SESSION_NAME nor __vsc_ipynb_file__ names the notebook")
-    print(f"note: nbstep cannot tell which notebook this is: {why}. Steps go to the "
-          "namespace `default`, shared with other such notebooks. Save the notebook and "
-          "restart the kernel, or run %step_config --namespace NAME.")
+    session = config.session_name(user_ns)
+    if session:
+        print(f"note: the session name `{session}` is not a saved notebook's path (a new "
+              "notebook keeps its first name until the kernel restarts), so this notebook's "
+              f"steps go to the namespace `session:{session}`, its own. After you save it "
+              "and restart the kernel they run once more under the notebook's path; or run "
+              "%step_config --namespace NAME now.")
+        return
+    print("note: nbstep cannot tell which notebook this is (neither JPY_SESSION_NAME nor "
+          "__vsc_ipynb_file__ names it). Steps go to the namespace `default`, shared with "
+          "other such notebooks. Run %step_config --namespace NAME to give it its own.")
 
 
 # -- top-level await ---------------------------------------------------------------

@@ -410,3 +410,28 @@ def test_stats_count_replayed_computed_and_failed_steps(store):
     assert stats["computed"] - before["computed"] == 1
     assert stats["replayed"] - before["replayed"] == 1
     assert stats["failed"] - before["failed"] == 2
+
+
+def test_default_namespace_sources(tmp_path, monkeypatch):
+    monkeypatch.setenv("NBSTEP_STORE", str(tmp_path / ".nbstep"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NBSTEP_NAMESPACE", raising=False)
+    rt = runtime()
+    try:
+        monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "sub" / "nb.ipynb"))
+        rt.reset()
+        assert rt.default_namespace() == "sub/nb.ipynb"
+        monkeypatch.setenv("JPY_SESSION_NAME", "0b5c1d8e-uuid-like")
+        rt.reset()
+        assert rt.default_namespace() == "session:0b5c1d8e-uuid-like"
+        (tmp_path / "pyproject.toml").write_text('[tool.nbstep]\nnamespace = "project-wide"\n')
+        rt.reset()
+        assert rt.default_namespace() == "project-wide"
+        nbstep.configure(namespace="configured")
+        assert rt.default_namespace() == "configured"
+        monkeypatch.setenv("NBSTEP_NAMESPACE", "from-env")
+        assert rt.default_namespace() == "from-env"
+    finally:
+        nbstep.configure(namespace=None)
+        rt.drop_store()
+        rt.reset()

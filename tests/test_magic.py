@@ -578,8 +578,20 @@ def test_an_unknown_notebook_is_said_once(ip, monkeypatch, capsys):
     run(ip, "%%step a\nx = 1")
     run(ip, "%%step b\nx = 1")
     out = capsys.readouterr().out
+    uuid = "3f2b8c1e-6d4a-4b8e-9f0a-1c2d3e4f5a6b"
+    assert out.count(f"the session name `{uuid}` is not a saved notebook's path") == 1
+    # Its own namespace: never `default`, which other unnamed notebooks would share.
+    assert list(nbstep.step.inspect(f"session:{uuid}")["key"]) == ["a", "b"]
+    assert nbstep.step.inspect("default").empty
+
+
+def test_a_kernel_without_any_notebook_name_says_so_once(ip, monkeypatch, capsys):
+    monkeypatch.delenv("JPY_SESSION_NAME")
+    ip.user_ns.pop("__session__", None)
+    run(ip, "%%step a\nx = 1")
+    run(ip, "%%step b\nx = 1")
+    out = capsys.readouterr().out
     assert out.count("nbstep cannot tell which notebook this is") == 1
-    assert "3f2b8c1e-6d4a-4b8e-9f0a-1c2d3e4f5a6b" in out
     assert list(nbstep.step.inspect("default")["key"]) == ["a", "b"]
 
 
