@@ -239,7 +239,7 @@ def bench_scale(tmp: Path, big: int, loop: int) -> None:
                 con.execute(
                     "INSERT INTO nbstep_store.events SELECT 1000 + i, 'recorded', "
                     "'nb-' || (i % 50), 'k', i, 'id', 'h', 'json', '{\"v\": 1}', NULL, NULL, 8, "
-                    "0.0, now(), 'first', NULL, 0, 'h' FROM range(?) t(i)",
+                    "0.0, now(), 'first', NULL, 0, 'h', NULL FROM range(?) t(i)",
                     [filler],
                 )
         fresh_nbstep(store, namespace="bench")

@@ -22,7 +22,7 @@ SELECT * EXCLUDE (kind, last_id, last_recorded_id),
 FROM (
     SELECT event_id, kind, namespace, key, sequence, identity, deterministic_inputs_hash,
         codec, {{values}}, object_sha256, size_bytes, duration_s, occurred_at,
-        epoch_us(occurred_at) AS occurred_at_us, reason, details,
+        epoch_us(occurred_at) AS occurred_at_us, reason, details, checksum,
         max(event_id) OVER slot AS last_id,
         max(CASE WHEN kind = '{RECORDED}' THEN event_id END) OVER slot AS last_recorded_id
     FROM {{{{events}}}} WHERE namespace = ?
@@ -62,6 +62,7 @@ def _record(namespace: str, row: Any) -> Record:
         object_sha256=None if _missing(row.object_sha256) else row.object_sha256,
         size_bytes=int(row.size_bytes), duration_s=row.duration_s,
         occurred_at_us=int(row.occurred_at_us), reason=row.reason, details=None,
+        checksum=None if _missing(row.checksum) else row.checksum,
     )
 
 

@@ -61,9 +61,10 @@ from typing import Any
 
 from .errors import NbstepError, StepReplayError, StoreBusy, StoreFormatError
 
-# Bump on a breaking change of the tables below, and add a migration in
-# _migrate() plus a committed store of the old format under tests/stores/.
-FORMAT_VERSION = 1
+# Bump on a change of the tables below, add a migration in _migrate(), and commit a
+# store of the new format under tests/stores/ (tests/stores/make_store.py).
+# 1: the first format. 2: events.checksum (xxh3-128 of an object file's bytes).
+FORMAT_VERSION = 2
 DB_NAME = "steps.duckdb"
 ALIAS = "nbstep_store"
 FAIR_SLICE = 0.02
@@ -76,7 +77,8 @@ PARALLEL_HASH_AT = 4 * 1024 * 1024
 WRITE_CHUNK = 64 * 1024 * 1024
 JOURNAL_FOLD_AT = 512
 _FRAME = struct.Struct("<II")
-_ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, make_timestamptz(?), ?, ?, ?, ?)"
+_ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, make_timestamptz(?), ?, ?, ?, ?, ?)"
+_ROW_WIDTH = _ROW_PLACEHOLDERS.count("?")
 
 _SCHEMA = f"""
 CREATE TABLE {ALIAS}.meta (
@@ -101,7 +103,8 @@ CREATE TABLE {ALIAS}.events (
     reason VARCHAR,
     details VARCHAR,
     pid INTEGER,
-    host VARCHAR
+    host VARCHAR,
+    checksum VARCHAR
 );
 """
 
@@ -111,7 +114,7 @@ FORGOTTEN = "forgotten"
 _EVENT_COLUMNS = (
     "event_id, kind, key, sequence, identity, deterministic_inputs_hash, codec, "
     "result_json, result_blob, object_sha256, size_bytes, duration_s, "
-    "epoch_us(occurred_at), reason, details"
+    "epoch_us(occurred_at), reason, details, checksum"
 )
 
 _LOCK_PID = re.compile(r"PID (\d+)")
@@ -136,6 +139,7 @@ class Record:
     occurred_at_us: int
     reason: str | None
     details: dict[str, Any] | None
+    checksum: str | None = None
 
     @property
     def occurred_at(self) -> str:
@@ -145,7 +149,7 @@ class Record:
 
 def _record_from_row(namespace: str, row: tuple[Any, ...]) -> Record:
     (event_id, _kind, key, sequence, identity, input_hash, codec, result_json, result_blob,
-     object_sha256, size_bytes, duration_s, occurred_at_us, reason, details) = row
+     object_sha256, size_bytes, duration_s, occurred_at_us, reason, details, checksum) = row
     return Record(
         event_id=event_id,
         namespace=namespace,
@@ -162,6 +166,7 @@ def _record_from_row(namespace: str, row: tuple[Any, ...]) -> Record:
         occurred_at_us=occurred_at_us,
         reason=reason,
         details=json.loads(details) if details else None,
+        checksum=checksum,
     )
 
 
@@ -463,7 +468,9 @@ class Store:
         """Move journaled events into the events table; lock held, attached."""
         if not self._pending:
             return
-        rows = self._pending
+        # A journal left by an nbstep of an older format has shorter rows: the columns
+        # added since then are empty for those events.
+        rows = [row + [None] * (_ROW_WIDTH - len(row)) for row in self._pending]
         con = self._con
         with self._transaction(con, "fold the journal into the events table"):
             for start in range(0, len(rows), 100):
@@ -518,10 +525,22 @@ class Store:
             self._migrate(version)
 
     def _migrate(self, version: int) -> None:
-        raise StoreFormatError(
-            f"{self.db_path} has store format {version}, which this nbstep cannot migrate "
-            f"(it reads format {FORMAT_VERSION}). Move the store aside to start a new one."
-        )
+        """Bring an older store up to FORMAT_VERSION, in one transaction."""
+        if version != 1:
+            raise StoreFormatError(
+                f"{self.db_path} has store format {version}, which this nbstep cannot "
+                f"migrate (it reads formats 1 to {FORMAT_VERSION}). Move the store aside to "
+                "start a new one."
+            )
+        con = self._con
+        with self._transaction(con, f"migrate the store from format {version}"):
+            # Format 2 adds a checksum for object files; format-1 records keep none and
+            # are checked by size only, as before.
+            con.execute(f"ALTER TABLE {ALIAS}.events ADD COLUMN checksum VARCHAR")
+            con.execute(
+                f"UPDATE {ALIAS}.meta SET value = ? WHERE name = 'format_version'",
+                [str(FORMAT_VERSION)],
+            )
 
     def _validate_cache(self) -> None:
         row = self._con.execute(
@@ -634,6 +653,11 @@ class Store:
             # A private copy-on-write mapping: decoded arrays can be writable views into it
             # (no 80 MB copy), and writes never reach the file or another decode.
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        if record.checksum is not None and _checksum(mapped) != record.checksum:
+            raise StepReplayError(
+                f"cannot replay {where}: its object file {path} does not match the checksum "
+                f"recorded with it (the file was damaged after it was written). {fix}"
+            )
         try:
             return codecs.decode(record.codec, mapped)
         except Exception as e:
@@ -645,18 +669,24 @@ class Store:
     # -- writing ---------------------------------------------------------------
 
     def write_object(self, data: Any) -> str:
-        """Write a value's bytes as a content-addressed file; returns its sha256.
+        """Write a value's bytes as a content-addressed file; returns its sha256."""
+        return self._write_object(data)[0]
+
+    def _write_object(self, data: Any) -> tuple[str, str]:
+        """Write an object file; returns its sha256 (its name) and its xxh3-128.
 
         The file is complete and fsynced under its final name before this returns,
-        so an event that points to it may commit. Large values are hashed in a
-        thread while the main thread writes them to a temp file (both release the
-        GIL), so the hash costs little on top of the write.
+        so an event that points to it may be written. Large values are hashed in a
+        thread while the main thread writes them to a temp file (hashlib and
+        os.write both release the GIL), so the sha256 costs little on top of the
+        write. The xxh3-128 checksum (~10 GB/s) is what every replay verifies.
         """
         view = memoryview(data).cast("B")
+        checksum = _checksum(view)
         if len(view) < PARALLEL_HASH_AT:
             digest = hashlib.sha256(view).hexdigest()
-            if self._reuse_object(digest, len(view)):
-                return digest
+            if self._reuse_object(digest, len(view), checksum):
+                return digest, checksum
             tmp = self._write_tmp(view)
         else:
             hasher = hashlib.sha256()
@@ -667,26 +697,34 @@ class Store:
             finally:
                 worker.join()
             digest = hasher.hexdigest()
-            if self._reuse_object(digest, len(view)):
+            if self._reuse_object(digest, len(view), checksum):
                 tmp.unlink(missing_ok=True)
-                return digest
+                return digest, checksum
         final = self.object_path(digest)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
-        return digest
+        return digest, checksum
 
-    def _reuse_object(self, digest: str, size: int) -> bool:
+    def _reuse_object(self, digest: str, size: int, checksum: str) -> bool:
+        """True if the object file already exists intact (and is kept for the new event).
+
+        A damaged file of the right size is not reused: the caller writes it anew,
+        so recording a step again repairs what `nbstep verify` reported.
+        """
         final = self.object_path(digest)
         try:
-            if final.stat().st_size == size:
-                # Already stored. Refresh its time so gc's grace period covers the event
-                # about to point at it, even if the file had been unreferenced for long.
-                os.utime(final)
-                return True
+            with open(final, "rb") as f:
+                if os.fstat(f.fileno()).st_size != size:
+                    return False
+                if size and _checksum(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)) != checksum:
+                    return False
+            # Refresh its time so gc's grace period covers the event about to point at
+            # it, even if the file had been unreferenced for long.
+            os.utime(final)
+            return True
         except FileNotFoundError:
-            pass
-        return False
+            return False
 
     def _write_tmp(self, view: memoryview) -> Path:
         tmp_dir = self.objects / "tmp"
@@ -729,13 +767,13 @@ class Store:
         Otherwise the event is committed durably and ``(new record, True)`` returned.
         """
         size = len(memoryview(data).cast("B")) if codec != "json" else len(data)
-        object_sha256 = None
+        object_sha256 = checksum = None
         result_json = None
         result_blob = None
         if codec == "json":
             result_json = bytes(data).decode("utf-8")
         elif size > self.inline_limit:
-            object_sha256 = self.write_object(data)
+            object_sha256, checksum = self._write_object(data)
         else:
             result_blob = bytes(data)
         details_json = json.dumps(details, sort_keys=True) if details else None
@@ -751,14 +789,14 @@ class Store:
             self._journal([
                 event_id, RECORDED, namespace, key, sequence, identity, input_hash, codec,
                 result_json, result_blob, object_sha256, size, duration_s, now_us, reason,
-                details_json, os.getpid(), _HOST,
+                details_json, os.getpid(), _HOST, checksum,
             ])
             record = Record(
                 event_id=event_id, namespace=namespace, key=key, sequence=sequence,
                 identity=identity, input_hash=input_hash, codec=codec,
                 result_json=result_json, result_blob=result_blob,
                 object_sha256=object_sha256, size_bytes=size, duration_s=duration_s,
-                occurred_at_us=now_us, reason=reason, details=details,
+                occurred_at_us=now_us, reason=reason, details=details, checksum=checksum,
             )
             index[(key, sequence)] = record
             self._committed(event_id)
@@ -938,6 +976,13 @@ def _read_journal(fd: int) -> list[list[Any]]:
         rows.append(pickle.loads(payload))
         offset += _FRAME.size + length
     return rows
+
+
+def _checksum(data: Any) -> str:
+    """xxh3-128 of an object file's bytes: fast enough to check on every replay."""
+    import xxhash
+
+    return "xxh3-128:" + xxhash.xxh3_128_hexdigest(data)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -115,7 +115,7 @@ def test_a_torn_journal_tail_is_dropped(store):
     with s._lock:
         s._ensure_attached()
         s._journal([999, "recorded", "nb", "torn", 1, "i", "h", "json", "1", None, None, 1, 0.0,
-                    0, "first", None, 1, "h"])
+                    0, "first", None, 1, "h", None])
         # Simulate a crash mid-write: cut the last entry short, drop the in-memory copy.
         size = os.fstat(s._journal_fd).st_size
         os.ftruncate(s._journal_fd, size - 3)
@@ -273,3 +273,40 @@ def test_a_store_path_that_is_a_file_is_a_clear_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(nbstep.NbstepError, match="exists and is not a directory"):
         Store(blocker).lookup("nb", "k", 1)
+
+
+def test_a_damaged_object_of_the_right_size_is_caught_and_recording_again_repairs_it(store):
+    nbstep.configure(inline_limit=10)
+    step.run("arr", lambda: bytes(range(200)) * 1000)
+    (path,) = [p for p in (store / "objects").rglob("*") if p.is_file()]
+    data = bytearray(path.read_bytes())
+    data[4000:4016] = b"\xff" * 16  # same size, different bytes
+    path.write_bytes(bytes(data))
+    nbstep.reset()
+    with pytest.raises(StepReplayError, match="does not match the checksum recorded with it"):
+        step.run("arr", lambda: "never")
+    step.forget("arr")
+    nbstep.reset()
+    assert step.run("arr", lambda: bytes(range(200)) * 1000) == bytes(range(200)) * 1000
+    # The same content again: the damaged file was rewritten, not reused.
+    assert path.read_bytes() == bytes(range(200)) * 1000
+    nbstep.reset()
+    assert step.run("arr", lambda: "never") == bytes(range(200)) * 1000
+
+
+def test_an_older_format_is_migrated_in_place(store, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    shutil.copytree(Path(__file__).parent / "stores" / "format-1", store)
+    nbstep.configure(namespace="analysis.ipynb")
+    assert step.run("json", {"n": 1}, lambda x: "never") == {"rows": [1, 2, 3], "label": "ok"}
+    step.run("new", lambda: b"z" * 200_000)  # a format-2 record, with a checksum
+    runtime().drop_store()
+    assert _raw(store / "steps.duckdb", "SELECT value FROM meta WHERE name = 'format_version'") == [
+        (str(FORMAT_VERSION),)
+    ]
+    checksums = _raw(store / "steps.duckdb",
+                     "SELECT key, checksum IS NOT NULL FROM events WHERE object_sha256 IS NOT NULL "
+                     "ORDER BY event_id")
+    assert checksums == [("blob", False), ("new", True)]
