@@ -310,6 +310,7 @@ def _make_client_class() -> Any:
                 reply = await self.async_wait_for_reply(msg_id)
                 if reply is None:
                     return None
+                await self._until_idle(msg_id)
                 if reply["content"].get("status") == "aborted":
                     # The kernel may still be dropping requests queued behind an error.
                     await asyncio.sleep(0.05)
@@ -319,6 +320,30 @@ def _make_client_class() -> Any:
                     self.probe_error = f"{failed.get('ename')}: {failed.get('evalue')}"
                 return _parse_probe(reply["content"])
             return None
+
+        async def _until_idle(self, msg_id: str, timeout: float = 10.0) -> None:
+            """Wait for the kernel's "idle" after request ``msg_id``.
+
+            The kernel sends its reply from inside the request's handler, where SIGINT
+            raises KeyboardInterrupt; it ignores SIGINT again only before it says
+            "idle". jupyter_client interrupts a kernel before shutting it down, so an
+            interrupt sent between the reply and "idle" (after the probe that follows a
+            failing cell) made the kernel log "KeyboardInterrupt caught in kernel."
+            into the run's output. nbclient waits for "idle" after every cell; the
+            messages read here belong to no cell (the next cell's poll drops them too).
+            """
+            import queue
+
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    msg = await _maybe_await(self.kc.iopub_channel.get_msg(timeout=left))
+                except queue.Empty:
+                    return
+                if (msg["parent_header"].get("msg_id") == msg_id
+                        and msg["msg_type"] == "status"
+                        and msg["content"].get("execution_state") == "idle"):
+                    return
 
         async def async_execute_cell(self, cell: Any, cell_index: int,
                                      execution_count: int | None = None,

@@ -320,3 +320,31 @@ def test_a_kernel_without_nbstep_still_runs_with_counts_unknown(project):
     assert "nbstep is not importable in kernel `other`" in done.stderr
     assert "steps unknown" in done.stdout
     assert stream_text(nbformat.read(project / "out.ipynb", as_version=4).cells[0]) == "42\n"
+
+
+# The kernel's handler for our silent probe may still be running (SIGINT not yet given
+# back to "ignore") after its reply is sent; a kernel slow to finish a request shows it
+# every time, not 1 run in 4.
+SLOW_SILENT_REQUESTS = """\
+import inspect, time
+kernel = get_ipython().kernel
+handle = kernel.shell_handlers["execute_request"]
+
+async def slow_after_reply(stream, idents, msg):
+    result = handle(stream, idents, msg)
+    if inspect.isawaitable(result):
+        await result
+    if msg["content"].get("silent"):
+        time.sleep(1)
+
+kernel.shell_handlers["execute_request"] = slow_after_reply
+"""
+
+
+def test_a_failing_notebook_does_not_log_a_keyboard_interrupt_from_shutdown(project):
+    path = project / "fails.ipynb"
+    write_notebook(path, SLOW_SILENT_REQUESTS, "raise ValueError('boom')", markdown=False)
+    done = nbstep_cmd("run", str(path), cwd=project)
+    assert done.returncode == 1
+    assert "cell 2 of 2 failed: ValueError: boom" in done.stderr
+    assert "KeyboardInterrupt" not in done.stderr, done.stderr
