@@ -123,8 +123,9 @@ def cli(ctx: click.Context, store: str | None) -> None:
 @click.option("--rerun", is_flag=True,
               help="Recompute every step and record new versions (nothing replays).")
 @click.option("--on-mismatch", type=click.Choice(["error", "rerun"]),
-              help="When a step's input no longer matches its record: fail (error, the "
-                   "default) or recompute and record a new version (rerun).")
+              help="When a step's input no longer matches its record: fail (error) or "
+                   "recompute and record a new version (rerun). Sets both defaults; "
+                   "without it each keeps its own (step.run: error; %%step: rerun).")
 @click.option("--timeout", type=click.IntRange(min=1), metavar="SECONDS",
               help="Fail a cell that runs longer than this. Default: no limit.")
 @click.option("--kernel", "kernel_name", metavar="NAME",

@@ -15,13 +15,16 @@ from typing import Any
 def start(on_mismatch: str | None = None, rerun: bool = False) -> str:
     """Apply ``--on-mismatch`` / ``--rerun`` through ``nbstep.configure``; report.
 
-    ``rerun`` sets the engine's process-wide ``rerun``: every step recomputes and
-    records a new version, and the old records stay current until replaced.
+    ``on_mismatch`` sets both defaults: ``on_mismatch`` (``step.run``, default
+    "error") and ``magic_on_mismatch`` (``%%step`` cells, default "rerun"), so the
+    flag means the same for every step of the notebook. ``rerun`` sets the engine's
+    process-wide ``rerun``: every step recomputes and records a new version, and the
+    old records stay current until replaced.
     """
     import nbstep
 
     if on_mismatch is not None:
-        nbstep.configure(on_mismatch=on_mismatch)
+        nbstep.configure(on_mismatch=on_mismatch, magic_on_mismatch=on_mismatch)
     if rerun:
         nbstep.configure(rerun=True)
     return json.dumps({**_report(), "version": nbstep.__version__})

@@ -348,3 +348,30 @@ def test_a_failing_notebook_does_not_log_a_keyboard_interrupt_from_shutdown(proj
     assert done.returncode == 1
     assert "cell 2 of 2 failed: ValueError: boom" in done.stderr
     assert "KeyboardInterrupt" not in done.stderr, done.stderr
+
+
+def test_on_mismatch_reaches_step_magic_cells_too(project):
+    pytest.importorskip("nbstep.magic", reason="the %%step magic is not in this tree yet")
+    path = project / "magic_mismatch.ipynb"
+
+    def notebook(n):
+        write_notebook(path, "%load_ext nbstep", f"n = {n}", "%%step double\ny = n * 2",
+                       markdown=False)
+
+    notebook(1)
+    assert nbstep_cmd("run", str(path), cwd=project).returncode == 0
+    notebook(2)
+    strict = nbstep_cmd("run", str(path), "--on-mismatch", "error", cwd=project)
+    assert strict.returncode == 1, strict.stderr
+    assert "failed in a step: UsageError: %%step: deterministic input mismatch" in strict.stderr
+    # Without the flag each kind of step keeps its own default: %%step recomputes.
+    relaxed = nbstep_cmd("run", str(path), cwd=project)
+    assert relaxed.returncode == 0, relaxed.stderr
+    assert summary_counts(relaxed.stdout) == "0 replayed, 1 computed, 0 failed"
+
+
+def test_on_mismatch_help_names_both_defaults():
+    result = CliRunner().invoke(cli, ["run", "--help"])
+    assert result.exit_code == 0
+    help_text = " ".join(result.output.split())
+    assert "step.run: error" in help_text and "%%step: rerun" in help_text
