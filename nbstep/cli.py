@@ -433,17 +433,36 @@ def forget(state: State, notebook: str, keys: tuple[str, ...], yes: bool) -> Non
         click.echo(f"`{namespace}` has no current steps; nothing to forget")
         return
     store.release()  # do not hold the store while a person reads the question
-    if not yes:
-        click.confirm(
-            f"Forget all {text.plural(len(current), 'step')} of `{namespace}`? "
-            "They recompute on the next run",
-            abort=True, err=True,
-        )
+    if not yes and not _confirm(
+        f"Forget all {text.plural(len(current), 'step')} of `{namespace}`? "
+        "They recompute on the next run",
+        f"forgetting every step of `{namespace}` needs a confirmation, and no answer came "
+        "(stdin is not a terminal). Pass --yes to forget them all, or name the steps: "
+        "nbstep forget NOTEBOOK KEY...",
+    ):
+        click.echo(f"nothing forgotten; `{namespace}` keeps its steps", err=True)
+        click.get_current_context().exit(1)
     total = store.forget(namespace)
     click.echo(
         f"forgot {text.plural(total, 'record')} of `{namespace}`; they recompute on the "
         "next run. `nbstep gc` reclaims their space."
     )
+
+
+def _confirm(question: str, unanswerable: str) -> bool:
+    """Ask on the terminal. Without one (CI, a pipe that ends), say what to pass
+    instead of click's bare "Aborted!"; a piped answer still counts."""
+    terminal = sys.stdin is not None and sys.stdin.isatty()
+    try:
+        answer = click.confirm(question, default=False, err=True)
+    except click.Abort:
+        if terminal:
+            raise  # Ctrl-C or Ctrl-D at a terminal: a person stopped it
+        click.echo("", err=True)  # end the unanswered question's line
+        raise CommandError(unanswerable, 1) from None
+    if not terminal:
+        click.echo("", err=True)  # a piped answer is not echoed: end the line
+    return answer
 
 
 @cli.command(context_settings=CONTEXT)

@@ -302,6 +302,18 @@ def test_forget_a_whole_notebook_asks_first(root):
     assert current_keys(root, "other.ipynb") == []
 
 
+def test_forget_a_whole_notebook_without_a_terminal_says_to_pass_yes(root):
+    result = invoke(root, "forget", NB, input="", code=1)  # stdin at its end, as in CI
+    assert "Aborted!" not in result.output
+    assert "needs a confirmation" in result.output and "--yes" in result.output
+    assert len(current_keys(root)) == 5
+
+
+def test_forget_declined_says_nothing_was_forgotten(root):
+    result = invoke(root, "forget", NB, input="n\n", code=1)
+    assert "nothing forgotten" in result.output and "Aborted!" not in result.output
+
+
 def all_versions(root, namespace):
     out = invoke(root, "inspect", namespace, "--all", "--format", "json").output
     return [r["status"] for r in json.loads(out)]
