@@ -475,8 +475,9 @@ def _confirm(question: str, unanswerable: str) -> bool:
 def gc(state: State, dry_run: bool, grace_seconds: float) -> None:
     """Drop superseded and forgotten records and unreferenced object files.
 
-    Current records are never touched. Reports the events dropped, the files removed
-    and the bytes freed.
+    Current records are never touched. Reports the events dropped, the object files
+    removed and the bytes they freed, and the size of the database file (steps.duckdb,
+    where small values live) and of the whole store before and after.
 
     \b
     Examples:
@@ -487,14 +488,18 @@ def gc(state: State, dry_run: bool, grace_seconds: float) -> None:
     from . import cli_store
 
     store = state.store()
+    store.release()  # the files as they are with nothing attached
     before = cli_store.store_bytes(store.root)
+    db_before = cli_store.db_bytes(store.root)
     report = store.gc(dry_run=dry_run, grace_seconds=grace_seconds)
     kept = cli_store.young_unreferenced(store, grace_seconds)
-    after = None
+    after = db_after = None
     if not dry_run:
         store.release()
         after = cli_store.store_bytes(store.root)
-    click.echo(cli_store.gc_text(report, dry_run, before, after, kept, grace_seconds))
+        db_after = cli_store.db_bytes(store.root)
+    click.echo(cli_store.gc_text(report, dry_run, before, after, kept, grace_seconds,
+                                 db_before, db_after))
 
 
 @cli.command(context_settings=CONTEXT)

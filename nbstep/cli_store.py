@@ -497,15 +497,28 @@ def young_unreferenced(store: Store, grace_seconds: float) -> tuple[int, int]:
     return count, size
 
 
+def db_bytes(root: Path) -> int | None:
+    """The size of the store's DuckDB file (not its WAL), None if it is not there."""
+    try:
+        return (root / DB_NAME).stat().st_size
+    except FileNotFoundError:
+        return None
+
+
 def gc_text(report: dict[str, int], dry_run: bool, before: int, after: int | None,
-            kept: tuple[int, int], grace_seconds: float) -> str:
+            kept: tuple[int, int], grace_seconds: float,
+            db_before: int | None = None, db_after: int | None = None) -> str:
+    """The gc report. The store's bytes freed are the object and temp files gc removed;
+    the DuckDB file, where dropped inline values lived, is reported on its own line,
+    since DuckDB decides whether it shrinks (it keeps freed blocks for reuse)."""
     would = "would " if dry_run else ""
     lines = [
         f"{would}drop {text.plural(report['events_dropped'], 'event')} "
         "(superseded and forgotten records, and the marks that forgot them)",
         f"{would}remove {text.plural(report['objects_removed'], 'unreferenced object file')}"
         f" and {text.plural(report['tmp_removed'], 'stale temp file')}"
-        f" ({'would free' if dry_run else 'freed'} {text.size(report['bytes_freed'])})",
+        f" ({'would free' if dry_run else 'freed'} {text.size(report['bytes_freed'])}"
+        " of object files)",
     ]
     if kept[0]:
         lines.append(
@@ -513,15 +526,18 @@ def gc_text(report: dict[str, int], dry_run: bool, before: int, after: int | Non
             f"younger than {text.seconds(grace_seconds)}: a running kernel may be about to "
             "record one. A later `nbstep gc` frees them (or --grace 0 when no kernel runs)."
         )
+    if db_before is not None:
+        database = f"database {DB_NAME}: {text.size(db_before)}"
+        if db_after is not None:
+            database += f" -> {text.size(db_after)}"
+            if db_after > db_before:
+                database += (" (DuckDB rewrote its tables; it keeps the freed space in the "
+                             "file and reuses it for new records)")
+        lines.append(database)
     if after is None:
         lines.append(f"store size: {text.size(before)}")
     else:
-        grew = after > before
-        lines.append(
-            f"store size: {text.size(before)} -> {text.size(after)}"
-            + (" (the database file does not shrink; DuckDB reuses its free space)"
-               if grew else "")
-        )
+        lines.append(f"store size: {text.size(before)} -> {text.size(after)}")
     if dry_run:
         lines.append("(dry run: nothing was changed; run `nbstep gc` to do it)")
     return "\n".join(lines)

@@ -335,6 +335,19 @@ def test_gc_dry_run_changes_nothing_then_gc_frees(root):
     assert invoke(root, "gc").output.startswith("drop 0 events")
 
 
+def test_gc_reports_the_database_file_as_well_as_object_files(root):
+    from nbstep.cli_text import size
+
+    db = root / "steps.duckdb"
+    before = db.stat().st_size
+    dry = invoke(root, "gc", "--dry-run", "--grace", "0").output
+    assert "would free 0 B of object files" in dry
+    assert f"database steps.duckdb: {size(before)}\n" in dry
+    out = invoke(root, "gc", "--grace", "0").output  # drops other.ipynb's old inline x
+    assert "drop 1 event" in out and "freed 0 B of object files" in out
+    assert f"database steps.duckdb: {size(before)} -> {size(db.stat().st_size)}" in out
+
+
 def test_gc_keeps_young_unreferenced_files_and_says_so(root):
     path = object_file(root)
     invoke(root, "forget", NB, "big")
