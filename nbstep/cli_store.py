@@ -376,10 +376,9 @@ def export_value(value: Any, path: Path) -> str:
     frame = _as_frame(value)
     allowed = FRAME_FORMATS if frame is not None else OTHER_FORMATS
     if suffix not in allowed:
-        what = "a DataFrame" if frame is not None else f"a {type(value).__name__}"
         raise NbstepError(
-            f"cannot export {what} to `{path.name}`: the extension must be one of "
-            f"{', '.join(allowed)}."
+            f"cannot export this {type(value).__name__} to `{path.name}`: the extension "
+            f"must be one of {', '.join(allowed)}."
         )
     if not path.parent.is_dir():
         raise NbstepError(f"cannot export to {path}: the folder {path.parent} does not exist")

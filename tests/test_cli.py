@@ -277,6 +277,12 @@ def test_export_refuses_a_format_the_value_has_not(root, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".nbstep"]  # no partial files
 
 
+def test_export_refusal_names_the_type_grammatically(root, tmp_path):
+    result = invoke(root, "export", NB, "big", str(tmp_path / "big.npy"), code=1)
+    assert "cannot export this ndarray to `big.npy`" in result.output
+    assert "a ndarray" not in result.output
+
+
 # -- forget / gc -------------------------------------------------------------------------
 
 
