@@ -114,9 +114,38 @@ def cli(ctx: click.Context, store: str | None) -> None:
 # -- run ------------------------------------------------------------------------------
 
 
+class NotebookPath(click.Path):
+    """An existing notebook file; a mistyped one gets the close names in its folder."""
+
+    def __init__(self) -> None:
+        super().__init__(exists=True, dir_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as e:
+            hint = _close_files(str(value))
+            if hint:
+                e.message += f" Did you mean {hint}?"
+            raise
+
+
+def _close_files(name: str) -> str:
+    import difflib
+
+    folder, base = os.path.split(name)
+    try:
+        files = [f for f in os.listdir(folder or ".") if f.endswith(".ipynb")]
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(base, files, n=3, cutoff=0.6)
+    return " or ".join(f"`{os.path.join(folder, f)}`" for f in close)
+
+
 @cli.command(context_settings=CONTEXT)
 @click.argument("notebooks", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+                type=NotebookPath())
 @click.option("-o", "--output", type=click.Path(path_type=Path), metavar="PATH",
               help="Write the executed notebook here (a folder when several notebooks run).")
 @click.option("--inplace", is_flag=True, help="Write the executed notebook over the input.")

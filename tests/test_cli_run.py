@@ -438,3 +438,12 @@ def test_a_step_magic_replay_that_cannot_read_its_object_file_is_a_failed_step(p
     assert "is missing" in done.stderr
     assert "FAILED in a step" in done.stderr
     assert summary_counts(done.stdout) == "0 replayed, 0 computed, 1 failed"
+
+
+def test_a_mistyped_notebook_path_suggests_close_names(project, monkeypatch):
+    write_notebook(project / "nb" / "analysis.ipynb", "1", markdown=False)
+    monkeypatch.chdir(project)
+    result = CliRunner().invoke(cli, ["run", "nb/analsis.ipynb"])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+    assert "Did you mean `nb/analysis.ipynb`?" in result.output
