@@ -1,9 +1,10 @@
 """The ``nbstep`` command line (also ``python -m nbstep``).
 
 Thin click commands over :mod:`nbstep.cli_store` (the store commands) and
-:mod:`nbstep.runner` (``nbstep run``). Exit codes: 0 success; 1 a notebook failed or
-``verify`` found damage, or the store could not be used; 2 a usage error (bad option,
-unknown notebook, key or kernel, no store); 130 ``run`` interrupted. See docs/cli.md.
+:mod:`nbstep.runner` (``nbstep run``). Exit codes: 0 success; 1 a notebook failed,
+``verify`` found damage, a value cannot be exported in that format, the store could
+not be used, or ``forget`` was not confirmed; 2 a usage error (bad option, unknown
+notebook, key, occurrence or kernel, no store); 130 ``run`` interrupted. See docs/cli.md.
 """
 
 from __future__ import annotations
