@@ -152,7 +152,11 @@ def handler_args(call: Call) -> tuple[Any, ...]:
         elif parameter.kind is parameter.VAR_POSITIONAL:
             positional = True
         elif parameter.kind is parameter.KEYWORD_ONLY and parameter.default is parameter.empty:
-            required += 1
+            raise ValueError(
+                f"{call.builtin}: handler has a required keyword-only parameter "
+                f"`{parameter.name}`; a step handler receives its input as its one positional "
+                "argument (give the parameter a default, or make it positional)"
+            )
     if required > 1:
         raise ValueError(
             f"{call.builtin}: handler expects {required} required arguments; "
@@ -477,7 +481,7 @@ class StepAPI:
         duration = time.perf_counter() - started
         return occurrence.finish(value, duration, stacklevel=3).value
 
-    def inspect(self, *args: Any, results: bool = True) -> Any:
+    def inspect(self, *args: Any, results: bool = True, namespace: str | None = None) -> Any:
         """A DataFrame of a namespace's records, in append order.
 
         ``step.inspect()`` (default namespace), ``step.inspect("nb-a")``,
@@ -486,6 +490,13 @@ class StepAPI:
         builtin = "step.inspect"
         if len(args) > 1:
             raise ValueError(f"{builtin}: expected at most 1 argument, got {len(args)}")
+        if namespace is not None:
+            if args:
+                raise ValueError(
+                    f"{builtin}: namespace given twice (as an argument and as namespace=); "
+                    "give it once"
+                )
+            args = (namespace,)
         arg = args[0] if args else None
         namespace: str | None
         if arg is None:

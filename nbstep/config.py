@@ -88,8 +88,9 @@ def validate_setting(name: str, value: Any, source: str) -> Any:
         raise ConfigError(
             f"{source}: `{name}` must be one of `error`, `rerun`, got `{value}`"
         )
-    if name in ("busy_timeout", "linger") and value < 0:
-        raise ConfigError(f"{source}: `{name}` must be >= 0 seconds, got {value}")
+    if name in ("busy_timeout", "linger") and not (0 <= value < float("inf")):
+        raise ConfigError(f"{source}: `{name}` must be a finite number of seconds >= 0, "
+                          f"got {value}")
     if name == "inline_limit" and value < 0:
         raise ConfigError(f"{source}: `inline_limit` must be >= 0 bytes, got {value}")
     return value

@@ -51,6 +51,7 @@ import socket
 import struct
 import threading
 import time
+import warnings
 import weakref
 import zlib
 from collections.abc import Iterator
@@ -68,6 +69,9 @@ FORMAT_VERSION = 2
 DB_NAME = "steps.duckdb"
 ALIAS = "nbstep_store"
 FAIR_SLICE = 0.02
+YIELD_PAUSE = 0.04
+WAIT_STEP_MAX = 0.02
+WANT_FRESH_NS = 100_000_000
 DEFAULT_LINGER = 0.05
 DEFAULT_BUSY_TIMEOUT = 60.0
 DEFAULT_INLINE_LIMIT = 64 * 1024
@@ -76,6 +80,10 @@ JOURNAL_NAME = "journal"
 PARALLEL_HASH_AT = 4 * 1024 * 1024
 WRITE_CHUNK = 64 * 1024 * 1024
 JOURNAL_FOLD_AT = 512
+JOURNAL_FOLD_BYTES = 4 * 1024 * 1024
+# Values up to this size stay in the namespace index; larger inline values are read
+# from the table when replayed, so a namespace of big values does not fill memory.
+CACHED_VALUE_LIMIT = 4096
 _FRAME = struct.Struct("<II")
 _ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, make_timestamptz(?), ?, ?, ?, ?, ?)"
 _ROW_WIDTH = _ROW_PLACEHOLDERS.count("?")
@@ -115,6 +123,13 @@ _EVENT_COLUMNS = (
     "event_id, kind, key, sequence, identity, deterministic_inputs_hash, codec, "
     "result_json, result_blob, object_sha256, size_bytes, duration_s, "
     "epoch_us(occurred_at), reason, details, checksum"
+)
+
+# The columns the namespace index holds: values only when small (CACHED_VALUE_LIMIT).
+_EVENT_COLUMNS_CACHED = _EVENT_COLUMNS.replace(
+    "result_json, result_blob",
+    f"CASE WHEN length(result_json) <= {CACHED_VALUE_LIMIT} THEN result_json END, "
+    f"CASE WHEN octet_length(result_blob) <= {CACHED_VALUE_LIMIT} THEN result_blob END",
 )
 
 _LOCK_PID = re.compile(r"PID (\d+)")
@@ -221,6 +236,7 @@ class Store:
         self._closed = False
         self._journal_fd: int | None = None
         self._pending: list[list[Any]] = []
+        self._pending_bytes = 0
         _stores.add(self)
 
     def __repr__(self) -> str:
@@ -248,12 +264,13 @@ class Store:
 
     def _ensure_attached(self) -> None:
         """Attach the database file, waiting out other processes; lock held."""
-        if self._pid != os.getpid():
-            self._after_fork()
         if self._attached:
             return
         if self._closed:
-            raise NbstepError(f"{self!r} was closed; create a new Store")
+            raise NbstepError(
+                f"the store {self.root} was closed (nbstep.configure(store=...) switched "
+                "stores, or the interpreter is exiting); run the step again"
+            )
         duckdb = _duckdb()
         if self._con is None:
             self._prepare_dir()
@@ -280,14 +297,16 @@ class Store:
                     holder = f"process {match.group(1)}" if match else "another process"
                     raise StoreBusy(
                         f"the store {self.db_path} has been held by {holder} for more than "
-                        f"{self.busy_timeout:g} s. nbstep processes let go of it between "
-                        "steps, so that process may not be nbstep (a `duckdb` shell or a "
-                        "script keeping it open?). Close it, or raise the wait with "
+                        f"{self.busy_timeout:g} s. nbstep processes let go of it within "
+                        f"{DEFAULT_LINGER:g} s of their last step, so that process is either "
+                        "not nbstep (a `duckdb` shell or a script keeping the file open?) or "
+                        "an nbstep process stuck in one long call that holds Python's GIL. "
+                        "Close it or wait for it, or raise the wait with "
                         "nbstep.configure(busy_timeout=SECONDS)."
                     ) from e
                 self._signal_want()
                 time.sleep(min(delay * random.uniform(0.5, 1.5), max(deadline - now, 0)))
-                delay = min(delay * 1.6, 0.02)
+                delay = min(delay * 1.6, WAIT_STEP_MAX)
         self._attached = True
         self._attached_at = time.monotonic()
         self._attached_at_ns = time.time_ns()
@@ -318,10 +337,12 @@ class Store:
 
     def _someone_waits(self) -> bool:
         # A stat costs ~2 µs, a tenth of a replay: look at most once per millisecond,
-        # and only after holding the file for FAIR_SLICE.
+        # and only after holding the file for FAIR_SLICE. A waiter touches lock.want on
+        # every retry (at least every ~30 ms), so a recent touch means someone waits
+        # now; file times come from a coarse clock, hence the generous window.
         self._next_want_check = max(time.monotonic() + 0.001, self._attached_at + FAIR_SLICE)
         try:
-            return os.stat(self.want_path).st_mtime_ns > self._attached_at_ns
+            return os.stat(self.want_path).st_mtime_ns > time.time_ns() - WANT_FRESH_NS
         except FileNotFoundError:
             return False
 
@@ -372,9 +393,15 @@ class Store:
                     continue
                 self._wake.wait(self.linger - idle)
 
-    def _after_fork(self) -> None:
-        # A forked child inherits the parent's in-memory connection object, which it
-        # must not use; start over with fresh state.
+    def _after_fork_in_child(self) -> None:
+        """Start over in a forked child, touching nothing the parent owns.
+
+        The child inherits the parent's attached connection, journal descriptor and
+        pending events; using or closing them would write to the store without
+        holding its lock. They are dropped (the connection object is kept alive, so
+        its destructor never runs here) and the child attaches on its own.
+        """
+        _inherited.append(self._con)
         self._pid = os.getpid()
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
@@ -385,6 +412,7 @@ class Store:
         self._known = None
         self._journal_fd = None
         self._pending = []
+        self._pending_bytes = 0
 
     @contextmanager
     def _db(self) -> Iterator[Any]:
@@ -397,9 +425,10 @@ class Store:
                 now = time.monotonic()
                 self._last_use = now
                 if now >= self._next_want_check and self._someone_waits():
-                    # Let a waiting process in: detach and do not re-attach at once.
+                    # Let a waiting process in: detach, and stay away longer than a
+                    # waiter sleeps between retries, so it gets the file.
                     self._detach()
-                    self._backoff_until = now + FAIR_SLICE
+                    self._backoff_until = now + YIELD_PAUSE
 
     def _transaction(self, con: Any, what: str) -> Any:
         return _Transaction(self, con, what)
@@ -436,11 +465,21 @@ class Store:
     # a crash between the fold's commit and the journal's truncation is harmless.
 
     def _open_journal(self) -> None:
-        self._journal_fd = os.open(self.journal_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        created = not self.journal_path.exists()
+        fd = os.open(self.journal_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self._journal_fd = fd
+        if created:
+            _fsync_dir(self.root)  # the journal's entry in the folder survives power loss
         self._pending = []
-        if os.fstat(self._journal_fd).st_size:
-            self._pending = _read_journal(self._journal_fd)
+        self._pending_bytes = 0
+        if os.fstat(fd).st_size:
+            # What a crashed holder left: fold its complete entries, then clear the file
+            # even if only a torn entry was there, so that nothing new is appended
+            # after a torn entry (recovery stops reading at the first bad frame).
+            self._pending = _read_journal(fd)
             self._fold()
+            os.ftruncate(fd, 0)
+            os.fsync(fd)
 
     def _journal(self, row: list[Any]) -> None:
         fd = self._journal_fd
@@ -461,8 +500,26 @@ class Store:
                 "recorded. Check free disk space and permissions, then run the step again."
             ) from e
         self._pending.append(row)
-        if len(self._pending) >= JOURNAL_FOLD_AT:
+        self._pending_bytes += len(entry)
+
+    def _fold_if_due(self) -> None:
+        """Fold a long journal; a failure here is reported, not raised.
+
+        The steps are durable in the journal already, and the step that triggered the
+        fold has returned its value; folding is retried before the next read of the
+        table and at detach, where a lasting failure raises.
+        """
+        if len(self._pending) < JOURNAL_FOLD_AT and self._pending_bytes < JOURNAL_FOLD_BYTES:
+            return
+        try:
             self._fold()
+        except NbstepError as e:
+            warnings.warn(
+                f"nbstep: {e} The steps are safe in {self.journal_path}; folding is retried "
+                "before the store is next read.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
 
     def _fold(self) -> None:
         """Move journaled events into the events table; lock held, attached."""
@@ -484,6 +541,7 @@ class Store:
         os.ftruncate(self._journal_fd, 0)
         os.fsync(self._journal_fd)
         self._pending = []
+        self._pending_bytes = 0
 
     # -- schema ----------------------------------------------------------------
 
@@ -543,15 +601,44 @@ class Store:
             )
 
     def _validate_cache(self) -> None:
+        """Bring the namespace index up to date after (re-)attaching.
+
+        The log is append-only between gcs, so when the gc epoch is unchanged the
+        events after the last one this process knew are exactly what changed.
+        Event ids are never reused: gc keeps the highest id it deleted as a floor.
+        """
         row = self._con.execute(
-            f"SELECT (SELECT coalesce(max(event_id), 0) FROM {ALIAS}.events), "
+            f"SELECT greatest((SELECT coalesce(max(event_id), 0) FROM {ALIAS}.events), "
+            f"(SELECT coalesce(max(value::BIGINT), 0) FROM {ALIAS}.meta "
+            "WHERE name = 'event_id_floor')), "
             f"(SELECT value FROM {ALIAS}.meta WHERE name = 'gc_epoch')"
         ).fetchone()
         known = (row[0], row[1])
-        if known != self._known:
+        previous = self._known
+        if previous is None or previous[1] != known[1] or known[0] < previous[0]:
             self._namespaces.clear()
+        elif known[0] > previous[0] and self._namespaces:
+            self._catch_up(previous[0])
         self._known = known
         self._max_event_id = row[0]
+
+    def _catch_up(self, since: int) -> None:
+        rows = self._con.execute(
+            f"SELECT namespace, {_EVENT_COLUMNS_CACHED} FROM {ALIAS}.events "
+            "WHERE event_id > ? ORDER BY event_id LIMIT 20001",
+            [since],
+        ).fetchall()
+        if len(rows) > 20000:
+            self._namespaces.clear()  # cheaper to reload what is used than to patch
+            return
+        for namespace, *event in rows:
+            index = self._namespaces.get(namespace)
+            if index is None:
+                continue
+            if event[1] == RECORDED:
+                index[(event[2], event[3])] = _record_from_row(namespace, tuple(event))
+            else:
+                index.pop((event[2], event[3]), None)
 
     # -- reading ---------------------------------------------------------------
 
@@ -560,7 +647,7 @@ class Store:
         if index is None:
             self._fold()
             rows = con.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM {ALIAS}.events WHERE namespace = ? "
+                f"SELECT {_EVENT_COLUMNS_CACHED} FROM {ALIAS}.events WHERE namespace = ? "
                 "QUALIFY row_number() OVER (PARTITION BY key, sequence ORDER BY event_id DESC) = 1",
                 [namespace],
             ).fetchall()
@@ -606,10 +693,14 @@ class Store:
         from . import codecs
 
         try:
-            if record.result_json is not None:
-                return json.loads(record.result_json)
-            if record.result_blob is not None:
-                return codecs.decode(record.codec, record.result_blob)
+            result_json, result_blob = record.result_json, record.result_blob
+            if result_json is None and result_blob is None and record.object_sha256 is None:
+                # An inline value too big for the namespace index: read it now.
+                result_json, result_blob = self._inline_value(record)
+            if result_json is not None:
+                return json.loads(result_json)
+            if result_blob is not None:
+                return codecs.decode(record.codec, result_blob)
             return self._load_object(record, codecs)
         except StepReplayError:
             raise
@@ -620,6 +711,21 @@ class Store:
                 f"{type(e).__name__}: {e}. Recompute it with rerun=True, or "
                 f"step.forget({record.key!r}, namespace={record.namespace!r})."
             ) from e
+
+    def _inline_value(self, record: Record) -> tuple[str | None, bytes | None]:
+        with self._db() as con:
+            self._fold()
+            row = con.execute(
+                f"SELECT result_json, result_blob FROM {ALIAS}.events WHERE event_id = ?",
+                [record.event_id],
+            ).fetchone()
+        if row is None:
+            raise StepReplayError(
+                f"cannot replay step `{record.key}` occurrence {record.sequence} in namespace "
+                f"`{record.namespace}`: its record (event {record.event_id}) was removed by "
+                "`nbstep gc` while this process held it. Run the step again."
+            )
+        return row[0], row[1]
 
     def object_path(self, sha256: str) -> Path:
         return self.objects / sha256[:2] / sha256
@@ -717,8 +823,10 @@ class Store:
             with open(final, "rb") as f:
                 if os.fstat(f.fileno()).st_size != size:
                     return False
-                if size and _checksum(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)) != checksum:
-                    return False
+                if size:
+                    mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                    if _checksum(mapped) != checksum:
+                        return False
             # Refresh its time so gc's grace period covers the event about to point at
             # it, even if the file had been unreferenced for long.
             os.utime(final)
@@ -781,25 +889,32 @@ class Store:
         with self._db() as con:
             index = self._namespace(con, namespace)
             current = index.get((key, sequence))
-            current_id = current.event_id if current else None
-            if current_id != expected_event_id:
-                assert current is not None
+            if current is not None and current.event_id != expected_event_id:
                 return current, False
+            # (No current record although the caller saw one: it was forgotten meanwhile,
+            # and the new value stands.)
+            if object_sha256 is not None and not self.object_path(object_sha256).exists():
+                # gc removed a file we were about to reuse; it deletes only while attached,
+                # which we are now, so writing it again here closes that window.
+                object_sha256, checksum = self._write_object(data)
             event_id = self._max_event_id + 1
             self._journal([
                 event_id, RECORDED, namespace, key, sequence, identity, input_hash, codec,
                 result_json, result_blob, object_sha256, size, duration_s, now_us, reason,
                 details_json, os.getpid(), _HOST, checksum,
             ])
+            cached = size <= CACHED_VALUE_LIMIT
             record = Record(
                 event_id=event_id, namespace=namespace, key=key, sequence=sequence,
                 identity=identity, input_hash=input_hash, codec=codec,
-                result_json=result_json, result_blob=result_blob,
+                result_json=result_json if cached else None,
+                result_blob=result_blob if cached else None,
                 object_sha256=object_sha256, size_bytes=size, duration_s=duration_s,
                 occurred_at_us=now_us, reason=reason, details=details, checksum=checksum,
             )
             index[(key, sequence)] = record
             self._committed(event_id)
+            self._fold_if_due()
             return record, True
 
     def _committed(self, max_event_id: int) -> None:
@@ -892,6 +1007,12 @@ class Store:
                     epoch = int(self._known[1] if self._known else 0) + 1
                     con.execute(
                         f"UPDATE {ALIAS}.meta SET value = ? WHERE name = 'gc_epoch'", [str(epoch)]
+                    )
+                    # Never hand out a deleted event's id again: a step computing since
+                    # before this gc compares ids to tell whether its slot changed.
+                    con.execute(
+                        f"INSERT OR REPLACE INTO {ALIAS}.meta VALUES ('event_id_floor', ?)",
+                        [str(self._max_event_id)],
                     )
                 self._namespaces.clear()
                 self._validate_cache()
@@ -1000,6 +1121,45 @@ def _version() -> str:
 
 
 _HOST = socket.gethostname()
+
+
+# Objects a forked child inherited and must neither use nor destroy.
+_inherited: list[Any] = []
+
+
+_forking: list[Store] = []
+
+
+def _before_fork() -> None:
+    # Hold every store's lock across fork(), so no store is mid-operation (in the
+    # linger thread, say) in the child, where that thread does not exist. And let go
+    # of the file first: DuckDB's process-wide registry of attached files is copied
+    # into the child, which could then never attach the store itself.
+    _forking[:] = list(_stores)
+    for store in _forking:
+        store._lock.acquire()
+        try:
+            store._detach()
+        except Exception as e:
+            warnings.warn(f"nbstep: could not detach {store.db_path} before fork: {e}",
+                          RuntimeWarning, stacklevel=2)
+
+
+def _after_fork_in_parent() -> None:
+    for store in _forking:
+        store._lock.release()
+    _forking.clear()
+
+
+def _after_fork_in_child() -> None:
+    for store in _forking:
+        store._after_fork_in_child()
+    _forking.clear()
+
+
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)
 
 
 @atexit.register

@@ -435,3 +435,14 @@ def test_default_namespace_sources(tmp_path, monkeypatch):
         nbstep.configure(namespace=None)
         rt.drop_store()
         rt.reset()
+
+
+def test_keyword_only_handler_and_inspect_keyword(store):
+    with pytest.raises(ValueError, match="required keyword-only parameter `x`"):
+        step.run("kw", 1, lambda *, x: x)
+    step.run("k", 1, lambda x: x, namespace="nb-a")
+    assert step.inspect(namespace="nb-a")["key"].tolist() == ["k"]
+    with pytest.raises(ValueError, match="namespace given twice"):
+        step.inspect("nb-a", namespace="nb-a")
+    with pytest.raises(nbstep.ConfigError, match="finite number of seconds"):
+        nbstep.configure(busy_timeout=float("nan"))

@@ -191,7 +191,7 @@ def test_kill_9_at_random_moments_never_loses_a_returned_step(shared_store, tmp_
         runtime().drop_store()
         nbstep.reset()
 
-        def never(_i):
+        def never(_i, round_=round_):
             raise AssertionError(f"round {round_}: a step that returned was lost")
 
         for i in done:

@@ -310,3 +310,142 @@ def test_an_older_format_is_migrated_in_place(store, tmp_path):
                      "SELECT key, checksum IS NOT NULL FROM events WHERE object_sha256 IS NOT NULL "
                      "ORDER BY event_id")
     assert checksums == [("blob", False), ("new", True)]
+
+
+@pytest.mark.filterwarnings("ignore:.*multi-threaded.*fork:DeprecationWarning")
+def test_a_forked_child_uses_the_store_on_its_own(store):
+    import multiprocessing
+
+    step.run("parent", lambda: "p")
+    s = runtime().store()
+    with s._lock:
+        assert s._attached  # the parent holds the file while the child is forked
+
+    def child(queue):
+        nbstep.reset()
+        queue.put(step.run("child", lambda: "c"))
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    proc = context.Process(target=child, args=(queue,))
+    proc.start()
+    try:
+        assert queue.get(timeout=60) == "c"
+    finally:
+        proc.join(timeout=60)
+    assert proc.exitcode == 0
+    nbstep.reset()
+    assert step.run("parent", lambda: "never") == "p"
+    assert step.run("child", lambda: "never") == "c"
+
+
+def test_steps_journaled_after_a_torn_entry_survive_the_next_crash(store, tmp_path):
+    import struct
+
+    step.run("init", lambda: 0)
+    runtime().drop_store()
+    # A writer killed mid-entry left a torn frame (length says 500, 100 bytes follow).
+    with open(store / "journal", "ab") as f:
+        f.write(struct.pack("<II", 500, 12345) + b"x" * 100)
+    child = tmp_path / "child.py"
+    child.write_text(textwrap.dedent(
+        """
+        import os, signal
+        import nbstep
+        from nbstep import step
+        nbstep.configure(namespace="nb", linger=3600)
+        for i in range(3):
+            step.run(f"k{i}", lambda: 42)
+        print("returned", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    ))
+    result = subprocess.run([sys.executable, str(child)], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert "returned" in result.stdout, result.stderr
+    nbstep.reset()
+    assert [step.run(f"k{i}", lambda: "lost") for i in range(3)] == [42, 42, 42]
+
+
+def test_a_failed_fold_in_a_loop_loses_nothing_and_is_reported(store, monkeypatch):
+    from nbstep import store as store_module
+
+    monkeypatch.setattr(store_module, "JOURNAL_FOLD_AT", 5)
+    s = runtime().store()
+    real_fold = Store._fold
+    failures = []
+
+    def flaky_fold(self):
+        if len(self._pending) == 5 and not failures:
+            failures.append(1)
+            raise nbstep.NbstepError("simulated commit failure")
+        return real_fold(self)
+
+    monkeypatch.setattr(Store, "_fold", flaky_fold)
+    with pytest.warns(RuntimeWarning, match="simulated commit failure.*safe in"):
+        values = [step.run(f"k{i}", i, lambda x: x) for i in range(12)]
+    assert values == list(range(12)) and failures == [1]
+    s.release()
+    nbstep.reset()
+    assert [step.run(f"k{i}", i, lambda x: "lost") for i in range(12)] == list(range(12))
+    assert len(step.inspect()) == 12
+    ids = step.inspect()["event_id"].tolist()
+    assert len(set(ids)) == 12
+
+
+def test_an_object_file_gc_removed_after_the_reuse_check_is_written_again(store, monkeypatch):
+    nbstep.configure(inline_limit=10)
+    payload = b"y" * 5000
+    step.run("a", lambda: payload)
+    (path,) = [p for p in (store / "objects").rglob("*") if p.is_file()]
+    real_reuse = Store._reuse_object
+
+    def reuse_then_gc(self, digest, size, checksum):
+        reused = real_reuse(self, digest, size, checksum)
+        if reused:
+            path.unlink()  # gc, in another process, deletes it right after the check
+        return reused
+
+    monkeypatch.setattr(Store, "_reuse_object", reuse_then_gc)
+    step.run("b", lambda: payload)
+    monkeypatch.setattr(Store, "_reuse_object", real_reuse)
+    nbstep.reset()
+    assert step.run("a", lambda: "never") == payload
+    assert step.run("b", lambda: "never") == payload
+
+
+def test_a_slot_forgotten_while_its_step_reran_takes_the_new_value(store):
+    from nbstep.hashing import input_hash
+
+    step.run("k", 1, lambda x: "old")
+    nbstep.reset()
+    rt = runtime()
+    occurrence = rt.begin("step.run", "k", input_hash(1), None, None, True)
+    assert occurrence.record is not None
+    assert rt.store().forget("nb", "k") == 1  # another process forgets it meanwhile
+    outcome = occurrence.finish("new", 0.5)
+    assert outcome.value == "new" and not outcome.replayed
+    nbstep.reset()
+    assert step.run("k", 1, lambda x: "never") == "new"
+
+
+def test_event_ids_are_never_reused_after_gc(store):
+    from nbstep.hashing import input_hash
+
+    step.run("z", lambda: 0)
+    step.run("k", 1, lambda x: "first")
+    nbstep.reset()
+    rt = runtime()
+    step.run("z", lambda: 0)
+    slow = rt.begin("step.run", "k", input_hash(2), None, "rerun", False)  # A starts
+    s = rt.store()
+    s.forget("nb", "k")                    # B forgets the slot ...
+    s.gc(grace_seconds=0)                  # ... gc drops its events (the highest ids) ...
+    nbstep.reset()
+    step.run("z", lambda: 0)
+    assert step.run("k", 2, lambda x: "B") == "B"  # ... and B records it anew
+    outcome = slow.finish("A", 1.0)        # A finishes: the same input, so B's value stands
+    assert outcome.value == "B" and outcome.replayed
+    frame = step.inspect()
+    assert frame["event_id"].is_unique
+    assert frame[frame.key == "k"]["result"].tolist() == ["B"]
