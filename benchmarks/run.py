@@ -175,7 +175,11 @@ def bench_frame(tmp: Path, rows_n: int, repeat: int) -> None:
     step.run("warm-up", lambda: 0)
 
     def nbstep_record() -> None:
-        nbstep.configure(namespace=f"frame-{next(counter)}")  # a new slot, same store
+        n = next(counter)
+        nbstep.configure(namespace=f"frame-{n}")  # a new slot, same store
+        # New content each time (a µs in-place change), or the content-addressed
+        # object file from the previous run would be reused instead of written.
+        frame.iat[0, 0] = float(n)
         step.run("frame", lambda: frame)
 
     record = best_of(nbstep_record, repeat)
