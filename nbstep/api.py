@@ -449,7 +449,11 @@ class StepAPI:
             builtin, call.key, digest, call.namespace, call.on_mismatch, call.rerun
         )
         if occurrence.replayable:
-            return occurrence.replay().value
+            try:
+                return occurrence.replay().value
+            except BaseException:
+                _runtime.stats["failed"] += 1
+                raise
         started = time.perf_counter()
         try:
             value = call.handler(*handler_args(call))
@@ -469,7 +473,11 @@ class StepAPI:
             "step.arun", call.key, digest, call.namespace, call.on_mismatch, call.rerun
         )
         if occurrence.replayable:
-            return occurrence.replay().value
+            try:
+                return occurrence.replay().value
+            except BaseException:
+                _runtime.stats["failed"] += 1
+                raise
         started = time.perf_counter()
         try:
             value = call.handler(*handler_args(call))

@@ -446,3 +446,19 @@ def test_keyword_only_handler_and_inspect_keyword(store):
         step.inspect("nb-a", namespace="nb-a")
     with pytest.raises(nbstep.ConfigError, match="finite number of seconds"):
         nbstep.configure(busy_timeout=float("nan"))
+
+
+def test_a_replay_that_cannot_be_read_counts_as_a_failed_step(store):
+    nbstep.configure(inline_limit=10)
+    try:
+        step.run("big", lambda: b"v" * 100)
+        for path in (store / "objects").rglob("*"):
+            if path.is_file():
+                path.unlink()
+        nbstep.reset()
+        failed = runtime().stats["failed"]
+        with pytest.raises(nbstep.StepReplayError):
+            step.run("big", lambda: "x")
+        assert runtime().stats["failed"] == failed + 1
+    finally:
+        nbstep.configure(inline_limit=None)

@@ -401,10 +401,6 @@ def delete_object_files(store_dir):
         p.unlink()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: nbstep/api.py StepAPI._run_sync / arun do not count a replay that raises "
-    "(Step.replay's store.load_value) in runtime().stats['failed']; count it there, "
-    "around occurrence.replay(), not in Step.replay: the %%step magic counts its own"))
 def test_a_replay_that_cannot_read_its_object_file_is_a_failed_step(project):
     path = project / "replay.ipynb"
     write_notebook(
