@@ -54,20 +54,11 @@ _BRACED = re.compile(r"(?<!\{)\{([^{}]+)\}(?!\})")
 
 
 @dataclass
-class Definition:
-    """A top-level ``def``/``class`` (or ``NAME = lambda ...``) statement."""
-
-    name: str
-    index: int  # position of the statement in the cell's module body
-
-
-@dataclass
 class CellAnalysis:
     bound: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     reads: list[str] = field(default_factory=list)
     touched: list[str] = field(default_factory=list)
-    definitions: dict[str, Definition] = field(default_factory=dict)
     # Bound only as `with ... as NAME` targets: usually a closed file or a released
     # lock afterwards, worth recording only if it can be persisted.
     soft: list[str] = field(default_factory=list)
@@ -397,11 +388,11 @@ class _TopLevel:
                     self.read(name)
 
     # statements
-    def statements(self, body: list[ast.stmt], top: bool = False) -> None:
-        for index, statement in enumerate(body):
-            self.statement(statement, index if top else None)
+    def statements(self, body: list[ast.stmt]) -> None:
+        for statement in body:
+            self.statement(statement)
 
-    def statement(self, node: ast.stmt, index: int | None) -> None:
+    def statement(self, node: ast.stmt) -> None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             for decorator in node.decorator_list:
                 self.expr(decorator)
@@ -416,17 +407,11 @@ class _TopLevel:
             else:
                 self.deferred.extend(sorted(_scope_globals(node, frozenset())))
             self.bind(node.name)
-            if index is not None:
-                self.result.definitions[node.name] = Definition(node.name, index)
             return
         if isinstance(node, ast.Assign):
             self.expr(node.value)
             for target in node.targets:
                 self.store(target)
-            if (index is not None and isinstance(node.value, ast.Lambda)
-                    and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
-                name = node.targets[0].id
-                self.result.definitions[name] = Definition(name, index)
             return
         if isinstance(node, ast.AugAssign):
             if isinstance(node.target, ast.Name):
@@ -502,7 +487,7 @@ class _TopLevel:
             return
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.stmt):
-                self.statement(child, None)
+                self.statement(child)
             else:
                 self.expr(child)
 
@@ -522,24 +507,8 @@ def parse(source: str, filename: str = "<cell>") -> ast.Module:
 
 def analyze(tree: ast.Module) -> CellAnalysis:
     walker = _TopLevel()
-    walker.statements(tree.body, top=True)
+    walker.statements(tree.body)
     result = walker.finish()
-    # A name defined twice, or also bound another way, is not replayed from source.
-    counts: dict[str, int] = {}
-    for statement in tree.body:
-        for sub in ast.walk(statement):
-            if isinstance(sub, ast.Name) and isinstance(sub.ctx, (ast.Store, ast.Del)):
-                counts[sub.id] = counts.get(sub.id, 0) + 1
-            elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                counts[sub.name] = counts.get(sub.name, 0) + 1
-            elif isinstance(sub, (ast.Import, ast.ImportFrom)):
-                for alias in sub.names:
-                    name = (alias.asname or alias.name).split(".")[0]
-                    counts[name] = counts.get(name, 0) + 1
-    result.definitions = {
-        name: d for name, d in result.definitions.items()
-        if counts.get(name, 0) == 1 and name not in result.deleted
-    }
     result.canonical = canonical(tree)
     return result
 

@@ -234,8 +234,8 @@ class _Hasher:
                    if base is not object]
         for name, member in sorted(vars(cls).items()):
             if name in ("__dict__", "__weakref__", "__module__", "__qualname__",
-                        "__firstlineno__", "__static_attributes__"):
-                continue
+                        "__firstlineno__", "__static_attributes__", "__slotnames__"):
+                continue  # __slotnames__: a cache that pickling an instance adds
             if isinstance(member, (staticmethod, classmethod)):
                 member = member.__func__
             if isinstance(member, property):

@@ -22,12 +22,15 @@ IPython's own names (``_``, ``_i3``, ``Out``, ``_exit_code``...) never count.
 
 How they are stored
 -------------------
-One value per record (format ``nbstep_cell: 1``): the transformed source, the
-top-level ``def``/``class``/``NAME = lambda`` statements to re-run on replay (so a
-replayed function's globals are the notebook's, and its source stays inspectable),
-modules by name, the deleted names, the ordered outputs, and one blob holding every
-other variable plus the displayed result, pickled together (:func:`encode_values`) so
-objects shared between variables stay shared (``fig, ax = plt.subplots()``).
+One value per record (format ``nbstep_cell: 2``): the transformed source and the name
+it was compiled under (so ``inspect.getsource`` and tracebacks work after a replay in
+a new kernel), modules by name, the deleted names, the ordered outputs, and one blob
+holding every other variable plus the displayed result, pickled together
+(:func:`encode_values`) so objects shared between variables stay shared
+(``fig, ax = plt.subplots()``, ``handlers = {"f": f}``). Functions and classes the
+cell defines are in that blob *by value*: their defaults, decorators' results,
+closures and class attributes are what the cell made, not re-evaluated on replay.
+Their globals are the notebook's namespace, taken when the record is read.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextvars
+import functools
 import importlib
 import inspect
 import re
@@ -50,7 +54,8 @@ from . import cellanalysis, cellcapture, cellinputs
 from .api import runtime
 from .errors import NbstepError, NotPersistable, StepNotPersistedWarning, StepReplayError
 
-FORMAT = 1
+FORMAT = 2
+_PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
 BUILTIN = "%%step"
 PyCF_ALLOW_TOP_LEVEL_AWAIT = getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0x2000)
 _IPYTHON_NAME = re.compile(
@@ -181,6 +186,20 @@ class CellStep:
         self.occurrence = occurrence
         self.replaying = occurrence.replayable
         record = occurrence.record
+        details = (record.details or {}) if record is not None else {}
+        if self.replaying and details.get("cell") not in (None, FORMAT):
+            # Made by an older nbstep, whose records this one does not replay.
+            self.replaying = False
+            print(f"recomputing `{options.key}`: its record of {record.occurred_at} was made "
+                  "by an older nbstep")
+            return
+        if self.replaying and details.get("python", _PYTHON) != _PYTHON:
+            # Functions are recorded with their compiled code, which is Python's own.
+            self.replaying = False
+            print(f"recomputing `{options.key}`: its record of {record.occurred_at} holds "
+                  f"functions compiled by Python {details['python']}, this kernel runs "
+                  f"Python {_PYTHON}")
+            return
         if record is not None and not self.replaying and not occurrence.rerun:
             print(f"recomputing `{options.key}`: {self._what_changed(record)} changed since "
                   f"the record of {record.occurred_at}")
@@ -218,19 +237,18 @@ class CellStep:
 
     def _restore(self, container: dict[str, Any], record: Any) -> Any:
         ns = self.user_ns
+        values: dict[str, Any] = {}
         try:
             for name in container.get("deleted") or []:
                 ns.pop(name, None)
+            # Modules first: the values may need them when they load.
             for name, module_name in (container.get("modules") or {}).items():
                 ns[name] = importlib.import_module(module_name)
-            pending = self._run_definitions(container, strict=False)
-            values: dict[str, Any] = {}
+            self._register_source(container)
             blob = container.get("values")
             if blob is not None:
-                values = decode_values(blob[0], blob[1])
+                values = decode_values(blob[0], blob[1], ns)
             ns.update(values.get("variables", {}))
-            if pending:
-                self._run_definitions(container, strict=True, only=pending)
         except NbstepError:
             raise
         except Exception as e:
@@ -246,30 +264,23 @@ class CellStep:
             return values.get("result")
         return _RecordedDisplay(result[1], result[2])
 
-    def _run_definitions(self, container: dict[str, Any], strict: bool,
-                         only: list[str] | None = None) -> list[str]:
-        """Re-run recorded ``def``/``class`` statements; returns those that must wait."""
-        definitions = container.get("definitions") or []
-        if only is not None:
-            definitions = [d for d in definitions if d[0] in only]
-        if not definitions:
-            return []
-        source = container["source"]
-        tree = cellanalysis.parse(source)
-        shell = self.shell
-        filename = self._cache_source(source)
-        pending = []
-        for name, index in definitions:
-            module = ast.Module(body=[tree.body[index]], type_ignores=[])
-            code = shell.compile(module, filename, "exec")
-            try:
-                exec(code, shell.user_global_ns, self.user_ns)
-            except NameError:
-                # A decorator that uses a variable of this same cell: after the values.
-                if strict:
-                    raise
-                pending.append(name)
-        return pending
+    def _register_source(self, container: dict[str, Any]) -> None:
+        """Make the recorded cell's code readable under the name it was compiled with.
+
+        The replayed functions' code objects point there: ``inspect.getsource`` and
+        tracebacks then show the cell's lines, in a new kernel too.
+        """
+        import linecache
+
+        filename = container.get("filename")
+        if not filename or filename in linecache.cache:
+            return
+        shown = (container.get("header") or BUILTIN) + container["source"]
+        linecache.cache[filename] = (len(shown), None, shown.splitlines(keepends=True),
+                                     filename)
+        filename_map = getattr(self.shell.compile, "_filename_map", None)
+        if isinstance(filename_map, dict):  # IPython's "Cell In[n]" in tracebacks
+            filename_map.setdefault(filename, max(self.shell.execution_count - 1, 0))
 
     # -- computing -------------------------------------------------------------------
 
@@ -404,7 +415,6 @@ class CellStep:
         soft = [name for name in bound if name in self.analysis.soft]
         bound = [name for name in bound if name not in soft]
         modules: dict[str, str] = {}
-        definitions: list[list[Any]] = []
         variables: dict[str, Any] = {}
         problems: list[tuple[str, str]] = []
         for name in bound:
@@ -416,15 +426,18 @@ class CellStep:
                 else:
                     problems.append((name, f"`{name}` (a module) cannot be persisted: it "
                                            f"cannot be imported by its name `{module_name}`"))
-            elif (name in self.analysis.definitions
-                  and self._before.get(name, _MISSING) is not obj):
-                definitions.append([name, self.analysis.definitions[name].index])
             else:
                 variables[name] = obj
+        pickler = _Context(ns, self._before, self.user_modules)
+        for name, obj in variables.items():
+            why = pickler.named_here(obj)
+            if why:
+                problems.append((name, f"`{name}` ({_type_label(obj)}) cannot be persisted: "
+                                       f"{why}"))
         # Objects that may have changed, and `with` targets: kept when they persist.
         left_as_is = []
         for name in [*soft, *maybe]:
-            if _persists(ns[name]):
+            if _why_not(ns[name], pickler) is None:
                 variables[name] = ns[name]
             else:
                 left_as_is.append(name)
@@ -433,10 +446,10 @@ class CellStep:
             payload["result"] = value
         result: Any = ("value",) if value is not None else None
         try:
-            blob = encode_values(payload)
+            blob = encode_values(payload, pickler)
         except NotPersistable:
             for name, obj in variables.items():
-                why = _why_not(obj)
+                why = _why_not(obj, pickler)
                 if why is not None:
                     problems.append((name, f"`{name}` ({_type_label(obj)}) cannot be "
                                            f"persisted: {why}"))
@@ -446,13 +459,14 @@ class CellStep:
             payload.pop("result", None)
             data, metadata = self.shell.display_formatter.format(value)
             result = ("display", data, metadata)
-            blob = encode_values(payload)
+            blob = encode_values(payload, pickler)
         if problems:
             raise NotRecorded(self._not_recorded_message(problems))
         container = {
             "nbstep_cell": FORMAT,
             "source": self.source,
-            "definitions": definitions,
+            "header": self.header,
+            "filename": self.filename,
             "modules": modules,
             "values": list(blob) if variables or result == ("value",) else None,
             "deleted": deleted,
@@ -460,7 +474,7 @@ class CellStep:
             "result": result,
         }
         produced: dict[str, str] = {}
-        for name in [*variables, *(d[0] for d in definitions)]:
+        for name in variables:
             if "var:" + name in self.parts:
                 digest = cellinputs.value_hash(ns[name], ns, self.user_modules)
                 if digest is not None:
@@ -469,16 +483,22 @@ class CellStep:
             "cell": FORMAT,
             "parts": self.parts,
             "output_parts": produced,
-            "variables": sorted([*variables, *modules, *(d[0] for d in definitions)]),
+            "variables": sorted([*variables, *modules]),
             "deleted": deleted,
             "hashed_by_type": self.unhashable,
             "left_as_is": left_as_is,
         }
+        if pickler.wrote_code:
+            details["python"] = _PYTHON
+        import pickle
+
         from . import codecs
 
+        # Plain data around one blob: pickle it as such. (codecs.encode would take
+        # "__main__" inside the blob for a reference and pickle it all again.)
         try:
-            outer = codecs.encode(container)
-        except NotPersistable as e:  # pragma: no cover - outputs are plain data
+            outer = codecs.Encoded("pickle", pickle.dumps(container, protocol=5))
+        except Exception as e:  # pragma: no cover - outputs are plain data
             raise NotRecorded(f"%%step `{self.options.key}` was not recorded: {e}") from e
         self.occurrence.finish(container, duration, details=details, encoded=outer)
         if self.unhashable and not self.options.quiet:
@@ -500,53 +520,247 @@ class CellStep:
         )
 
 
-def encode_values(payload: Any) -> tuple[str, bytes]:
+# -- pickling a cell's variables -------------------------------------------------------
+
+
+class _Context:
+    """What pickling a cell's values needs to know about the notebook."""
+
+    def __init__(self, ns: dict[str, Any] | None = None, before: dict[str, Any] | None = None,
+                 user_modules: set[str] | None = None) -> None:
+        self.ns = ns
+        self.before = before or {}
+        self.user_modules = user_modules or {"__main__"}
+        self.wrote_code = False  # code objects are specific to a Python version
+
+    def by_name(self, obj: Any) -> bool:
+        """A function or class of an earlier cell, found by its name: store the name.
+
+        So an object of a class defined in an earlier cell comes back as an instance
+        of that very class (the notebook runs that cell before this one). True when
+        ``obj``'s qualified name leads to it from a name the namespace already held,
+        with the same object, before this cell ran.
+        """
+        if getattr(obj, "__module__", None) not in self.user_modules:
+            return False
+        qualname = getattr(obj, "__qualname__", None)
+        if not isinstance(qualname, str) or "<" in qualname:
+            return False
+        first, *rest = qualname.split(".")
+        found = self.before.get(first, _MISSING)
+        if found is _MISSING or (self.ns is not None and self.ns.get(first) is not found):
+            return False
+        for part in rest:
+            found = getattr(found, part, _MISSING)
+        return found is obj
+
+    def named_here(self, obj: Any) -> str | None:
+        """Why ``obj`` would be pickled by a name only this cell defines, else None.
+
+        Objects whose ``__reduce__`` is their name (what a decorator such as
+        ``@functools.singledispatchmethod`` or a JIT compiler returns): the next kernel
+        would look the name up before anything defined it.
+        """
+        if isinstance(obj, (types.FunctionType, type)) or type(obj) is _LRU_CACHE_WRAPPER:
+            return None  # pickled by value
+        if getattr(obj, "__module__", None) not in self.user_modules:
+            return None
+        if not isinstance(getattr(obj, "__qualname__", None), str) or self.by_name(obj):
+            return None
+        try:
+            reduced = obj.__reduce_ex__(5)
+        except Exception:
+            return None  # pickling it will say what is wrong
+        if not isinstance(reduced, str):
+            return None
+        return ("pickle stores it by its name, and this very cell defines that name, so a "
+                "new kernel could not find it")
+
+
+def _cell_pickler_class() -> type:
+    import cloudpickle
+
+    class CellPickler(cloudpickle.Pickler):
+        """cloudpickle, but the notebook's own functions keep the notebook as globals.
+
+        - a function or class of an earlier cell: by name (:meth:`_Context.by_name`);
+        - a function whose globals are the notebook's namespace (defined in a cell,
+          a lambda, a decorator's wrapper): by value, with its code, defaults,
+          closure and attributes, and *no* copy of its globals; it gets the
+          namespace it is loaded into (:func:`_make_function`);
+        - classes defined in the cell, and everything else: as cloudpickle does
+          (classes of ``__main__`` by value, library objects by reference).
+        """
+
+        def __init__(self, file: Any, context: _Context) -> None:
+            super().__init__(file, protocol=5)
+            self.context = context
+
+        def reducer_override(self, obj: Any) -> Any:
+            if isinstance(obj, (types.FunctionType, type)):
+                context = self.context
+                if context.by_name(obj):
+                    return NotImplemented  # pickle's own save_global
+                if (isinstance(obj, types.FunctionType) and context.ns is not None
+                        and obj.__globals__ is context.ns):
+                    context.wrote_code = True
+                    return _reduce_function(obj)
+                reduced = super().reducer_override(obj)
+                if reduced is not NotImplemented:
+                    context.wrote_code = True
+                return reduced
+            elif type(obj) is functools.cached_property:
+                # It holds a lock before Python 3.12; its state is the function.
+                return _make_cached_property, (obj.func, obj.attrname)
+            elif type(obj) is _LRU_CACHE_WRAPPER and not self.context.by_name(obj):
+                # `@lru_cache def f`: pickle would store it by a name this cell defines.
+                parameters = obj.cache_parameters()
+                return _make_lru_cache, (obj.__wrapped__, parameters["maxsize"],
+                                         parameters["typed"])
+            return super().reducer_override(obj)
+
+    return CellPickler
+
+
+_pickler_class: type | None = None
+
+
+def encode_values(payload: Any, context: _Context | None = None) -> tuple[str, bytes]:
     """Encode a cell's variables together, so objects they share stay shared.
 
-    Plain pickle (protocol 5) first, *with* references into ``__main__`` by name,
-    unlike ``codecs.encode`` which stores such functions and classes by value: a
-    notebook replays its cells in order, so an object of a class defined in an
-    earlier cell must come back as an instance of that very class, and functions
-    this cell defines are re-created from their source before the values load.
-    Lambdas and local classes (which pickle cannot name) go through
-    ``codecs.encode`` (cloudpickle, by value).
+    One pickle (protocol 5) by :func:`_cell_pickler_class`: functions and classes the
+    cell defined go by value, those of earlier cells by name.
     """
+    import io
     import pickle
 
+    global _pickler_class
+    if _pickler_class is None:
+        _pickler_class = _cell_pickler_class()
+    buffer = io.BytesIO()
     try:
-        return "pickle", pickle.dumps(payload, protocol=5)
-    except (pickle.PicklingError, AttributeError):
-        pass
+        _pickler_class(buffer, context or _Context()).dump(payload)
     except RecursionError as e:
         raise NotPersistable(f"too deeply nested to pickle ({e})") from e
-    except TypeError as e:  # "cannot pickle 'sqlite3.Connection' object"
+    except (pickle.PicklingError, TypeError, AttributeError) as e:
+        # "cannot pickle 'sqlite3.Connection' object"
         raise NotPersistable(str(e)) from e
     except Exception as e:  # a __reduce__ of the value's own raising
         raise NotPersistable(f"{type(e).__name__}: {e}") from e
-    from . import codecs
-
-    encoded = codecs.encode(payload)
-    return encoded.codec, bytes(encoded.data)
+    return "pickle", buffer.getvalue()
 
 
-def decode_values(codec: str, data: Any) -> Any:
-    if codec == "pickle":
-        import pickle
+# The namespace functions get as globals while a blob loads (None: a new one).
+_loading_into: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "nbstep_loading_into", default=None)
 
+
+def decode_values(codec: str, data: Any, ns: dict[str, Any] | None = None) -> Any:
+    """Load a blob of :func:`encode_values`; its functions get ``ns`` as globals."""
+    import pickle
+
+    if codec != "pickle":
+        from . import codecs
+
+        return codecs.decode(codec, data)
+    token = _loading_into.set(ns if ns is not None else {"__name__": "__main__"})
+    try:
         return pickle.loads(data)
-    from . import codecs
-
-    return codecs.decode(codec, data)
-
-
-def _persists(value: Any) -> bool:
-    return _why_not(value) is None
+    finally:
+        _loading_into.reset(token)
 
 
-def _why_not(value: Any) -> str | None:
+class _EmptyCell:
+    """Stands for an empty closure cell in a pickled function's state."""
+
+
+def _reduce_function(func: types.FunctionType) -> tuple[Any, ...]:
+    """A notebook function as (maker, args, state): the state, set after the function
+    exists, may refer back to it (recursion, a decorator's wrapper and its original)."""
+    closure = []
+    for cell in func.__closure__ or ():
+        try:
+            closure.append(cell.cell_contents)
+        except ValueError:
+            closure.append(_EmptyCell)
+    state = {
+        "qualname": func.__qualname__,
+        "module": func.__module__,
+        "doc": func.__doc__,
+        "defaults": func.__defaults__,
+        "kwdefaults": func.__kwdefaults__,
+        "annotations": func.__annotations__,
+        "dict": dict(func.__dict__),
+        "closure": closure,
+    }
+    type_params = getattr(func, "__type_params__", None)
+    if type_params:
+        state["type_params"] = type_params
+    # cloudpickle stores code under the file name "<dynamic-code>"; keep the cell's
+    # name, under which a replay registers the cell's text (inspect.getsource,
+    # tracebacks, and so the hash of a replayed function equals the original's).
+    code = func.__code__
+    return (_make_function, (code, func.__name__, len(closure), code.co_filename), state,
+            None, None, _set_function_state)
+
+
+_LRU_CACHE_WRAPPER = type(functools.lru_cache(lambda: None))
+
+
+def _make_lru_cache(func: Any, maxsize: int | None, typed: bool) -> Any:
+    return functools.lru_cache(maxsize=maxsize, typed=typed)(func)
+
+
+def _make_cached_property(func: Any, attrname: str | None) -> functools.cached_property:
+    made = functools.cached_property(func)
+    if attrname is not None:
+        made.__set_name__(None, attrname)  # set by the class statement, not by setattr
+    return made
+
+
+def _empty_cell() -> Any:
+    if False:  # pragma: no cover - makes `value` a free variable of the lambda
+        value = None
+    return (lambda: value).__closure__[0]  # type: ignore[union-attr]
+
+
+def _make_function(code: types.CodeType, name: str, free: int,
+                   filename: str | None = None) -> types.FunctionType:
+    ns = _loading_into.get()
+    if ns is None:
+        ns = {"__name__": "__main__"}
+    if filename and code.co_filename != filename:
+        code = _with_filename(code, filename)
+    closure = tuple(_empty_cell() for _ in range(free)) if free else None
+    return types.FunctionType(code, ns, name, None, closure)
+
+
+def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
+    """``code`` and the code objects nested in it, compiled from ``filename``."""
+    consts = tuple(_with_filename(c, filename) if isinstance(c, types.CodeType) else c
+                   for c in code.co_consts)
+    return code.replace(co_filename=filename, co_consts=consts)
+
+
+def _set_function_state(func: types.FunctionType, state: dict[str, Any]) -> None:
+    func.__qualname__ = state["qualname"]
+    func.__module__ = state["module"]
+    func.__doc__ = state["doc"]
+    func.__defaults__ = state["defaults"]
+    func.__kwdefaults__ = state["kwdefaults"]
+    func.__annotations__ = state["annotations"]
+    func.__dict__.update(state["dict"])
+    if "type_params" in state:
+        func.__type_params__ = state["type_params"]  # type: ignore[attr-defined]
+    for cell, value in zip(func.__closure__ or (), state["closure"], strict=True):
+        if value is not _EmptyCell:
+            cell.cell_contents = value
+
+
+def _why_not(value: Any, context: _Context | None = None) -> str | None:
     """Why a value cannot be persisted, or None when it can."""
     try:
-        encode_values(value)
+        encode_values(value, context)
     except NotPersistable as e:
         return str(e).rstrip(".")
     return None

@@ -7,6 +7,7 @@ from a side effect: cells call ``counter.hit(name)`` on a module the body import
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 import types
 import warnings
@@ -17,7 +18,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
 import nbstep
-from nbstep import StepNotPersistedWarning
+from nbstep import StepNotPersistedWarning, cellstep
 from nbstep.api import runtime
 
 
@@ -43,7 +44,7 @@ def counter():
     module.hit = module.hits.append
     sys.modules[module.__name__] = module
     yield module
-    del sys.modules[module.__name__]
+    sys.modules.pop(module.__name__, None)
 
 
 @pytest.fixture
@@ -264,6 +265,173 @@ def test_a_cell_that_rebinds_what_it_reads_replays_when_executed_again(ip, count
     run(ip, cell)
     assert counter.hits == ["bump"]
     assert ip.user_ns["x"] == 2
+
+
+_NEW_KERNEL = """\
+import json, sys
+from IPython.core.interactiveshell import InteractiveShell
+ip = InteractiveShell.instance(colors="nocolor")
+ip.run_cell("%load_ext nbstep")
+for source in json.load(open(sys.argv[1])):
+    if not ip.run_cell(source, store_history=True).success:
+        sys.exit(1)
+"""
+
+
+def in_new_process(tmp_path, *cells):
+    """Run cells in a new IPython process (a kernel restart); return what it printed."""
+    import json
+    import subprocess
+
+    script, sources = tmp_path / "kernel.py", tmp_path / "cells.json"
+    script.write_text(_NEW_KERNEL)
+    sources.write_text(json.dumps(cells))
+    env = {**os.environ, "JPY_SESSION_NAME": str(tmp_path / "analysis.ipynb"),
+           "NBSTEP_STORE": str(tmp_path / ".nbstep")}
+    done = subprocess.run([sys.executable, str(script), str(sources)], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+DEFINITIONS = """\
+%%step definitions
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+K = 10
+
+def deco(fn):
+    fn.k = K
+    return fn
+
+@deco
+def f(x, k=K):
+    return x + k
+
+class C(Base):
+    scale = K * 2
+
+@dataclass
+class Cfg:
+    lr: float = 0.1
+    tags: list = field(default_factory=list)
+
+class P(NamedTuple):
+    a: int
+
+def twice():
+    return 1
+
+def twice():
+    return 2
+
+cfg = Cfg(lr=0.5)
+p = P(3)
+first = twice
+c = C()
+K = 100
+"""
+AFTER_DEFINITIONS = """\
+import dataclasses, inspect
+print(f(1), f.k, C.scale, isinstance(c, C), isinstance(c, Base))
+print(cfg, dataclasses.replace(cfg, lr=0.2), Cfg(), p, P(4), twice(), first())
+print(f.__globals__ is globals(), inspect.getsource(f).splitlines()[0])
+"""
+
+
+def test_definitions_replay_as_they_were_made_in_a_new_kernel(tmp_path):
+    """A class built with names the cell imports; defaults, decorators and class
+    attributes that read a variable the cell rebinds later; a name defined twice."""
+    cells = ("class Base:\n    pass", DEFINITIONS, AFTER_DEFINITIONS,
+             "%%step later\nboth = (Cfg(lr=1.0), C())", "print('later', both[0].lr)")
+    first = in_new_process(tmp_path, *cells)
+    second = in_new_process(tmp_path, *cells)  # a new kernel: replayed
+    assert "replayed `definitions`" in second and "replayed `later`" in second
+    assert "recomputing" not in second
+    expected = [
+        "11 10 20 True True",
+        "Cfg(lr=0.5, tags=[]) Cfg(lr=0.2, tags=[]) Cfg(lr=0.1, tags=[]) P(a=3) P(a=4) 2 2",
+        "True @deco",
+        "later 1.0",
+    ]
+    assert [line for line in first.splitlines() if not line.startswith("note:")] == expected
+    assert [line for line in second.splitlines() if not line.startswith("replayed")] == expected
+
+
+def test_a_class_defined_by_the_cell_comes_back_with_its_instances(ip):
+    run(ip, "class Base:\n    pass")
+    run(ip, DEFINITIONS)
+    names = ["deco", "f", "C", "Cfg", "P", "twice", "cfg", "p", "first", "c", "K"]
+    run(ip, "del " + ", ".join(names))
+    run(ip, DEFINITIONS)
+    ns = ip.user_ns
+    assert (ns["f"](1), ns["f"].k, ns["C"].scale, ns["K"]) == (11, 10, 20, 100)
+    assert isinstance(ns["cfg"], ns["Cfg"]) and isinstance(ns["c"], ns["Base"])
+    assert ns["first"] is ns["twice"] and ns["first"]() == 2  # one object, as recorded
+    assert ns["f"].__globals__ is ns
+
+
+def test_lru_cache_and_cached_property_replay(ip):
+    cell = """\
+%%step cached
+import functools
+
+class Area:
+    def __init__(self, side):
+        self.side = side
+
+    @functools.cached_property
+    def value(self):
+        return self.side ** 2
+
+@functools.lru_cache(maxsize=8)
+def double(n):
+    return 2 * n
+
+area = Area(3)
+"""
+    run(ip, cell)
+    run(ip, "del functools, Area, double, area")
+    run(ip, cell)
+    ns = ip.user_ns
+    assert ns["area"].value == 9 and ns["double"](4) == 8
+    assert ns["double"].cache_parameters()["maxsize"] == 8
+
+
+def test_an_object_pickled_by_a_name_the_cell_defines_is_not_recorded(ip):
+    cell = """\
+%%step named
+class Named:
+    def __init__(self, name):
+        self.__qualname__, self.__module__ = name, "__main__"
+
+    def __reduce__(self):
+        return self.__qualname__
+
+thing = Named("thing")
+"""
+    with pytest.warns(StepNotPersistedWarning, match="`thing` .* pickle stores it by its name"):
+        run(ip, cell)
+    assert records("named").empty
+
+
+def test_records_another_python_or_nbstep_made_are_recomputed(ip, counter, monkeypatch,
+                                                             capsys):
+    cell = "%%step code\nimport nbstep_test_counter as counter\ncounter.hit(1)\nf = lambda: 1"
+    run(ip, cell)
+    monkeypatch.setattr(cellstep, "_PYTHON", "3.99")  # a kernel of another Python
+    capsys.readouterr()
+    run(ip, cell)
+    assert "holds functions compiled by Python" in capsys.readouterr().out
+    monkeypatch.setattr(cellstep, "FORMAT", cellstep.FORMAT + 1)  # a newer nbstep
+    run(ip, cell)
+    assert "was made by an older nbstep" in capsys.readouterr().out
+    assert counter.hits == [1, 1, 1]
+    run(ip, "%%step data\nx = 1")  # no code in it: any Python replays it
+    monkeypatch.setattr(cellstep, "_PYTHON", "3.98")
+    run(ip, "%%step data\nx = 1")
+    assert "replayed `data`" in capsys.readouterr().out
 
 
 # -- changed inputs --------------------------------------------------------------------
