@@ -31,6 +31,13 @@ holding every other variable plus the displayed result, pickled together
 cell defines are in that blob *by value*: their defaults, decorators' results,
 closures and class attributes are what the cell made, not re-evaluated on replay.
 Their globals are the notebook's namespace, taken when the record is read.
+
+Which objects an input may stand for
+------------------------------------
+A name the cell both reads and binds (``x = x + 1``) counts as unchanged only when
+the namespace holds the very object this step produced or replayed in this kernel
+(:data:`_session_outputs`): executing the cell again replays it, while a new kernel
+whose upstream cells made an equal value recomputes.
 """
 
 from __future__ import annotations
@@ -206,13 +213,14 @@ class CellStep:
 
     def _matches(self, record: Any) -> bool:
         recorded = _recorded_parts(record)
-        return recorded is not None and _adjusted_parts(self.parts, record) == recorded
+        return (recorded is not None
+                and _adjusted_parts(self.parts, record, self.user_ns) == recorded)
 
     def _what_changed(self, record: Any) -> str:
         recorded = _recorded_parts(record)
         if recorded is None:
             return "the input (the record was not made by %%step)"
-        adjusted = _adjusted_parts(self.parts, record)
+        adjusted = _adjusted_parts(self.parts, record, self.user_ns)
         return cellinputs.describe_changes(recorded, adjusted or self.parts) or "the input"
 
     # -- replaying -------------------------------------------------------------------
@@ -229,6 +237,8 @@ class CellStep:
                 "Run the cell with --rerun to record it again."
             )
         result = self._restore(container, record)
+        _remember_outputs(record.namespace, record.key, record.sequence,
+                          (record.details or {}).get("output_parts") or {}, self.user_ns)
         if not self.options.quiet:
             print(f"replayed `{self.options.key}` (recorded {record.occurred_at}, "
                   f"original run {_format_seconds(record.duration_s)})")
@@ -500,7 +510,10 @@ class CellStep:
             outer = codecs.Encoded("pickle", pickle.dumps(container, protocol=5))
         except Exception as e:  # pragma: no cover - outputs are plain data
             raise NotRecorded(f"%%step `{self.options.key}` was not recorded: {e}") from e
-        self.occurrence.finish(container, duration, details=details, encoded=outer)
+        occurrence = self.occurrence
+        occurrence.finish(container, duration, details=details, encoded=outer)
+        _remember_outputs(occurrence.namespace, occurrence.key, occurrence.sequence, produced,
+                          ns)
         if self.unhashable and not self.options.quiet:
             names = ", ".join(f"`{n}`" for n in self.unhashable)
             print(f"note: nbstep cannot hash {names}, so a change to "
@@ -782,29 +795,54 @@ class _RecordedDisplay:
         return str(self.data.get("text/plain", "<recorded output>"))
 
 
+# -- this kernel's step outputs -----------------------------------------------------
+
+# (namespace, key, occurrence) -> {name: the object the step produced or replayed
+# in this kernel}, for the names the step both read and bound. Strong references:
+# an id could be reused by another object once this one is gone.
+_session_outputs: dict[tuple[str, str, int], dict[str, Any]] = {}
+
+
+def _remember_outputs(namespace: str, key: str, sequence: int, names: Any,
+                      ns: dict[str, Any]) -> None:
+    _session_outputs[(namespace, key, sequence)] = {
+        name: ns[name] for name in names if name in ns}
+
+
+def forget_session() -> None:
+    """Forget which objects this kernel's steps produced (as a new kernel would)."""
+    _session_outputs.clear()
+
+
 def _recorded_parts(record: Any) -> dict[str, str] | None:
     details = record.details or {}
     parts = details.get("parts") if details.get("cell") else None
     return parts if isinstance(parts, dict) else None
 
 
-def _adjusted_parts(current: dict[str, str], record: Any) -> dict[str, str]:
+def _adjusted_parts(current: dict[str, str], record: Any,
+                    ns: dict[str, Any] | None = None) -> dict[str, str]:
     """The current parts, compared on the record's terms.
 
     A name the record did not read is left out: it was not defined when the step
     ran (or was not read), so it cannot have shaped the record. A name the step
-    both read and produced counts as unchanged when the namespace holds exactly
-    what the step produced: the cell is being executed again in the same kernel.
+    both read and produced counts as unchanged when the namespace holds the very
+    object this step produced or replayed in this kernel, unchanged since: the cell
+    is being executed again. In a new kernel, an equal value made by other cells is
+    a changed input (``x = x + 1`` after an upstream edit to ``x = 2``).
     """
     details = record.details or {}
     recorded = details.get("parts") or {}
     produced = details.get("output_parts") or {}
+    mine = _session_outputs.get((record.namespace, record.key, record.sequence), {})
     adjusted: dict[str, str] = {}
     for name, part in recorded.items():
         if name not in current:
             continue
         now = current[name]
-        if name.startswith("var:") and produced.get(name[4:]) == now:
+        var = name[4:]
+        if (name.startswith("var:") and produced.get(var) == now and ns is not None
+                and var in mine and ns.get(var, _MISSING) is mine[var]):
             now = part
         adjusted[name] = now
     return adjusted

@@ -60,6 +60,7 @@ def ip(store_dir, tmp_path, monkeypatch, counter):
     yield shell
     shell.run_cell("%unload_ext nbstep")
     TestingShell.clear_instance()
+    cellstep.forget_session()
 
 
 def run(ip, source):
@@ -432,6 +433,38 @@ def test_records_another_python_or_nbstep_made_are_recomputed(ip, counter, monke
     monkeypatch.setattr(cellstep, "_PYTHON", "3.98")
     run(ip, "%%step data\nx = 1")
     assert "replayed `data`" in capsys.readouterr().out
+
+
+def test_an_equal_upstream_value_in_a_new_kernel_is_a_changed_input(ip, counter, capsys):
+    run(ip, "x = 1\nitems = [1]")
+    cell = ("%%step inc\nimport nbstep_test_counter as counter\ncounter.hit('inc')\n"
+            "x = x + 1\nitems.append(2)")
+    run(ip, cell)
+    run(ip, cell)  # the same kernel: x and items are what this step made, so it replays
+    assert counter.hits == ["inc"]
+    assert (ip.user_ns["x"], ip.user_ns["items"]) == (2, [1, 2])
+    # A new kernel, whose upstream cell was edited to make what the step had made.
+    cellstep.forget_session()
+    run(ip, "x = 2\nitems = [1, 2]")
+    capsys.readouterr()
+    run(ip, cell)
+    assert counter.hits == ["inc", "inc"]
+    assert (ip.user_ns["x"], ip.user_ns["items"]) == (3, [1, 2, 2])
+    assert "recomputing `inc`: variable `items` and variable `x` changed" in (
+        capsys.readouterr().out)
+    run(ip, cell)  # and again in this kernel: replays what it just made
+    assert counter.hits == ["inc", "inc"]
+    assert (ip.user_ns["x"], ip.user_ns["items"]) == (3, [1, 2, 2])
+
+
+def test_an_object_changed_after_the_step_is_a_changed_input(ip, counter):
+    run(ip, "items = [1]")
+    cell = "%%step grow\nimport nbstep_test_counter as counter\ncounter.hit(1)\nitems.append(2)"
+    run(ip, cell)
+    run(ip, "items.append(3)")  # the very object, changed by a later cell
+    run(ip, cell)
+    assert counter.hits == [1, 1]
+    assert ip.user_ns["items"] == [1, 2, 3, 2]
 
 
 # -- changed inputs --------------------------------------------------------------------
