@@ -226,21 +226,38 @@ class CellStep:
     # -- replaying -------------------------------------------------------------------
 
     def replay(self) -> Any:
+        """Restore the variables, show the outputs again, return the result.
+
+        A replay that fails counts as a failed step (``runtime().stats["failed"]``).
+        """
         __tracebackhide__ = True
-        outcome = self.occurrence.replay()
+        stats = runtime().stats
+        key = self.options.key
+        try:
+            outcome = self.occurrence.replay()
+        except StepReplayError as e:
+            stats["failed"] += 1
+            raise StepReplayError(_magic_fix(str(e), key)) from e.__cause__
         record = outcome.record
         container = outcome.value
-        if not (isinstance(container, dict) and container.get("nbstep_cell") == FORMAT):
-            raise StepReplayError(
-                f"cannot replay `{self.options.key}`: its record (made "
-                f"{record.occurred_at}) was not made by %%step, or by a newer nbstep. "
-                "Run the cell with --rerun to record it again."
-            )
-        result = self._restore(container, record)
+        try:
+            if not (isinstance(container, dict) and container.get("nbstep_cell") == FORMAT):
+                raise StepReplayError(
+                    f"cannot replay `{key}`: its record (made {record.occurred_at}) was "
+                    "not made by %%step, or by another version of nbstep. Run the cell as "
+                    f"`%%step {key} --rerun` to record it again."
+                )
+            result = self._restore(container, record)
+        except StepReplayError:
+            # The engine counted a replay; it was not one.
+            stats["replayed"] -= 1
+            stats["saved_s"] -= record.duration_s or 0.0
+            stats["failed"] += 1
+            raise
         _remember_outputs(record.namespace, record.key, record.sequence,
                           (record.details or {}).get("output_parts") or {}, self.user_ns)
         if not self.options.quiet:
-            print(f"replayed `{self.options.key}` (recorded {record.occurred_at}, "
+            print(f"replayed `{key}` (recorded {record.occurred_at}, "
                   f"original run {_format_seconds(record.duration_s)})")
         cellcapture.replay(self.shell, container.get("outputs") or [])
         return result
@@ -264,8 +281,8 @@ class CellStep:
         except Exception as e:
             raise StepReplayError(
                 f"cannot replay `{self.options.key}` (recorded {record.occurred_at}): "
-                f"restoring its variables failed with {type(e).__name__}: {e}. "
-                "Run the cell with --rerun to compute and record it again."
+                f"restoring its variables failed with {type(e).__name__}: {e}. Run the "
+                f"cell as `%%step {self.options.key} --rerun` to compute and record it again."
             ) from e
         result = container.get("result")
         if result is None:
@@ -777,6 +794,14 @@ def _why_not(value: Any, context: _Context | None = None) -> str | None:
     except NotPersistable as e:
         return str(e).rstrip(".")
     return None
+
+
+def _magic_fix(message: str, key: str) -> str:
+    """The engine's replay error, with the way to recompute a %%step cell."""
+    fix = f"`%%step {key} --rerun`"
+    if "rerun=True" in message:
+        return message.replace("rerun=True", fix)
+    return f"{message.rstrip()} Run the cell as {fix} to recompute it."
 
 
 _MISSING = object()

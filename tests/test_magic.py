@@ -663,6 +663,30 @@ def test_a_record_made_by_step_run_is_not_replayed_as_a_cell(ip, counter, capsys
     assert counter.hits == [1]
 
 
+def test_a_replay_that_fails_says_rerun_and_counts_as_failed(ip, store_dir):
+    run(ip, "%%step big\nblob = b'x' * 200_000")  # above the inline limit: an object file
+    for path in (store_dir / "objects").rglob("*"):
+        if path.is_file() and path.parent.name != "tmp":
+            path.unlink()
+    with pytest.raises(UsageError) as raised:
+        run(ip, "%%step big\nblob = b'x' * 200_000")
+    message = str(raised.value)
+    assert "object file" in message and "is missing" in message
+    assert "`%%step big --rerun`" in message and "rerun=True" not in message
+    assert runtime().stats["failed"] == 1  # what `nbstep run` reports
+    run(ip, "%%step big --rerun\nblob = b'x' * 200_000")
+    assert len(ip.user_ns["blob"]) == 200_000
+
+
+def test_a_record_that_cannot_be_restored_counts_as_failed_not_replayed(ip, counter):
+    run(ip, "%%step uses_module\nimport nbstep_test_counter as counter\nn = 1")
+    del sys.modules["nbstep_test_counter"]  # no longer importable
+    with pytest.raises(UsageError, match=r"Run the cell as `%%step uses_module --rerun`"):
+        run(ip, "%%step uses_module\nimport nbstep_test_counter as counter\nn = 1")
+    stats = runtime().stats
+    assert (stats["failed"], stats["replayed"], stats["saved_s"]) == (1, 0, 0.0)
+
+
 # -- occurrences, loading, the other magics ---------------------------------------------
 
 
