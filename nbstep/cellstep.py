@@ -256,10 +256,11 @@ class CellStep:
             raise
         _remember_outputs(record.namespace, record.key, record.sequence,
                           (record.details or {}).get("output_parts") or {}, self.user_ns)
+        cellcapture.replay(self.shell, container.get("outputs") or [])
         if not self.options.quiet:
+            # After the outputs: a replayed clear_output() must not wipe this line.
             print(f"replayed `{key}` (recorded {record.occurred_at}, "
                   f"original run {_format_seconds(record.duration_s)})")
-        cellcapture.replay(self.shell, container.get("outputs") or [])
         return result
 
     def _restore(self, container: dict[str, Any], record: Any) -> Any:

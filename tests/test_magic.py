@@ -101,9 +101,11 @@ def test_second_execution_replays_variables_outputs_and_result(ip, counter, caps
     assert ip.user_ns["squares"] == [0, 1, 4, 9]
     assert ip.user_ns["counter"] is counter  # a module comes back by import
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("replayed `slow` (recorded ")
-    assert "original run" in out[0]
-    assert out[1:] == ["computed 4", "Out[4]: 14"]
+    assert out[0] == "computed 4"
+    # After the outputs (a replayed clear_output() must not wipe it), before Out[n].
+    assert out[1].startswith("replayed `slow` (recorded ")
+    assert "original run" in out[1]
+    assert out[2] == "Out[4]: 14"
     assert runtime().stats["replayed"] == 1
     assert list(records("slow")["namespace"]) == ["analysis.ipynb"]
 
@@ -142,7 +144,8 @@ print("four")
     assert counter.hits == ["show"]
     assert [d["text/html"] for d in published] == ["<b>three</b>", "<b>three</b>"]
     assert live.out == "one\n<IPython.core.display.HTML object>\nfour\n"
-    assert again.out.split("\n", 1)[1] == live.out  # after the "replayed" line
+    assert again.out.startswith(live.out)
+    assert again.out[len(live.out):].startswith("replayed `show`")  # after the outputs
     assert again.err == live.err == "two\n"
 
 
@@ -685,6 +688,27 @@ def test_a_record_that_cannot_be_restored_counts_as_failed_not_replayed(ip, coun
         run(ip, "%%step uses_module\nimport nbstep_test_counter as counter\nn = 1")
     stats = runtime().stats
     assert (stats["failed"], stats["replayed"], stats["saved_s"]) == (1, 0, 0.0)
+
+
+def test_a_replayed_clear_output_does_not_wipe_the_replayed_line(ip, capsys):
+    cell = ("%%step progress\nfrom IPython.display import clear_output\n"
+            "print('working')\nclear_output()\nprint('done')")
+    events = []
+    original = ip.display_pub.clear_output
+
+    def spy(wait=False):
+        events.append(("clear", capsys.readouterr().out))
+        return original(wait)
+
+    ip.display_pub.clear_output = spy
+    run(ip, cell)
+    capsys.readouterr()
+    run(ip, cell)
+    cleared = events[-1]
+    assert "replayed" not in cleared[1]  # nothing of the replay line before the clear
+    after = capsys.readouterr().out
+    assert after.endswith("done\n" + after.splitlines()[-1] + "\n")
+    assert after.splitlines()[-1].startswith("replayed `progress`")
 
 
 # -- occurrences, loading, the other magics ---------------------------------------------

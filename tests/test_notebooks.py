@@ -91,9 +91,9 @@ def test_quickstart_replays_the_slow_cell_and_the_step_run_loop(copy_notebook, m
     assert log_lines(path.parent) == ["slow_squares ran", *[f"cube({n}) ran" for n in range(5)]]
 
     slow = cell(second, "%%step slow_squares")
-    replay_line, *rest = stream(slow).splitlines()
-    assert replay_line.startswith("replayed `slow_squares` (recorded ")
+    *rest, replay_line = stream(slow).splitlines()
     assert rest == ["computed 10 squares"]
+    assert replay_line.startswith("replayed `slow_squares` (recorded ")  # after the outputs
     assert stream(cell(first, "%%step slow_squares")) == "computed 10 squares\n"
     assert rich(slow, "execute_result") == [{"text/plain": "285"}]
     # The next cell got the restored variable.
@@ -119,8 +119,8 @@ def test_pandas_pipeline_replays_frames_and_the_plot(copy_notebook):
         html = rich(before, "execute_result")[0]["text/html"]
         assert "<table" in html
         assert rich(after, "execute_result")[0]["text/html"] == html
-        assert stream(after).startswith(f"replayed `{head.split()[1]}`")
-    assert stream(cell(second, "%%step load")).endswith("loaded 10,000 rows\n")
+        assert stream(after).splitlines()[-1].startswith(f"replayed `{head.split()[1]}`")
+    assert stream(cell(second, "%%step load")).splitlines()[0] == "loaded 10,000 rows"
 
     plot_before = rich(cell(first, "%%step plot"), "display_data")
     plot_after = rich(cell(second, "%%step plot"), "display_data")
