@@ -138,8 +138,10 @@ def _flush_inline_figures() -> None:
 class CellStep:
     """A ``%%step`` cell from its lookup to its outcome."""
 
-    def __init__(self, shell: Any, options: Options, body: str, header: str = "%%step") -> None:
+    def __init__(self, shell: Any, options: Options, body: str, header: str = "%%step",
+                 cell_id: str | None = None) -> None:
         self.shell = shell
+        self.cell_id = cell_id  # the notebook cell's id, when the frontend sends one
         self.options = options
         self.body = body
         self.header = header  # the cell's first line, shown by tracebacks and warnings
@@ -208,20 +210,33 @@ class CellStep:
                   f"Python {_PYTHON}")
             return
         if record is not None and not self.replaying and not occurrence.rerun:
-            print(f"recomputing `{options.key}`: {self._what_changed(record)} changed since "
-                  f"the record of {record.occurred_at}")
+            other = self._other_cell(record)
+            if other:
+                sys.stderr.write(f"warning: {other}\n")
+            print(f"recomputing `{options.key}`: {self._what_changed(record, hint=False)} "
+                  f"changed since the record of {record.occurred_at}")
+
+    def _other_cell(self, record: Any) -> str | None:
+        """A warning when the record was made by another cell with the same key."""
+        recorded = (record.details or {}).get("cell_id")
+        if not recorded or not self.cell_id or recorded == self.cell_id:
+            return None
+        return (f"key `{self.options.key}` is also used by another cell of this notebook; "
+                "give each cell its own key (each of them overwrites the other's record)")
 
     def _matches(self, record: Any) -> bool:
         recorded = _recorded_parts(record)
         return (recorded is not None
                 and _adjusted_parts(self.parts, record, self.user_ns) == recorded)
 
-    def _what_changed(self, record: Any) -> str:
+    def _what_changed(self, record: Any, hint: bool = True) -> str:
         recorded = _recorded_parts(record)
         if recorded is None:
             return "the input (the record was not made by %%step)"
         adjusted = _adjusted_parts(self.parts, record, self.user_ns)
-        return cellinputs.describe_changes(recorded, adjusted or self.parts) or "the input"
+        text = cellinputs.describe_changes(recorded, adjusted or self.parts) or "the input"
+        other = self._other_cell(record) if hint else None
+        return f"{text} ({other})" if other else text
 
     # -- replaying -------------------------------------------------------------------
 
@@ -516,6 +531,8 @@ class CellStep:
             "hashed_by_type": self.unhashable,
             "left_as_is": left_as_is,
         }
+        if self.cell_id:
+            details["cell_id"] = self.cell_id
         if pickler.wrote_code:
             details["python"] = _PYTHON
         import pickle

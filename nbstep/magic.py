@@ -41,6 +41,7 @@ class _State:
         self.shell: Any = None
         self.injected_step = False
         self.identity_noted = False
+        self.cell_id: str | None = None  # the executing cell's id (pre_run_cell)
 
 
 _state = _State()
@@ -98,7 +99,8 @@ class StepMagics(Magics):
         __tracebackhide__ = True
         from .cellstep import CellStep
 
-        step_ = CellStep(self.shell, _parse_step_line(line), cell, _header(line))
+        step_ = CellStep(self.shell, _parse_step_line(line), cell, _header(line),
+                         cell_id=_state.cell_id)
         _prepare(step_)
         if step_.replaying:
             return _replay(step_)
@@ -318,7 +320,7 @@ async def run_step_cell_async(shell: Any, line: str, cell: str) -> Any:
     __tracebackhide__ = True
     from .cellstep import CellStep
 
-    step_ = CellStep(shell, _parse_step_line(line), cell, _header(line))
+    step_ = CellStep(shell, _parse_step_line(line), cell, _header(line), cell_id=_state.cell_id)
     _prepare(step_)
     if step_.replaying:
         return _replay(step_)
@@ -347,6 +349,7 @@ def _pre_run_cell(info: Any = None) -> None:
 
     if not cellstep.body_running():
         runtime().reset()
+        _state.cell_id = getattr(info, "cell_id", None)
     shell = _state.shell
     if _state.injected_step and shell is not None and "step" not in shell.user_ns:
         # %reset cleared the namespace; `step` is part of the notebook's vocabulary.
@@ -402,6 +405,7 @@ def unload_ipython_extension(ip: Any) -> None:
         pass  # already gone
     while _step_cell_transformer in ip.input_transformers_cleanup:
         ip.input_transformers_cleanup.remove(_step_cell_transformer)
+    _state.cell_id = None
     if _state.injected_step and ip.user_ns.get("step") is step:
         del ip.user_ns["step"]
     if ip.user_ns_hidden.get("step") is step:

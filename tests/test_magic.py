@@ -711,6 +711,28 @@ def test_a_replayed_clear_output_does_not_wipe_the_replayed_line(ip, capsys):
     assert after.splitlines()[-1].startswith("replayed `progress`")
 
 
+def test_two_cells_with_one_key_are_told_apart_by_cell_id(ip, capsys):
+    def execute(source, cell_id):
+        return ip.run_cell(source, store_history=True, cell_id=cell_id)
+
+    execute("%%step dup\nx = 1", "cell-a")
+    capsys.readouterr()
+    execute("%%step dup\ny = 2", "cell-b")
+    shown = capsys.readouterr()
+    assert ("warning: key `dup` is also used by another cell of this notebook; give each "
+            "cell its own key") in shown.err
+    assert shown.out.startswith("recomputing `dup`: the code changed")
+    execute("%%step dup\ny = 2", "cell-b")  # the same cell again: replays, no warning
+    shown = capsys.readouterr()
+    assert "replayed `dup`" in shown.out and "warning" not in shown.err
+    with pytest.raises(UsageError, match="also used by another cell"):
+        execute("%%step dup --on-mismatch error\nx = 1", "cell-a")
+    # Without cell ids (a plain IPython shell) nothing is said.
+    run(ip, "%%step dup\nz = 3")
+    assert "warning" not in capsys.readouterr().err
+    assert records("dup")["key"].tolist() == ["dup"]
+
+
 # -- occurrences, loading, the other magics ---------------------------------------------
 
 
