@@ -42,6 +42,10 @@ class _State:
         self.injected_step = False
         self.identity_noted = False
         self.cell_id: str | None = None  # the executing cell's id (pre_run_cell)
+        # A %%step body's exception, and the frames its traceback shows that are the
+        # magic's rather than the cell's: (exception, ids of those frames).
+        self.hidden: tuple[BaseException, frozenset[int]] | None = None
+        self.original_tb: Any = None  # the InteractiveTB method our wrapper replaced
 
 
 _state = _State()
@@ -108,6 +112,10 @@ class StepMagics(Magics):
             return step_.run_sync()
         except NbstepError as e:
             _recording_failed(step_, e)
+            _hide_magic_frames(e, step_)
+            raise
+        except BaseException as e:
+            _hide_magic_frames(e, step_)
             raise
 
     @magic_arguments()
@@ -328,6 +336,10 @@ async def run_step_cell_async(shell: Any, line: str, cell: str) -> Any:
         return await step_.run_async()
     except NbstepError as e:
         _recording_failed(step_, e)
+        _hide_magic_frames(e, step_)
+        raise
+    except BaseException as e:
+        _hide_magic_frames(e, step_)
         raise
 
 
@@ -337,6 +349,62 @@ def _recording_failed(step_: Any, error: Exception) -> None:
     __tracebackhide__ = True
     if step_.body_done:
         raise UsageError(str(error)) from error
+
+
+# -- tracebacks of a failing body -------------------------------------------------
+
+
+def _hide_magic_frames(error: BaseException, step_: Any) -> None:
+    """Make the body's traceback start at the cell's own line, as for any cell.
+
+    IPython shows every frame between its ``run_code`` and the error, so a failing
+    body would start with the cell's ``get_ipython().run_cell_magic(...)`` line and
+    a "skipping hidden frames" note for nbstep's own. Those frames are noted here,
+    and left out when IPython formats this exception (:func:`_structured_traceback`).
+    The exception itself keeps its full traceback (``%debug``, ``sys.last_exc``).
+    """
+    import sys
+
+    if _state.original_tb is None:
+        return
+    frames: set[int] = set()
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_locals.get("__tracebackhide__") == "__ipython_bottom__":
+            break  # IPython's run_code: what its traceback starts with
+        frames.add(id(frame))
+        frame = frame.f_back
+    else:
+        return  # not called by IPython to run a cell: leave the traceback alone
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != step_.filename:
+        frames.add(id(tb.tb_frame))
+        tb = tb.tb_next
+    if tb is None:
+        return  # the body never ran (an nbstep error before it): keep every frame
+    _state.hidden = (error, frozenset(frames))
+
+
+def _structured_traceback(etype: Any, evalue: Any, etb: Any = None, *args: Any,
+                          **kwargs: Any) -> Any:
+    """IPython's InteractiveTB.structured_traceback, without a body's magic frames."""
+    import types
+
+    hidden = _state.hidden
+    if hidden is not None and evalue is hidden[0] and etb is not None:
+        kept = []
+        tb = etb
+        while tb is not None:
+            if id(tb.tb_frame) not in hidden[1]:
+                kept.append(tb)
+            tb = tb.tb_next
+        if kept:
+            rebuilt = None
+            for entry in reversed(kept):
+                rebuilt = types.TracebackType(rebuilt, entry.tb_frame, entry.tb_lasti,
+                                              entry.tb_lineno)
+            etb = rebuilt
+    return _state.original_tb(etype, evalue, etb, *args, **kwargs)
 
 
 # -- loading -------------------------------------------------------------------------
@@ -350,6 +418,7 @@ def _pre_run_cell(info: Any = None) -> None:
     if not cellstep.body_running():
         runtime().reset()
         _state.cell_id = getattr(info, "cell_id", None)
+        _state.hidden = None
     shell = _state.shell
     if _state.injected_step and shell is not None and "step" not in shell.user_ns:
         # %reset cleared the namespace; `step` is part of the notebook's vocabulary.
@@ -367,6 +436,10 @@ def load_ipython_extension(ip: Any) -> None:
     ip.events.register("pre_run_cell", _pre_run_cell)
     if _step_cell_transformer not in ip.input_transformers_cleanup:
         ip.input_transformers_cleanup.append(_step_cell_transformer)
+    formatter = getattr(ip, "InteractiveTB", None)
+    if formatter is not None and "structured_traceback" not in vars(formatter):
+        _state.original_tb = formatter.structured_traceback
+        formatter.structured_traceback = _structured_traceback
     runtime().user_ns = ip.user_ns
     runtime().reset()
     existing = ip.user_ns.get("step", None)
@@ -405,6 +478,12 @@ def unload_ipython_extension(ip: Any) -> None:
         pass  # already gone
     while _step_cell_transformer in ip.input_transformers_cleanup:
         ip.input_transformers_cleanup.remove(_step_cell_transformer)
+    formatter = getattr(ip, "InteractiveTB", None)
+    if formatter is not None and vars(formatter).get("structured_traceback") is (
+            _structured_traceback):
+        del formatter.structured_traceback
+    _state.original_tb = None
+    _state.hidden = None
     _state.cell_id = None
     if _state.injected_step and ip.user_ns.get("step") is step:
         del ip.user_ns["step"]

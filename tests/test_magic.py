@@ -580,7 +580,41 @@ def test_traceback_points_at_the_cell_line(ip, capsys):
     text = shown.out + shown.err
     assert "----> 3 1 / 0" in text
     assert "1 %%step boom" in text
-    assert "skipping hidden" in text  # nbstep's own frames are hidden
+    # As for any cell: no `get_ipython().run_cell_magic(...)` frame, no nbstep frames.
+    frames = [line for line in text.splitlines() if line.startswith(("Cell In", "File "))]
+    assert frames == ["Cell In[1], line 3"]
+    assert "run_cell_magic" not in text
+    assert "skipping hidden" not in text
+
+
+def test_traceback_of_an_error_in_a_called_function_shows_both_frames(ip, capsys):
+    with pytest.raises(ZeroDivisionError):
+        run(ip, "%%step deep\ndef f(v):\n    return v / 0\ny = f(1)")
+    text = capsys.readouterr().out
+    frames = [line for line in text.splitlines() if line.startswith(("Cell In", "File "))]
+    assert frames == ["Cell In[1], line 4", "Cell In[1], line 3, in f(v)"]
+    # The exception keeps its whole traceback (for %debug): only what is shown changes.
+    assert "run_sync" in str(_frame_names(sys.last_traceback))
+    run(ip, "x = 1")
+    with pytest.raises(ZeroDivisionError):
+        run(ip, "1 / 0")  # an ordinary cell is not affected
+    assert "Cell In[3], line 1" in capsys.readouterr().out
+
+
+def _frame_names(tb):
+    names = []
+    while tb is not None:
+        names.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    return names
+
+
+def test_traceback_of_an_awaiting_body_starts_at_the_cell_line(ip, capsys):
+    with pytest.raises(ZeroDivisionError):
+        run(ip, "%%step waits\nimport asyncio\nawait asyncio.sleep(0)\n1 / 0")
+    text = capsys.readouterr().out
+    frames = [line for line in text.splitlines() if line.startswith(("Cell In", "File "))]
+    assert frames == ["Cell In[1], line 4"]
 
 
 def test_a_syntax_error_is_reported_by_ipython_at_the_cell_line(ip, capsys):

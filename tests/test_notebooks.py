@@ -143,6 +143,10 @@ def test_failures_notebook(copy_notebook):
         errors = [o for o in cell(nb, "%%step flaky_download").outputs
                   if o.output_type == "error"]
         assert [e.ename for e in errors] == ["ConnectionError"]
+        # The traceback starts at the cell's own line, as for a cell without %%step.
+        shown = "\n".join(errors[0].traceback)
+        assert "run_cell_magic" not in shown and "skipping hidden" not in shown
+        assert "%%step flaky_download" in shown
     assert log.count("flaky_download ran") == 2
 
     # A changed input: recomputed by default, with one line saying what changed.
