@@ -520,8 +520,13 @@ def _show_settings() -> None:
     namespace_source = source("namespace", "NBSTEP_NAMESPACE")
     if namespace_source == "default" or namespace_source.endswith("[tool.nbstep]"):
         # The engine takes the namespace from the notebook's path, not pyproject.toml.
-        namespace_source = ("the notebook's path" if config.notebook_path(runtime().user_ns)
-                            else "no notebook path: the shared default")
+        if config.notebook_path(runtime().user_ns):
+            namespace_source = "the notebook's path"
+        elif namespace.startswith("session:"):
+            namespace_source = ("a new notebook's session name: this notebook's own "
+                                "namespace until the kernel restarts under its saved name")
+        else:
+            namespace_source = "no notebook path: the shared default"
     rows = [
         ("on mismatch", _setting("magic_on_mismatch", None) or "rerun",
          source("magic_on_mismatch")),

@@ -824,6 +824,15 @@ def test_step_config_without_arguments_shows_settings_and_their_source(ip, capsy
     assert "analysis.ipynb" in out
 
 
+def test_step_config_names_a_new_notebooks_own_namespace(ip, monkeypatch, capsys):
+    monkeypatch.setenv("JPY_SESSION_NAME", "3f2b8c1e-6d4a-4b8e-9f0a-1c2d3e4f5a6b")
+    run(ip, "%step_config")
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("namespace")][0]
+    assert "session:3f2b8c1e-6d4a-4b8e-9f0a-1c2d3e4f5a6b" in line
+    assert "this notebook's own namespace until the kernel restarts under its saved name" in line
+    assert "shared" not in line
+
+
 def test_bad_arguments_are_usage_errors(ip):
     with pytest.raises(UsageError):
         run(ip, "%%step\nx = 1")
