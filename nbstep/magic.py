@@ -185,10 +185,37 @@ class StepMagics(Magics):
         args = parse_argstring(self.steps, line)
         try:
             if args.namespace is not None:
-                return step.inspect(args.namespace, results=not args.no_results)
+                namespace = _known_namespace(_unquote(args.namespace))
+                return step.inspect(namespace, results=not args.no_results)
             return step.inspect(results=not args.no_results)
         except (NbstepError, ValueError, TypeError) as e:
             raise UsageError(str(e)) from e
+
+
+def _known_namespace(name: str) -> str:
+    """``%steps NAME``: a namespace of the store, also given as a notebook's path."""
+    import difflib
+    import os
+
+    store = runtime().store()
+    known = store.namespaces()
+    if name in known:
+        return name
+    by_path = config.namespace_for_path(name, store.root.parent)
+    if by_path in known:
+        return by_path
+    message = f"%steps: no notebook `{name}` in the store {store.root}."
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    close += [k for k in known if os.path.basename(k) == os.path.basename(name)
+              and k not in close]
+    if close:
+        message += " Did you mean " + " or ".join(f"`{c}`" for c in close[:3]) + "?"
+    if known:
+        shown = ", ".join(f"`{k}`" for k in known[:8]) + (" ..." if len(known) > 8 else "")
+        message += f" Notebooks in this store: {shown}."
+    else:
+        message += " The store has no records yet."
+    raise UsageError(message)
 
 
 def _unquote(text: str) -> str:
@@ -204,7 +231,21 @@ def _header(line: str) -> str:
 def _parse_step_line(line: str) -> Any:
     from .cellstep import Options
 
-    args = parse_argstring(StepMagics.step, line)
+    try:
+        args = parse_argstring(StepMagics.step, line)
+    except UsageError as e:
+        if "unrecognized arguments" in str(e):
+            words = []
+            for word in line.split():
+                if word.startswith("-"):
+                    break
+                words.append(word)
+            example = " ".join(words) if len(words) > 1 else "my key"
+            raise UsageError(
+                f"{e}. A key is one word: quote it if it has spaces, as in "
+                f'%%step "{example}"'
+            ) from None
+        raise
     # IPython's argument splitting keeps quotes: `%%step "load data"` means load data.
     key = _unquote(args.key)
     if not key.strip():

@@ -824,6 +824,24 @@ def test_step_config_without_arguments_shows_settings_and_their_source(ip, capsy
     assert "analysis.ipynb" in out
 
 
+def test_a_key_with_a_space_says_to_quote_it(ip):
+    with pytest.raises(UsageError, match='unrecognized arguments: b. A key is one word: quote '
+                                         'it if it has spaces, as in %%step "a b"'):
+        run(ip, "%%step a b\nx = 1")
+    run(ip, '%%step "a b"\nx = 1')
+    assert records("a b")["key"].tolist() == ["a b"]
+
+
+def test_steps_of_an_unknown_notebook_suggests_close_names(ip):
+    run(ip, "%%step listed\nx = 1")
+    with pytest.raises(UsageError) as raised:
+        run(ip, "%steps analysis.ipnb")
+    message = str(raised.value)
+    assert message.startswith("%steps: no notebook `analysis.ipnb` in the store ")
+    assert "Did you mean `analysis.ipynb`?" in message
+    assert list(run(ip, "%steps analysis.ipynb").result["key"]) == ["listed"]
+
+
 def test_step_config_names_a_new_notebooks_own_namespace(ip, monkeypatch, capsys):
     monkeypatch.setenv("JPY_SESSION_NAME", "3f2b8c1e-6d4a-4b8e-9f0a-1c2d3e4f5a6b")
     run(ip, "%step_config")
