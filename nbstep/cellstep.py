@@ -703,8 +703,15 @@ _loading_into: contextvars.ContextVar[dict[str, Any] | None] = contextvars.Conte
     "nbstep_loading_into", default=None)
 
 
-def decode_values(codec: str, data: Any, ns: dict[str, Any] | None = None) -> Any:
-    """Load a blob of :func:`encode_values`; its functions get ``ns`` as globals."""
+def decode_values(codec: str, data: Any, ns: dict[str, Any] | None = None,
+                  lenient: bool = False) -> Any:
+    """Load a blob of :func:`encode_values`; its functions get ``ns`` as globals.
+
+    ``lenient``: a class or function the blob names but this process cannot find
+    (a class of an earlier notebook cell, read from the command line) loads as a
+    stand-in (:class:`Unavailable`) instead of failing.
+    """
+    import io
     import pickle
 
     if codec != "pickle":
@@ -713,6 +720,8 @@ def decode_values(codec: str, data: Any, ns: dict[str, Any] | None = None) -> An
         return codecs.decode(codec, data)
     token = _loading_into.set(ns if ns is not None else {"__name__": "__main__"})
     try:
+        if lenient:
+            return _lenient_unpickler_class()(io.BytesIO(bytes(data))).load()
         return pickle.loads(data)
     finally:
         _loading_into.reset(token)
@@ -805,6 +814,60 @@ def _set_function_state(func: types.FunctionType, state: dict[str, Any]) -> None
             cell.cell_contents = value
 
 
+class Unavailable:
+    """Stands for an object whose class a record names but this process cannot find.
+
+    Typically a class defined in an earlier notebook cell, read from the command line.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._nbstep_args = (args, kwargs)
+
+    def __setstate__(self, state: Any) -> None:
+        self._nbstep_state = state
+
+    def __repr__(self) -> str:
+        kind = type(self)
+        name = f"{kind.__module__}.{kind.__qualname__}"
+        return f"<{name} object: its class is defined in the notebook>"
+
+
+def _unavailable(module: str, name: str) -> type:
+    return type(name.rsplit(".", 1)[-1], (Unavailable,),
+                {"__module__": module, "__qualname__": name})
+
+
+def _lenient_unpickler_class() -> type:
+    import pickle
+
+    class LenientUnpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            try:
+                found = super().find_class(module, name)
+            except (AttributeError, ImportError):
+                return _unavailable(module, name)
+            if module.startswith("cloudpickle") and name in _TRACKER_ARGUMENT:
+                return _untracked(found, _TRACKER_ARGUMENT[name])
+            return found
+
+    return LenientUnpickler
+
+
+# cloudpickle gives a class it pickled by value back as the very class when it is
+# still alive in this process, and sets the recorded attributes on it again. Reading
+# a record (step.inspect) must not change the notebook's classes: a copy then.
+_TRACKER_ARGUMENT = {"_make_skeleton_class": 4, "_make_skeleton_enum": 5}
+
+
+def _untracked(maker: Any, index: int) -> Any:
+    def make(*args: Any) -> Any:
+        if len(args) > index:
+            args = (*args[:index], None, *args[index + 1:])
+        return maker(*args)
+
+    return make
+
+
 def _why_not(value: Any, context: _Context | None = None) -> str | None:
     """Why a value cannot be persisted, or None when it can."""
     try:
@@ -836,6 +899,81 @@ class _RecordedDisplay:
 
     def __repr__(self) -> str:
         return str(self.data.get("text/plain", "<recorded output>"))
+
+
+# -- reading a record outside a replay (step.inspect, nbstep show / export) ----------
+
+
+def is_cell_record(value: Any) -> bool:
+    """Whether a record's decoded value is a ``%%step`` cell's (any format)."""
+    return isinstance(value, dict) and "nbstep_cell" in value
+
+
+@dataclass
+class CellRecord:
+    """What a ``%%step`` record holds, readable outside the notebook."""
+
+    variables: dict[str, Any]
+    has_result: bool
+    result: Any
+    outputs: list[Any]
+    deleted: list[str]
+
+
+def read_cell(value: Any, ns: dict[str, Any] | None = None) -> CellRecord:
+    """The variables, result and outputs of a ``%%step`` record's value.
+
+    Modules are the imported module when this process has it, else a stand-in
+    naming it (reading a record imports nothing). Classes of earlier notebook cells
+    that this process cannot find load as :class:`Unavailable` stand-ins.
+    """
+    if not is_cell_record(value):
+        raise ValueError("not a %%step record")
+    if value.get("nbstep_cell") != FORMAT:
+        raise NbstepError("this %%step record was made by another version of nbstep; "
+                          "run the cell again to record it in this version's format")
+    variables: dict[str, Any] = {}
+    for name, module_name in (value.get("modules") or {}).items():
+        variables[name] = sys.modules.get(module_name) or ModuleName(module_name)
+    blob = value.get("values")
+    loaded: dict[str, Any] = {}
+    if blob is not None:
+        loaded = decode_values(blob[0], blob[1], ns, lenient=True)
+    variables.update(loaded.get("variables", {}))
+    result = value.get("result")
+    if result is None:
+        has_result, shown = False, None
+    elif result[0] == "value":
+        has_result, shown = True, loaded.get("result")
+    else:
+        has_result, shown = True, _RecordedDisplay(result[1], result[2])
+    return CellRecord(dict(sorted(variables.items())), has_result, shown,
+                      list(value.get("outputs") or []), list(value.get("deleted") or []))
+
+
+def cell_variables(value: Any, ns: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``{name: value}`` of the variables a ``%%step`` record restores."""
+    return read_cell(value, ns).variables
+
+
+def readable_value(value: Any, ns: dict[str, Any] | None = None) -> Any:
+    """A record's value as ``step.inspect()`` shows it: a cell's variables as a dict."""
+    if is_cell_record(value):
+        try:
+            return cell_variables(value, ns)
+        except NbstepError:
+            return value
+    return value
+
+
+class ModuleName:
+    """A module a record names but this process has not imported."""
+
+    def __init__(self, name: str) -> None:
+        self.__name__ = name
+
+    def __repr__(self) -> str:
+        return f"<module '{self.__name__}' (not imported)>"
 
 
 # -- this kernel's step outputs -----------------------------------------------------

@@ -366,7 +366,8 @@ def show(state: State, notebook: str, key: str, occurrence: int | None, rows: in
     """Show one recorded value.
 
     A DataFrame shows its shape, dtypes and first rows; an array its shape and dtype;
-    anything else is pretty-printed.
+    anything else is pretty-printed. A %%step cell's record lists its variables (type
+    and a summary of each), its result and how many outputs it recorded.
 
     \b
     Examples:
@@ -380,11 +381,15 @@ def show(state: State, notebook: str, key: str, occurrence: int | None, rows: in
     records = cli_store.resolve_records(store, namespace, key, occurrence)
     record, note = cli_store.pick_one(records, occurrence)
     value = store.load_value(record)
+    cell = cli_store.cell_record(value)
     click.echo(cli_store.record_header(record))
     if note:
         click.echo(note)
     click.echo("")
-    click.echo(cli_store.render_value(value, rows=rows))
+    if cell is not None:
+        click.echo(cli_store.render_cell(cell))
+    else:
+        click.echo(cli_store.render_value(value, rows=rows))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -393,18 +398,24 @@ def show(state: State, notebook: str, key: str, occurrence: int | None, rows: in
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--occurrence", type=click.IntRange(min=1), metavar="N",
               help="Which occurrence of the key (default: the first).")
+@click.option("--var", "var", metavar="NAME",
+              help="For a %%step cell: the variable to write (needed when the cell bound "
+                   "more than one).")
 @click.pass_obj
-def export(state: State, notebook: str, key: str, path: Path, occurrence: int | None) -> None:
+def export(state: State, notebook: str, key: str, path: Path, occurrence: int | None,
+           var: str | None) -> None:
     """Write a recorded value to a file; the extension picks the format.
 
     A DataFrame (or Series) goes to .parquet, .csv or .pkl; any other value to .json
-    (if it is plain JSON data) or .pkl. An existing file is replaced.
+    (if it is plain JSON data) or .pkl. An existing file is replaced. For a %%step
+    cell, --var NAME picks the variable (the only one when the cell bound one).
 
     \b
     Examples:
       nbstep export analysis.ipynb load load.parquet
       nbstep export analysis.ipynb params params.json
       nbstep export analysis.ipynb model model.pkl --occurrence 2
+      nbstep export analysis.ipynb train scores.csv --var scores
     """
     from . import cli_store
     from . import cli_text as text
@@ -414,9 +425,19 @@ def export(state: State, notebook: str, key: str, path: Path, occurrence: int | 
     records = cli_store.resolve_records(store, namespace, key, occurrence)
     record, note = cli_store.pick_one(records, occurrence)
     value = store.load_value(record)
+    cell = cli_store.cell_record(value)
+    what = f"step `{key}`"
+    if cell is not None:
+        name, value = cli_store.cell_variable(cell, var, key)
+        what = f"variable `{name}` of step `{key}`"
+    elif var is not None:
+        raise click.UsageError(
+            f"--var is for %%step cells; step `{key}` was recorded by step.run, whose "
+            "value is exported as a whole"
+        )
     fmt = cli_store.export_value(value, path)
     click.echo(
-        f"wrote step `{key}` occurrence {record.sequence} of `{namespace}` to {path} "
+        f"wrote {what} occurrence {record.sequence} of `{namespace}` to {path} "
         f"({fmt}, {text.size(path.stat().st_size)})"
     )
     if note:

@@ -361,6 +361,104 @@ def render_value(value: Any, rows: int = 10, width: int | None = None) -> str:
     return f"{kind}\n\n{body}"
 
 
+def cell_record(value: Any) -> Any:
+    """The contents of a ``%%step`` record's value, or None for a ``step.run`` value."""
+    from .cellstep import is_cell_record, read_cell
+
+    return read_cell(value) if is_cell_record(value) else None
+
+
+def render_cell(cell: Any, width: int | None = None) -> str:
+    """A ``%%step`` record for a terminal: its variables, result and outputs."""
+    width = width or shutil.get_terminal_size((100, 24)).columns
+    rows = [[name, _kind(value), summary(value, max(20, width - 50))]
+            for name, value in cell.variables.items()]
+    lines = [f"a %%step cell: {text.plural(len(rows), 'variable')}, "
+             f"{text.plural(len(cell.outputs), 'recorded output')}"]
+    if rows:
+        lines += ["", text.table(["VARIABLE", "TYPE", "VALUE"], rows)]
+    if cell.deleted:
+        lines += ["", "deletes: " + ", ".join(cell.deleted)]
+    if cell.has_result:
+        lines += ["", f"result (Out): {_kind(cell.result)}: "
+                      f"{summary(cell.result, max(20, width - 30))}"]
+    else:
+        lines += ["", "result (Out): none"]
+    if cell.variables:
+        lines += ["", "`nbstep export NOTEBOOK KEY PATH --var NAME` writes one variable to a file."]
+    return "\n".join(lines)
+
+
+def _kind(value: Any) -> str:
+    from types import ModuleType
+
+    from .cellstep import ModuleName
+
+    if isinstance(value, (ModuleType, ModuleName)):
+        return "module"
+    kind = type(value)
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+
+
+def summary(value: Any, width: int = 60) -> str:
+    """One line about a value: a frame's or array's shape, a container's length, its repr."""
+    from types import ModuleType
+
+    from .cellstep import ModuleName
+
+    if isinstance(value, (ModuleType, ModuleName)):
+        return value.__name__
+    shape = getattr(value, "shape", None)
+    module = type(value).__module__.split(".")[0]
+    if isinstance(shape, tuple) and module in ("pandas", "numpy", "pyarrow", "polars"):
+        if module == "pandas" and len(shape) == 2:
+            return f"{shape[0]} rows × {shape[1]} columns"
+        if module == "pandas" and len(shape) == 1:
+            return f"{shape[0]} rows, dtype {value.dtype}"
+        dtype = f", dtype {value.dtype}" if hasattr(value, "dtype") else ""
+        return f"shape {shape}{dtype}"
+    try:
+        shown = repr(value)
+    except Exception as e:  # a value's own __repr__ raising
+        shown = f"<repr failed: {type(e).__name__}>"
+    shown = " ".join(shown.split())
+    if isinstance(value, (dict, list, tuple, set, frozenset)):
+        shown = f"len {len(value)}: {shown}"
+    return text.shorten(shown, width)
+
+
+def cell_variable(cell: Any, name: str | None, key: str) -> tuple[str, Any]:
+    """The variable of a ``%%step`` record that ``nbstep export --var NAME`` writes."""
+    from .cellstep import Unavailable
+
+    names = list(cell.variables)
+    if name is None:
+        if len(names) != 1:
+            listed = ", ".join(f"`{n}`" for n in names) or "none"
+            raise NotFound(
+                f"step `{key}` is a %%step cell that bound "
+                f"{text.plural(len(names), 'variable')} ({listed}); choose one with "
+                "--var NAME" + ("." if names else " (it has no variable to export).")
+            )
+        name = names[0]
+    if name not in cell.variables:
+        hint = _close(name, names)
+        raise NotFound(
+            f"the %%step cell `{key}` has no variable `{name}`"
+            + (f"; did you mean {hint}?" if hint else ".")
+            + f" Its variables: {', '.join(f'`{n}`' for n in names) or 'none'}."
+        )
+    value = cell.variables[name]
+    if isinstance(value, Unavailable) or (isinstance(value, type)
+                                          and issubclass(value, Unavailable)):
+        raise NbstepError(
+            f"cannot export `{name}`: its class `{type(value).__qualname__}` is defined in "
+            "the notebook, so it can be read only there (step.inspect() in the notebook)."
+        )
+    return name, value
+
+
 # -- export ---------------------------------------------------------------------------
 
 FRAME_FORMATS = (".parquet", ".csv", ".pkl", ".pickle")
@@ -387,7 +485,13 @@ def export_value(value: Any, path: Path) -> str:
             import pickle
 
             with open(tmp, "wb") as f:
-                pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+                try:
+                    pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+                except (pickle.PicklingError, TypeError, AttributeError) as e:
+                    raise NbstepError(
+                        f"cannot export this {type(value).__name__} as a pickle ({e}); a "
+                        "function or class defined in a notebook can be read only there."
+                    ) from e
             fmt = "pickle"
         elif suffix == ".parquet":
             assert frame is not None

@@ -39,8 +39,14 @@ def records_frame(store: Store, namespace: str, *, results: bool = True) -> Any:
     values = "result_json, result_blob" if results else "NULL AS result_json, NULL AS result_blob"
     frame = store.query_df(_SQL.format(values=values), [namespace])
     if results:
+        # A %%step record's value is the cell's container; show its variables instead.
+        from .api import runtime
+        from .cellstep import readable_value
+
+        ns = runtime().user_ns
         frame["result"] = [
-            store.load_value(_record(namespace, row)) for row in frame.itertuples(index=False)
+            readable_value(store.load_value(_record(namespace, row)), ns)
+            for row in frame.itertuples(index=False)
         ]
     else:
         frame["result"] = pd.Series([None] * len(frame), dtype=object)

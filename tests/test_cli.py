@@ -283,6 +283,92 @@ def test_export_refusal_names_the_type_grammatically(root, tmp_path):
     assert "a ndarray" not in result.output
 
 
+@pytest.fixture
+def cell_root(tmp_path, monkeypatch):
+    """A store with two %%step cells recorded by an IPython shell in this process."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    from nbstep import cellstep
+
+    monkeypatch.delenv("NBSTEP_STORE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    store_dir = tmp_path / ".nbstep"
+    nbstep.configure(store=str(store_dir), namespace=NB)
+    main = sys.modules["__main__"]  # the shell makes its namespace __main__
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    shell = InteractiveShell.instance(config=Config(
+        {"HistoryManager": {"hist_file": ":memory:"}}))
+    cells = [
+        "class Point:\n    def __init__(self, x):\n        self.x = x",
+        "%%step load\nimport pandas as pd\nframe = pd.DataFrame({'a': range(5)})\n"
+        "names = ['x', 'y']\npoint = Point(1)\nprint('loaded')\nlen(frame)",
+        "%%step one\nscores = pd.Series([0.5, 0.7], name='score')",
+    ]
+    try:
+        shell.run_cell("%load_ext nbstep")
+        for source in cells:
+            shell.run_cell(source, store_history=True).raise_error()
+        step.run("plain", lambda: {"a": 1})
+    finally:
+        shell.run_cell("%unload_ext nbstep")
+        InteractiveShell.clear_instance()
+        sys.modules["__main__"] = main  # as in the `nbstep` command: no notebook classes
+        cellstep.forget_session()
+        nbstep.configure(store=None, namespace=None)
+        runtime().drop_store()
+        nbstep.reset()
+    return store_dir
+
+
+def test_show_a_cell_lists_its_variables_result_and_outputs(cell_root):
+    out = invoke(cell_root, "show", NB, "load").output
+    assert "a %%step cell: 4 variables, 1 recorded output" in out
+    rows = {line.split()[0]: line.split(None, 2)[1:] for line in out.splitlines()
+            if line.startswith(("frame ", "names ", "pd ", "point "))}
+    assert rows["frame"] == ["pandas.DataFrame", "5 rows × 1 columns"]
+    assert rows["names"] == ["list", "len 2: ['x', 'y']"]
+    assert rows["pd"] == ["module", "pandas"]
+    # A class of an earlier cell exists only in the notebook: named, not a failure.
+    assert rows["point"][0] == "__main__.Point"
+    assert rows["point"][1].startswith("<__main__.Point object: its class is defined")
+    assert "result (Out): int: 5" in out
+    assert "nbstep_cell" not in out and "b'" not in out  # not the internal record
+
+
+def test_export_a_cells_variable(cell_root, tmp_path):
+    out = invoke(cell_root, "export", NB, "load", str(tmp_path / "f.parquet"),
+                 "--var", "frame").output
+    assert "wrote variable `frame` of step `load`" in out
+    assert pd.read_parquet(tmp_path / "f.parquet")["a"].tolist() == [0, 1, 2, 3, 4]
+    # One variable: --var is not needed.
+    invoke(cell_root, "export", NB, "one", str(tmp_path / "s.csv"))
+    assert pd.read_csv(tmp_path / "s.csv")["score"].tolist() == [0.5, 0.7]
+
+
+def test_export_a_cell_needs_the_right_variable(cell_root, tmp_path):
+    result = invoke(cell_root, "export", NB, "load", str(tmp_path / "x.json"), code=2)
+    assert "bound 4 variables (`frame`, `names`, `pd`, `point`); choose one with --var" in (
+        result.output)
+    result = invoke(cell_root, "export", NB, "load", str(tmp_path / "x.json"),
+                    "--var", "nams", code=2)
+    assert "no variable `nams`; did you mean `names`?" in result.output
+    result = invoke(cell_root, "export", NB, "load", str(tmp_path / "x.pkl"),
+                    "--var", "point", code=1)
+    assert "defined in the notebook" in result.output
+    result = invoke(cell_root, "export", NB, "plain", str(tmp_path / "x.json"),
+                    "--var", "a", code=2)
+    assert "--var is for %%step cells" in result.output
+    invoke(cell_root, "export", NB, "load", str(tmp_path / "n.json"), "--var", "names")
+    assert json.loads((tmp_path / "n.json").read_text()) == ["x", "y"]
+
+
+def test_inspect_a_cell_summarizes_its_variables(cell_root):
+    out = invoke(cell_root, "inspect", NB, "--key", "one", "--format", "json").output
+    (row,) = json.loads(out)
+    assert row["result"].startswith("{'scores': ")
+
+
 # -- forget / gc -------------------------------------------------------------------------
 
 

@@ -851,6 +851,16 @@ def test_step_config_names_a_new_notebooks_own_namespace(ip, monkeypatch, capsys
     assert "shared" not in line
 
 
+def test_inspect_shows_a_cells_variables_as_a_dict(ip):
+    run(ip, "%%step inspected\nimport math\nrows = [1, 2]\ndef f():\n    return 1\nlen(rows)")
+    frame = run(ip, "%steps").result
+    (value,) = frame["result"]
+    assert sorted(value) == ["f", "math", "rows"]
+    assert value["rows"] == [1, 2] and value["math"] is sys.modules["math"]
+    assert value["f"]() == 1
+    assert run(ip, "step.inspect()").result["result"][0].keys() == value.keys()
+
+
 def test_bad_arguments_are_usage_errors(ip):
     with pytest.raises(UsageError):
         run(ip, "%%step\nx = 1")
