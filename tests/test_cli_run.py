@@ -418,9 +418,6 @@ def test_a_replay_that_cannot_read_its_object_file_is_a_failed_step(project):
     assert summary_counts(done.stdout) == "0 replayed, 0 computed, 1 failed"
 
 
-@pytest.mark.xfail(reason=(
-    "until the %%step magic counts a replay that raises (nbstep/cellstep.py CellStep.replay; "
-    "in progress, uncommitted): then this passes; drop the marker"))
 def test_a_step_magic_replay_that_cannot_read_its_object_file_is_a_failed_step(project):
     pytest.importorskip("nbstep.magic", reason="the %%step magic is not in this tree yet")
     path = project / "magic_replay.ipynb"
