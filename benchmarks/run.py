@@ -17,7 +17,6 @@ import argparse
 import gc
 import os
 import pickle
-import shutil
 import statistics
 import subprocess
 import sys
@@ -113,8 +112,8 @@ def bench_small(tmp: Path, n: int) -> None:
     record = per_call(lambda i: step.run("item", i, value_of), n)
     nbstep.reset()
     replay = per_call(lambda i: step.run("item", i, value_of), n)
-    rows.append(["nbstep `step.run`", fmt(record[0]), fmt(record[1]), fmt(replay[0]), fmt(replay[1]),
-                 "yes"])
+    rows.append(["nbstep `step.run`", fmt(record[0]), fmt(record[1]), fmt(replay[0]),
+                 fmt(replay[1]), "yes"])
 
     memory = joblib.Memory(tmp / "joblib-small", verbose=0)
     cached = memory.cache(value_of)
@@ -157,8 +156,12 @@ def bench_frame(tmp: Path, rows_n: int, repeat: int) -> None:
     size_mb = frame.memory_usage(index=True).sum() / 1e6
     rows = []
 
+    floor_runs = iter(range(10**9))
+
     def arrow_ipc_write() -> None:
-        path = tmp / "frame.arrow"
+        # A new file each time, kept, as the store keeps each record's object file:
+        # overwriting one file would reuse its page-cache pages and flatter the floor.
+        path = tmp / f"frame-{next(floor_runs)}.arrow"
         table_ = pa.Table.from_pandas(frame, preserve_index=True)
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table_.schema) as writer:
             writer.write_table(table_)
@@ -192,30 +195,30 @@ def bench_frame(tmp: Path, rows_n: int, repeat: int) -> None:
     replay = best_of(nbstep_replay, repeat)
     rows.append(["nbstep `step.run`", fmt(record), fmt(replay)])
 
+    # Every tool records a new entry each run (a new key, a new file), as nbstep
+    # does: rewriting one entry would reuse its page-cache pages and flatter it.
     make = lambda key: frame  # noqa: E731
     joblib_dir = tmp / "joblib-frame"
-
-    def joblib_record() -> None:
-        shutil.rmtree(joblib_dir, ignore_errors=True)
-        joblib.Memory(joblib_dir, verbose=0).cache(make)("k")
-
-    joblib_hit_fn = joblib.Memory(joblib_dir, verbose=0).cache(make)
-    record = best_of(joblib_record, repeat)
-    joblib_hit_fn("k")
-    replay = best_of(lambda: joblib_hit_fn("k"), repeat)
-    rows.append(["joblib.Memory", fmt(record), fmt(replay)])
+    cached = joblib.Memory(joblib_dir, verbose=0).cache(make)
+    keys = iter(range(10**9))
+    record = best_of(lambda: cached(f"k{next(keys)}"), repeat)
+    replay = best_of(lambda: cached("k0"), repeat)
+    rows.append(["joblib.Memory (no fsync)", fmt(record), fmt(replay)])
     joblib_mmap = joblib.Memory(joblib_dir, verbose=0, mmap_mode="r").cache(make)
-    rows.append(["joblib.Memory, mmap_mode='r' (read-only arrays)", "", fmt(best_of(lambda: joblib_mmap("k"), repeat))])
+    rows.append(["joblib.Memory, mmap_mode='r' (read-only arrays)", "",
+                 fmt(best_of(lambda: joblib_mmap("k0"), repeat))])
 
     cache = diskcache.Cache(str(tmp / "diskcache-frame"))
-    record = best_of(lambda: cache.set("frame", frame), repeat)
-    replay = best_of(lambda: cache.get("frame"), repeat)
+    record = best_of(lambda: cache.set(f"frame-{next(keys)}", frame), repeat)
+    first = next(iter(cache))
+    replay = best_of(lambda: cache.get(first), repeat)
     cache.close()
-    rows.append(["diskcache", fmt(record) + " (no fsync)", fmt(replay)])
+    rows.append(["diskcache (no fsync)", fmt(record), fmt(replay)])
 
     files = PickleFiles(tmp / "pickle-frame")
-    record = best_of(lambda: files.set("frame", frame), repeat)
-    replay = best_of(lambda: files.get("frame"), repeat)
+    record = best_of(lambda: files.set(f"frame-{next(keys)}", frame), repeat)
+    written = sorted(p.name for p in files.root.iterdir())[0]
+    replay = best_of(lambda: files.get(written), repeat)
     rows.append(["pickle file, fsync + rename", fmt(record), fmt(replay)])
     rows.append(["floor: Arrow IPC write + fsync", fmt(floor), ""])
     table(f"A {rows_n:,} x 10 float64 DataFrame ({size_mb:.0f} MB), median of {repeat}",
