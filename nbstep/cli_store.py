@@ -462,6 +462,7 @@ def cell_variable(cell: Any, name: str | None, key: str) -> tuple[str, Any]:
 # -- export ---------------------------------------------------------------------------
 
 FRAME_FORMATS = (".parquet", ".csv", ".pkl", ".pickle")
+ARRAY_FORMATS = (".npy", ".pkl", ".pickle")
 OTHER_FORMATS = (".json", ".pkl", ".pickle")
 
 
@@ -472,7 +473,8 @@ def export_value(value: Any, path: Path) -> str:
     """
     suffix = path.suffix.lower()
     frame = _as_frame(value)
-    allowed = FRAME_FORMATS if frame is not None else OTHER_FORMATS
+    array = type(value).__module__ == "numpy" and type(value).__name__ == "ndarray"
+    allowed = FRAME_FORMATS if frame is not None else ARRAY_FORMATS if array else OTHER_FORMATS
     if suffix not in allowed:
         raise NbstepError(
             f"cannot export this {type(value).__name__} to `{path.name}`: the extension "
@@ -512,6 +514,20 @@ def export_value(value: Any, path: Path) -> str:
                 and frame.index.step == 1 and frame.index.name is None
             frame.to_csv(tmp, index=not plain_index)
             fmt = "csv"
+        elif suffix == ".npy":
+            import numpy as np
+
+            with open(tmp, "wb") as f:
+                # allow_pickle=False: an object array cannot be read back without
+                # trusting the file; say so rather than write a pickle in disguise.
+                try:
+                    np.save(f, value, allow_pickle=False)
+                except ValueError as e:
+                    raise NbstepError(
+                        f"cannot write this {value.dtype} array as .npy ({e}); export it "
+                        "to .pkl instead."
+                    ) from e
+            fmt = "npy"
         else:
             try:
                 data = json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False)

@@ -273,14 +273,22 @@ def test_export_refuses_a_format_the_value_has_not(root, tmp_path):
     result = invoke(root, "export", NB, "params", str(tmp_path / "p.parquet"), code=1)
     assert "must be one of .json, .pkl" in result.output
     result = invoke(root, "export", NB, "big", str(tmp_path / "big.json"), code=1)
-    assert "export it to .pkl instead" in result.output
+    assert "must be one of .npy, .pkl, .pickle" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == [".nbstep"]  # no partial files
 
 
 def test_export_refusal_names_the_type_grammatically(root, tmp_path):
-    result = invoke(root, "export", NB, "big", str(tmp_path / "big.npy"), code=1)
-    assert "cannot export this ndarray to `big.npy`" in result.output
+    result = invoke(root, "export", NB, "big", str(tmp_path / "big.csv"), code=1)
+    assert "cannot export this ndarray to `big.csv`" in result.output
     assert "a ndarray" not in result.output
+
+
+def test_export_an_array_to_npy(root, tmp_path):
+    out = invoke(root, "export", NB, "big", str(tmp_path / "big.npy")).output
+    assert "(npy," in out
+    back = np.load(tmp_path / "big.npy", allow_pickle=False)
+    assert back.dtype == BIG.dtype
+    np.testing.assert_array_equal(back, BIG)
 
 
 @pytest.fixture
