@@ -441,19 +441,9 @@ class StepAPI:
         return self._run_sync("step.run", args, options)
 
     def _run_sync(self, builtin: str, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
-        from .hashing import input_hash
-
-        call = parse_run(builtin, args, options)
-        digest = input_hash(call.input)
-        occurrence = _runtime.begin(
-            builtin, call.key, digest, call.namespace, call.on_mismatch, call.rerun
-        )
+        call, occurrence = _begin(builtin, args, options)
         if occurrence.replayable:
-            try:
-                return occurrence.replay().value
-            except BaseException:
-                _runtime.stats["failed"] += 1
-                raise
+            return _replay(occurrence)
         started = time.perf_counter()
         try:
             value = call.handler(*handler_args(call))
@@ -465,19 +455,9 @@ class StepAPI:
 
     async def arun(self, *args: Any, **options: Any) -> Any:
         """``step.run`` for async code: the handler may be a coroutine function."""
-        from .hashing import input_hash
-
-        call = parse_run("step.arun", args, options)
-        digest = input_hash(call.input)
-        occurrence = _runtime.begin(
-            "step.arun", call.key, digest, call.namespace, call.on_mismatch, call.rerun
-        )
+        call, occurrence = _begin("step.arun", args, options)
         if occurrence.replayable:
-            try:
-                return occurrence.replay().value
-            except BaseException:
-                _runtime.stats["failed"] += 1
-                raise
+            return _replay(occurrence)
         started = time.perf_counter()
         try:
             value = call.handler(*handler_args(call))
@@ -549,6 +529,26 @@ class StepAPI:
 
     def __repr__(self) -> str:
         return "<nbstep step API: step.run, step.arun, step.inspect, step.forget>"
+
+
+def _begin(builtin: str, args: tuple[Any, ...], options: dict[str, Any]) -> tuple[Call, Step]:
+    """Validate a call, hash its input, take its occurrence and look it up."""
+    from .hashing import input_hash
+
+    call = parse_run(builtin, args, options)
+    digest = input_hash(call.input)
+    occurrence = _runtime.begin(
+        builtin, call.key, digest, call.namespace, call.on_mismatch, call.rerun
+    )
+    return call, occurrence
+
+
+def _replay(occurrence: Step) -> Any:
+    try:
+        return occurrence.replay().value
+    except BaseException:
+        _runtime.stats["failed"] += 1  # nbstep run reports a replay that cannot be read
+        raise
 
 
 step = StepAPI()

@@ -17,18 +17,11 @@ from nbstep.api import runtime
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    """A fresh store and namespace for each test, and clean process state after."""
-    root = tmp_path / ".nbstep"
-    monkeypatch.setenv("NBSTEP_STORE", str(root))
-    monkeypatch.delenv("NBSTEP_NAMESPACE", raising=False)
+def store(store_dir, tmp_path, monkeypatch):
+    """A fresh store under tmp_path and the namespace `test-nb` (conftest resets all after)."""
     monkeypatch.chdir(tmp_path)
     nbstep.configure(namespace="test-nb")
-    nbstep.reset()
-    yield root
-    nbstep.configure(namespace=None, store=None, on_mismatch=None)
-    runtime().drop_store()
-    nbstep.reset()
+    return store_dir
 
 
 class Counter:

@@ -63,16 +63,10 @@ WORKER = textwrap.dedent(
 
 
 @pytest.fixture
-def shared_store(tmp_path, monkeypatch):
-    root = tmp_path / ".nbstep"
-    monkeypatch.setenv("NBSTEP_STORE", str(root))
-    monkeypatch.delenv("NBSTEP_NAMESPACE", raising=False)
+def shared_store(store_dir, tmp_path, monkeypatch):
+    """One store that this process and the worker subprocesses (via NBSTEP_STORE) share."""
     monkeypatch.chdir(tmp_path)
-    nbstep.reset()
-    yield root
-    nbstep.configure(namespace=None)
-    runtime().drop_store()
-    nbstep.reset()
+    return store_dir
 
 
 def _events(root):

@@ -20,17 +20,11 @@ from nbstep.store import FORMAT_VERSION, Store
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    root = tmp_path / ".nbstep"
-    monkeypatch.setenv("NBSTEP_STORE", str(root))
-    monkeypatch.delenv("NBSTEP_NAMESPACE", raising=False)
+def store(store_dir, tmp_path, monkeypatch):
+    """A fresh store under tmp_path and the namespace `nb` (conftest resets all after)."""
     monkeypatch.chdir(tmp_path)
     nbstep.configure(namespace="nb")
-    nbstep.reset()
-    yield root
-    nbstep.configure(namespace=None, store=None, busy_timeout=None, inline_limit=None)
-    runtime().drop_store()
-    nbstep.reset()
+    return store_dir
 
 
 def _raw(path, sql, params=()):
