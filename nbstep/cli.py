@@ -376,12 +376,7 @@ def show(state: State, notebook: str, key: str, occurrence: int | None, rows: in
     """
     from . import cli_store
 
-    store = state.store()
-    namespace = cli_store.resolve_namespace(store, notebook)
-    records = cli_store.resolve_records(store, namespace, key, occurrence)
-    record, note = cli_store.pick_one(records, occurrence)
-    value = store.load_value(record)
-    cell = cli_store.cell_record(value)
+    record, note, value, cell = cli_store.load_one(state.store(), notebook, key, occurrence)
     click.echo(cli_store.record_header(record))
     if note:
         click.echo(note)
@@ -420,12 +415,7 @@ def export(state: State, notebook: str, key: str, path: Path, occurrence: int | 
     from . import cli_store
     from . import cli_text as text
 
-    store = state.store()
-    namespace = cli_store.resolve_namespace(store, notebook)
-    records = cli_store.resolve_records(store, namespace, key, occurrence)
-    record, note = cli_store.pick_one(records, occurrence)
-    value = store.load_value(record)
-    cell = cli_store.cell_record(value)
+    record, note, value, cell = cli_store.load_one(state.store(), notebook, key, occurrence)
     what = f"step `{key}`"
     if cell is not None:
         name, value = cli_store.cell_variable(cell, var, key)
@@ -437,7 +427,7 @@ def export(state: State, notebook: str, key: str, path: Path, occurrence: int | 
         )
     fmt = cli_store.export_value(value, path)
     click.echo(
-        f"wrote {what} occurrence {record.sequence} of `{namespace}` to {path} "
+        f"wrote {what} occurrence {record.sequence} of `{record.namespace}` to {path} "
         f"({fmt}, {text.size(path.stat().st_size)})"
     )
     if note:

@@ -361,6 +361,17 @@ def render_value(value: Any, rows: int = 10, width: int | None = None) -> str:
     return f"{kind}\n\n{body}"
 
 
+def load_one(
+    store: Store, notebook: str, key: str, occurrence: int | None
+) -> tuple[Record, str, Any, Any]:
+    """The record `show` and `export` act on, its note, its value, and its cell view."""
+    namespace = resolve_namespace(store, notebook)
+    records = resolve_records(store, namespace, key, occurrence)
+    record, note = pick_one(records, occurrence)
+    value = store.load_value(record)
+    return record, note, value, cell_record(value)
+
+
 def cell_record(value: Any) -> Any:
     """The contents of a ``%%step`` record's value, or None for a ``step.run`` value."""
     from .cellstep import is_cell_record, read_cell
