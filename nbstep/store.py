@@ -68,9 +68,12 @@ from .errors import NbstepError, StepReplayError, StoreBusy, StoreFormatError
 FORMAT_VERSION = 2
 DB_NAME = "steps.duckdb"
 ALIAS = "nbstep_store"
-FAIR_SLICE = 0.02
-YIELD_PAUSE = 0.04
-WAIT_STEP_MAX = 0.02
+# Taking turns: a waiter retries ATTACH (a failed one costs ~0.35 ms) at most every
+# WAIT_STEP_MAX (x1.5 jitter); a holder that sees a waiter after FAIR_SLICE detaches
+# and stays away YIELD_PAUSE, longer than a waiter sleeps, so the waiter gets in.
+FAIR_SLICE = 0.05
+YIELD_PAUSE = 0.01
+WAIT_STEP_MAX = 0.004
 WANT_FRESH_NS = 100_000_000
 DEFAULT_LINGER = 0.05
 DEFAULT_BUSY_TIMEOUT = 60.0
