@@ -293,6 +293,65 @@ def input_parts(
     return parts, unhashable
 
 
+def indirect_reads(reads: list[str], user_ns: dict[str, Any], hidden: dict[str, Any],
+                   user_module_names: set[str] | None = None) -> list[str]:
+    """Module-level names the notebook functions a cell reads (and calls) read in turn.
+
+    Transitively: a helper's helpers, a decorator's wrapper, the methods of a class the
+    cell reads. Only names of ``user_ns`` that are not themselves functions, classes
+    or modules, and that the cell does not read directly (``register`` appending to
+    ``REGISTRY``): their value may change in place while the cell runs.
+    """
+    modules = user_module_names or {"__main__"}
+    missing = object()
+    seen: set[int] = set()
+    found: list[str] = []
+    direct = set(reads)
+    queue: list[Any] = [user_ns.get(name, missing) for name in reads]
+
+    def visit(fn: types.FunctionType) -> None:
+        if fn.__globals__ is not user_ns:
+            return
+        for cell in fn.__closure__ or ():
+            try:
+                queue.append(cell.cell_contents)
+            except ValueError:
+                pass
+        for name in sorted(_code_globals(fn.__code__)):
+            value = user_ns.get(name, missing)
+            if value is missing or (name in hidden and hidden[name] is value):
+                continue
+            if isinstance(value, (types.FunctionType, type)):
+                queue.append(value)
+            elif (not isinstance(value, types.ModuleType) and name not in direct
+                  and name not in found and not _is_hidden_value(name, value)):
+                found.append(name)
+
+    while queue:
+        value = queue.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, types.FunctionType):
+            visit(value)
+        elif isinstance(value, type) and _is_user_object(value, modules):
+            for member in vars(value).values():
+                if isinstance(member, (staticmethod, classmethod)):
+                    member = member.__func__
+                if isinstance(member, property):
+                    queue.extend(f for f in (member.fget, member.fset, member.fdel) if f)
+                elif isinstance(member, types.FunctionType):
+                    queue.append(member)
+        else:
+            try:
+                wrapped = getattr(value, "__wrapped__", None)  # lru_cache and the like
+            except Exception:
+                continue
+            if isinstance(wrapped, types.FunctionType):
+                queue.append(wrapped)
+    return found
+
+
 def value_hash(value: Any, user_ns: dict[str, Any], user_module_names: set[str] | None = None
                ) -> str | None:
     """One value's part hash, or None when it can be hashed by type only."""

@@ -154,6 +154,7 @@ class CellStep:
         self.body_done = False  # errors after this are nbstep's, not the cell's
         self._started = 0.0
         self._before: dict[str, Any] = {}
+        self._indirect: dict[str, str] = {}
 
     # -- deciding ------------------------------------------------------------------
 
@@ -356,6 +357,15 @@ class CellStep:
     def start(self) -> None:
         global _depth
         self._before = dict(self.user_ns)
+        # Names the functions the cell calls read: hashed now, compared after the body.
+        self._indirect: dict[str, str] = {}
+        for name in cellinputs.indirect_reads(self.analysis.reads, self.user_ns, self.hidden,
+                                              self.user_modules):
+            if _is_ipython_name(name):
+                continue
+            digest = cellinputs.value_hash(self.user_ns[name], self.user_ns, self.user_modules)
+            if digest is not None:
+                self._indirect[name] = digest
         self.capture = cellcapture.OutputCapture(self.shell).start()
         _depth += 1
         self._started = time.perf_counter()
@@ -450,6 +460,13 @@ class CellStep:
                     maybe.append(name)
             elif cellinputs.value_hash(value, after, self.user_modules) != part:
                 bound.append(name)  # changed in place
+        for name, part in self._indirect.items():
+            # Changed in place by a function the cell called (`@register` filling
+            # `REGISTRY`).
+            if name in bound or name not in after or after[name] is not before.get(name):
+                continue
+            if cellinputs.value_hash(after[name], after, self.user_modules) != part:
+                bound.append(name)
         return bound, deleted, maybe
 
     def _record(self, value: Any, outputs: list[Any], duration: float) -> None:

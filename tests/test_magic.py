@@ -954,3 +954,16 @@ def test_autoload_respects_nbstep_autoload(monkeypatch, store_dir):
     finally:
         shell.run_cell("%unload_ext nbstep")
         TestingShell.clear_instance()
+
+
+def test_a_decorators_change_to_a_notebook_variable_replays(tmp_path):
+    """`@register` fills REGISTRY, which the cell never reads itself: the record keeps
+    it, holding the very function the replay restores."""
+    cells = ("REGISTRY = {}\ndef register(fn):\n    REGISTRY[fn.__name__] = fn\n    return fn",
+             "%%step reg\n@register\ndef alpha():\n    return 'a'",
+             "print('REGISTRY:', sorted(REGISTRY), REGISTRY['alpha'] is alpha, alpha())")
+    first = in_new_process(tmp_path, *cells)
+    second = in_new_process(tmp_path, *cells)
+    assert "replayed `reg`" in second
+    assert "REGISTRY: ['alpha'] True a" in first
+    assert "REGISTRY: ['alpha'] True a" in second
