@@ -210,6 +210,15 @@ class CellStep:
                   f"functions compiled by Python {details['python']}, this kernel runs "
                   f"Python {_PYTHON}")
             return
+        missing = [name for name in details.get("references") or [] if name not in self.user_ns]
+        if self.replaying and missing:
+            # Objects of earlier cells the record holds by name (a default `c=conn`).
+            self.replaying = False
+            names = ", ".join(f"`{name}`" for name in missing)
+            print(f"recomputing `{options.key}`: its record of {record.occurred_at} refers "
+                  f"to the notebook {'variable' if len(missing) == 1 else 'variables'} "
+                  f"{names}, which {'is' if len(missing) == 1 else 'are'} not defined")
+            return
         if record is not None and not self.replaying and not occurrence.rerun:
             other = self._other_cell(record)
             if other:
@@ -488,7 +497,8 @@ class CellStep:
                                            f"cannot be imported by its name `{module_name}`"))
             else:
                 variables[name] = obj
-        pickler = _Context(ns, self._before, self.user_modules)
+        pickler = _Context(ns, self._before, self.user_modules, self.hidden,
+                           recorded={*bound, *soft, *maybe})
         for name, obj in variables.items():
             why = pickler.named_here(obj)
             if why:
@@ -552,6 +562,8 @@ class CellStep:
             details["cell_id"] = self.cell_id
         if pickler.wrote_code:
             details["python"] = _PYTHON
+        if pickler.referenced and container["values"] is not None:
+            details["references"] = sorted(pickler.referenced)
         import pickle
 
         from . import codecs
@@ -588,15 +600,50 @@ class CellStep:
 # -- pickling a cell's variables -------------------------------------------------------
 
 
+_NOT_REFERENCED = (int, float, complex, str, bytes, tuple, frozenset, range, type(None),
+                   type(Ellipsis), type(NotImplemented), types.ModuleType, types.FunctionType,
+                   types.BuiltinFunctionType, type)
+_NS_REFERENCE = "nbstep-ns"
+
+
 class _Context:
     """What pickling a cell's values needs to know about the notebook."""
 
     def __init__(self, ns: dict[str, Any] | None = None, before: dict[str, Any] | None = None,
-                 user_modules: set[str] | None = None) -> None:
+                 user_modules: set[str] | None = None, hidden: dict[str, Any] | None = None,
+                 recorded: set[str] | None = None) -> None:
         self.ns = ns
         self.before = before or {}
         self.user_modules = user_modules or {"__main__"}
+        self.hidden = hidden or {}
+        self.recorded = recorded or set()  # the names the record restores
         self.wrote_code = False  # code objects are specific to a Python version
+        self.referenced: set[str] = set()  # names the last pickle refers to
+
+    def references(self) -> dict[int, str]:
+        """``{id(value): name}`` of the notebook's variables a pickle refers to by name.
+
+        Those the namespace held before the cell ran, still bound to the same object,
+        and that the record does not restore itself: a default, closure or decorator
+        object holding an earlier cell's connection, lock or large array is stored as
+        that variable's name, and is that very object after a replay. Immutable atoms
+        (whose identity means nothing: small ints, interned strings, ``()``), modules,
+        functions and classes are left out.
+        """
+        if self.ns is None:
+            return {}
+        refs: dict[int, str] = {}
+        hidden = self.hidden
+        for name, value in self.before.items():
+            if (name in self.recorded or _is_ipython_name(name)
+                    or self.ns.get(name, _MISSING) is not value
+                    or (name in hidden and hidden[name] is value)
+                    or isinstance(value, _NOT_REFERENCED)
+                    or type(value).__name__ in ("ZMQInteractiveShell", "InteractiveShell",
+                                                "StepAPI")):
+                continue
+            refs.setdefault(id(value), name)
+        return refs
 
     def by_name(self, obj: Any) -> bool:
         """A function or class of an earlier cell, found by its name: store the name.
@@ -660,6 +707,16 @@ def _cell_pickler_class() -> type:
         def __init__(self, file: Any, context: _Context) -> None:
             super().__init__(file, protocol=5)
             self.context = context
+            self.refs = context.references()
+            self.referenced: set[str] = set()
+
+        def persistent_id(self, obj: Any) -> Any:
+            # An earlier cell's variable, by its name (see _Context.references).
+            name = self.refs.get(id(obj))
+            if name is None:
+                return None
+            self.referenced.add(name)
+            return (_NS_REFERENCE, name)
 
         def reducer_override(self, obj: Any) -> Any:
             if isinstance(obj, (types.FunctionType, type)):
@@ -703,8 +760,11 @@ def encode_values(payload: Any, context: _Context | None = None) -> tuple[str, b
     if _pickler_class is None:
         _pickler_class = _cell_pickler_class()
     buffer = io.BytesIO()
+    context = context or _Context()
     try:
-        _pickler_class(buffer, context or _Context()).dump(payload)
+        pickler = _pickler_class(buffer, context)
+        pickler.dump(payload)
+        context.referenced = pickler.referenced
     except RecursionError as e:
         raise NotPersistable(f"too deeply nested to pickle ({e})") from e
     except (pickle.PicklingError, TypeError, AttributeError) as e:
@@ -729,7 +789,6 @@ def decode_values(codec: str, data: Any, ns: dict[str, Any] | None = None,
     stand-in (:class:`Unavailable`) instead of failing.
     """
     import io
-    import pickle
 
     if codec != "pickle":
         from . import codecs
@@ -739,9 +798,47 @@ def decode_values(codec: str, data: Any, ns: dict[str, Any] | None = None,
     try:
         if lenient:
             return _lenient_unpickler_class()(io.BytesIO(bytes(data))).load()
-        return pickle.loads(data)
+        return _unpickler_class()(io.BytesIO(data)).load()
     finally:
         _loading_into.reset(token)
+
+
+def _load_reference(pid: Any, lenient: bool = False) -> Any:
+    """The notebook variable a pickle refers to by name (``_Context.references``)."""
+    import pickle
+
+    if not (isinstance(pid, tuple) and len(pid) == 2 and pid[0] == _NS_REFERENCE):
+        raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
+    name = pid[1]
+    ns = _loading_into.get() or {}
+    if name in ns:
+        return ns[name]
+    if lenient:
+        return NotebookVariable(name)
+    raise LookupError(f"the record refers to the notebook variable `{name}` (an earlier "
+                      "cell's object), which is not defined; run the cell that defines it "
+                      "first")
+
+
+@functools.cache
+def _unpickler_class() -> type:
+    import pickle
+
+    class CellUnpickler(pickle.Unpickler):
+        def persistent_load(self, pid: Any) -> Any:
+            return _load_reference(pid)
+
+    return CellUnpickler
+
+
+class NotebookVariable:
+    """Stands for an earlier cell's variable a record refers to, read outside the notebook."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<notebook variable `{self.name}`>"
 
 
 class _EmptyCell:
@@ -858,6 +955,9 @@ def _lenient_unpickler_class() -> type:
     import pickle
 
     class LenientUnpickler(pickle.Unpickler):
+        def persistent_load(self, pid: Any) -> Any:
+            return _load_reference(pid, lenient=True)
+
         def find_class(self, module: str, name: str) -> Any:
             try:
                 found = super().find_class(module, name)

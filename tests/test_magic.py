@@ -967,3 +967,30 @@ def test_a_decorators_change_to_a_notebook_variable_replays(tmp_path):
     assert "replayed `reg`" in second
     assert "REGISTRY: ['alpha'] True a" in first
     assert "REGISTRY: ['alpha'] True a" in second
+
+
+def test_earlier_cells_objects_in_defaults_are_kept_by_reference(tmp_path):
+    """A default holding an earlier cell's connection (cannot be pickled) or large
+    buffer (must not be copied): recorded as that variable's name, the very object
+    after a replay."""
+    cells = ("import sqlite3\nconn = sqlite3.connect(':memory:')\nbig = bytearray(16_000_000)",
+             "%%step q\ndef query(sql, c=conn):\n    return c.execute(sql).fetchall()",
+             "%%step tot\ndef total(arr=big):\n    return len(arr)\nholder = [big]",
+             "print('same', query.__defaults__[0] is conn, total.__defaults__[0] is big,"
+             " holder[0] is big, query('select 1'), total())")
+    first = in_new_process(tmp_path, *cells)
+    second = in_new_process(tmp_path, *cells)
+    assert "replayed `q`" in second and "replayed `tot`" in second, second
+    assert "same True True True [(1,)] 16000000" in first
+    assert "same True True True [(1,)] 16000000" in second
+    size = sum(p.stat().st_size for p in (tmp_path / ".nbstep").rglob("*") if p.is_file())
+    assert size < 4_000_000
+    # The record refers to `conn2`, which the cell does not read: without it, the
+    # step recomputes instead of failing.
+    setup = ("import sqlite3\nobjs = {'c': sqlite3.connect(':memory:')}\nconn2 = objs['c']",
+             "%%step ref\ndef f(c=objs['c']):\n    return c.execute('select 2').fetchall()",
+             "print('ref', f())")
+    in_new_process(tmp_path, *setup)
+    third = in_new_process(tmp_path, setup[0].rsplit("\n", 1)[0], *setup[1:])
+    assert "refers to the notebook variable `conn2`, which is not defined" in third, third
+    assert "ref [(2,)]" in third
