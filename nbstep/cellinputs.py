@@ -14,6 +14,9 @@ Recipe (what is hashed, and what is not):
       (canonical AST, so comments do not count), its defaults, and, recursively, the
       parts of the module-level names its code refers to (helpers it calls, constants
       it reads); an installed library's function: module, qualified name and version;
+      Code a library generated (attrs' methods: its text is in linecache under a
+      ``<...>`` name, or it is a closure of the library's module) counts by its code
+      object's content, not its text: a by-value replay gives it another file name;
     - a class defined in the notebook: its name, bases and members, the same way;
     - anything else: ``nbstep.hashing.input_hash(value)``, the canonical structural
       hash. A value that cannot be hashed counts by its type only (its changes are
@@ -169,6 +172,23 @@ def _code_globals(code: types.CodeType) -> set[str]:
     return names
 
 
+def _is_generated(code: types.CodeType) -> bool:
+    """Code compiled from text that is no file and no notebook cell (``exec``'d)."""
+    filename = code.co_filename
+    return filename.startswith("<") and not filename.startswith("<ipython-input-")
+
+
+def _code_content(code: types.CodeType) -> str:
+    """A code object's content, without its file name and line numbers."""
+    consts = ",".join(_code_content(c) if isinstance(c, types.CodeType) else repr(c)
+                      for c in code.co_consts)
+    return _sha("\0".join([
+        code.co_name, code.co_code.hex(), repr(code.co_names), repr(code.co_varnames),
+        repr(code.co_freevars), repr(code.co_cellvars), str(code.co_argcount),
+        str(code.co_kwonlyargcount), str(code.co_posonlyargcount), str(code.co_flags),
+        consts]))
+
+
 class _Hasher:
     def __init__(self, user_ns: dict[str, Any], user_module_names: set[str]) -> None:
         self.user_ns = user_ns
@@ -204,7 +224,14 @@ class _Hasher:
     def function(self, fn: types.FunctionType, depth: int) -> str:
         if not _is_user_object(fn, self.user_module_names):
             return self.qualified(fn, "function")
-        source = _source_canonical(fn)
+        code = fn.__code__
+        if _is_generated(code) or self._library_code(fn):
+            # Code a library generated (attrs' methods): its text lives in linecache
+            # under a made-up name in the kernel that made it, not after a by-value
+            # replay (cloudpickle names it "<dynamic-code>"): its content, both times.
+            source = "generated:" + _code_content(code)
+        else:
+            source = _source_canonical(fn)
         if source is None:
             # No source (defined by exec, or its cell was dropped): its bytecode.
             source = "code:" + fn.__code__.co_code.hex() + repr(fn.__code__.co_names)
@@ -225,6 +252,15 @@ class _Hasher:
             if name in scope and not _is_hidden_value(name, scope[name]):
                 pieces.append(f"global:{name}={self.part(scope[name], depth + 1)}")
         return _sha("\n".join(pieces))
+
+    def _library_code(self, fn: types.FunctionType) -> bool:
+        """A function an installed library made for the notebook (attrs' ``__ge__``,
+        a closure of ``attr._make``, whose ``__module__`` says ``__main__``)."""
+        name = fn.__globals__.get("__name__")
+        if not isinstance(name, str) or name in self.user_module_names:
+            return False
+        module = sys.modules.get(name)
+        return module is not None and not is_project_file(getattr(module, "__file__", None))
 
     def cls(self, cls: type, depth: int) -> str:
         if not _is_user_object(cls, self.user_module_names):

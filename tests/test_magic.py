@@ -994,3 +994,19 @@ def test_earlier_cells_objects_in_defaults_are_kept_by_reference(tmp_path):
     third = in_new_process(tmp_path, setup[0].rsplit("\n", 1)[0], *setup[1:])
     assert "refers to the notebook variable `conn2`, which is not defined" in third, third
     assert "ref [(2,)]" in third
+
+
+def test_a_step_reading_an_attrs_class_of_a_replayed_step_replays(tmp_path):
+    """attrs' generated methods (text in linecache, or a closure of attrs' own module)
+    and the cell's own functions hash the same before and after a by-value replay."""
+    pytest.importorskip("attr")
+    cells = ("%%step defs\nimport attr\n@attr.s(auto_attribs=True)\nclass AC:\n"
+             "    v: int = 0\n    def double(self):\n        return self.v * 2\n"
+             "def helper(a):\n    return a.double() + 1",
+             "%%step use\na1 = AC(1)\nh = helper(a1)",
+             "print('use', a1, h, a1 == AC(1), a1 < AC(2))")
+    first = in_new_process(tmp_path, *cells)
+    second = in_new_process(tmp_path, *cells)
+    assert "replayed `defs`" in second and "replayed `use`" in second, second
+    assert "recomputing" not in second
+    assert "use AC(v=1) 3 True True" in first and "use AC(v=1) 3 True True" in second
