@@ -370,6 +370,8 @@ def indirect_reads(reads: list[str], user_ns: dict[str, Any], hidden: dict[str, 
         seen.add(id(value))
         if isinstance(value, types.FunctionType):
             visit(value)
+        elif isinstance(value, types.MethodType):
+            queue.append(value.__func__)
         elif isinstance(value, type) and _is_user_object(value, modules):
             for member in vars(value).values():
                 if isinstance(member, (staticmethod, classmethod)):
@@ -379,6 +381,8 @@ def indirect_reads(reads: list[str], user_ns: dict[str, Any], hidden: dict[str, 
                 elif isinstance(member, types.FunctionType):
                     queue.append(member)
         else:
+            if _is_user_object(type(value), modules):
+                queue.append(type(value))  # an instance: its methods may be called
             try:
                 wrapped = getattr(value, "__wrapped__", None)  # lru_cache and the like
             except Exception:

@@ -961,10 +961,15 @@ def test_a_decorators_change_to_a_notebook_variable_replays(tmp_path):
     it, holding the very function the replay restores."""
     cells = ("REGISTRY = {}\ndef register(fn):\n    REGISTRY[fn.__name__] = fn\n    return fn",
              "%%step reg\n@register\ndef alpha():\n    return 'a'",
-             "print('REGISTRY:', sorted(REGISTRY), REGISTRY['alpha'] is alpha, alpha())")
+             "print('REGISTRY:', sorted(REGISTRY), REGISTRY['alpha'] is alpha, alpha())",
+             "LOG = []\nclass Logger:\n    def log(self, m):\n        LOG.append(m)\n"
+             "logger = Logger()",
+             "%%step logged\nlogger.log('hi')",
+             "print('LOG:', LOG)")
     first = in_new_process(tmp_path, *cells)
     second = in_new_process(tmp_path, *cells)
-    assert "replayed `reg`" in second
+    assert "replayed `reg`" in second and "replayed `logged`" in second
+    assert "LOG: ['hi']" in first and "LOG: ['hi']" in second
     assert "REGISTRY: ['alpha'] True a" in first
     assert "REGISTRY: ['alpha'] True a" in second
 
