@@ -16,7 +16,10 @@ Both static analysis and a run-time comparison, because each misses something:
    the run, e.g. ``lst.append(1)``, ``np.random.shuffle(arr)``);
 4. names the cell read that cannot be hashed but whose methods it called
    (``model.fit(X)``, ``rng.normal()``): they may have changed, so they are
-   recorded when they can be persisted, and otherwise left as they are.
+   recorded when they can be persisted, and otherwise left as they are;
+5. names the notebook functions the cell reads read in turn (transitively,
+   :func:`nbstep.cellinputs.indirect_reads`) whose hash differs after the run:
+   ``@register`` filling ``REGISTRY``.
 
 IPython's own names (``_``, ``_i3``, ``Out``, ``_exit_code``...) never count.
 
@@ -31,6 +34,10 @@ holding every other variable plus the displayed result, pickled together
 cell defines are in that blob *by value*: their defaults, decorators' results,
 closures and class attributes are what the cell made, not re-evaluated on replay.
 Their globals are the notebook's namespace, taken when the record is read.
+An object in the blob that *is* the value of a notebook variable the cell did not
+bind (a default ``c=conn``, a large array in a closure) is stored as that name
+(:meth:`_Context.references`) and looked up in the namespace on replay; the record's
+details list those names as ``references``, and a replay without one recomputes.
 
 Which objects an input may stand for
 ------------------------------------
