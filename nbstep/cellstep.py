@@ -101,6 +101,13 @@ def _is_ipython_name(name: str) -> bool:
     return bool(_IPYTHON_NAME.match(name))
 
 
+def _hash_or_none(value: Any, ns: dict[str, Any], user_modules: set[str]) -> str | None:
+    try:
+        return cellinputs.value_hash(value, ns, user_modules)
+    except Exception:
+        return None
+
+
 def _format_seconds(seconds: float | None) -> str:
     if seconds is None:
         return "unknown"
@@ -374,12 +381,16 @@ class CellStep:
         global _depth
         self._before = dict(self.user_ns)
         # Names the functions the cell calls read: hashed now, compared after the body.
-        self._indirect: dict[str, str] = {}
-        for name in cellinputs.indirect_reads(self.analysis.reads, self.user_ns, self.hidden,
-                                              self.user_modules):
+        self._indirect = {}
+        try:
+            names = cellinputs.indirect_reads(self.analysis.reads, self.user_ns, self.hidden,
+                                              self.user_modules)
+        except Exception:  # a value's own __getattr__ raising: check none of them
+            names = []
+        for name in names:
             if _is_ipython_name(name):
                 continue
-            digest = cellinputs.value_hash(self.user_ns[name], self.user_ns, self.user_modules)
+            digest = _hash_or_none(self.user_ns[name], self.user_ns, self.user_modules)
             if digest is not None:
                 self._indirect[name] = digest
         self.capture = cellcapture.OutputCapture(self.shell).start()
@@ -481,7 +492,7 @@ class CellStep:
             # `REGISTRY`).
             if name in bound or name not in after or after[name] is not before.get(name):
                 continue
-            if cellinputs.value_hash(after[name], after, self.user_modules) != part:
+            if _hash_or_none(after[name], after, self.user_modules) != part:
                 bound.append(name)
         return bound, deleted, maybe
 
