@@ -236,6 +236,11 @@ class _Hasher:
             # No source (defined by exec, or its cell was dropped): its bytecode.
             source = "code:" + fn.__code__.co_code.hex() + repr(fn.__code__.co_names)
         pieces = [f"function:{fn.__qualname__}", source]
+        wrapped = fn.__dict__.get("__wrapped__")
+        if source.startswith("generated:") and wrapped is not None:
+            # A library's wrapper of a notebook function (functools.wraps): its text
+            # was the wrapped function's (inspect follows __wrapped__); now its part.
+            pieces.append("wrapped:" + self.part(wrapped, depth + 1))
         if fn.__defaults__:
             pieces.append("defaults:" + ",".join(self.part(d, depth + 1) for d in fn.__defaults__))
         if fn.__kwdefaults__:

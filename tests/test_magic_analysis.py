@@ -261,3 +261,22 @@ def test_describe_changes_names_what_changed():
                     "defined) and variable `threshold`")
     assert cellinputs.describe_changes(old, dict(old)) is None
     assert cellinputs.describe_changes({"code": "a"}, {"code": "b"}) == "the code"
+
+
+def test_a_library_wrapper_of_a_notebook_function_hashes_what_it_wraps():
+    """A wrapper whose globals are a library's is hashed by its code content, and the
+    function it wraps (functools.wraps) still counts."""
+    import functools
+
+    def wrapper_of(body):
+        ns = {"__name__": "__main__"}
+        exec(f"def g(x):\n    return {body}", ns)
+        wrapper = types.FunctionType((lambda *a: None).__code__, vars(functools), "g")
+        wrapper.__module__, wrapper.__wrapped__ = "__main__", ns["g"]
+        return wrapper, ns
+
+    one, ns = wrapper_of("x + 1")
+    two, _ = wrapper_of("x + 2")
+    same, _ = wrapper_of("x + 1")
+    assert cellinputs.value_hash(one, ns) != cellinputs.value_hash(two, ns)
+    assert cellinputs.value_hash(one, ns) == cellinputs.value_hash(same, ns)
