@@ -194,28 +194,12 @@ class StepMagics(Magics):
 
 def _known_namespace(name: str) -> str:
     """``%steps NAME``: a namespace of the store, also given as a notebook's path."""
-    import difflib
-    import os
+    from . import cli_store
 
-    store = runtime().store()
-    known = store.namespaces()
-    if name in known:
-        return name
-    by_path = config.namespace_for_path(name, store.root.parent)
-    if by_path in known:
-        return by_path
-    message = f"%steps: no notebook `{name}` in the store {store.root}."
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-    close += [k for k in known if os.path.basename(k) == os.path.basename(name)
-              and k not in close]
-    if close:
-        message += " Did you mean " + " or ".join(f"`{c}`" for c in close[:3]) + "?"
-    if known:
-        shown = ", ".join(f"`{k}`" for k in known[:8]) + (" ..." if len(known) > 8 else "")
-        message += f" Notebooks in this store: {shown}."
-    else:
-        message += " The store has no records yet."
-    raise UsageError(message)
+    try:
+        return cli_store.resolve_namespace(runtime().store(), name)
+    except cli_store.NotFound as e:
+        raise UsageError(f"%steps: {e}".replace("\n", " ")) from e
 
 
 def _unquote(text: str) -> str:
