@@ -718,24 +718,24 @@ def _pd_strings(values: Any, ctx: _Ctx) -> None:
         ctx.big(memoryview(buffers[2])[start:end])
 
 
-def _index(v: Any, ctx: _Ctx) -> None:
-    ctx.w(b"X8:pd.Index")
+def _index_names(v: Any, ctx: _Ctx) -> None:
     try:
         _list(list(v.names), ctx)
     except _Unhashable as e:
         e.segments.append(".names")
         raise
+
+
+def _index(v: Any, ctx: _Ctx) -> None:
+    ctx.w(b"X8:pd.Index")
+    _index_names(v, ctx)
     # A RangeIndex hashes as the int64 Index it equals (assert_frame_equal's "equiv").
     _pd_values(_pd_raw(v), v.dtype, ctx)
 
 
 def _multiindex(v: Any, ctx: _Ctx) -> None:
     ctx.w(b"X13:pd.MultiIndex")
-    try:
-        _list(list(v.names), ctx)
-    except _Unhashable as e:
-        e.segments.append(".names")
-        raise
+    _index_names(v, ctx)
     ctx.w(b"L")
     for i in range(v.nlevels):
         level = v.get_level_values(i)  # materialized: levels/codes are not canonical
