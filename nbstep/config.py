@@ -134,6 +134,21 @@ def project_settings(start: Path | None = None) -> tuple[dict[str, Any], Path | 
     pyproject = find_pyproject(start or Path.cwd())
     if pyproject is None:
         return {}, None
+    # The magic asks for settings on every %%step cell: parse a file once per version.
+    info = pyproject.stat()
+    stamp = (pyproject, info.st_mtime_ns, info.st_size, info.st_ino)
+    cached = _project_cache.get(stamp)
+    if cached is None:
+        cached = _read_project_settings(pyproject)
+        _project_cache.clear()
+        _project_cache[stamp] = cached
+    return dict(cached), pyproject
+
+
+_project_cache: dict[tuple[Path, int, int, int], dict[str, Any]] = {}
+
+
+def _read_project_settings(pyproject: Path) -> dict[str, Any]:
     try:
         with open(pyproject, "rb") as f:
             data = tomllib.load(f)
@@ -143,7 +158,7 @@ def project_settings(start: Path | None = None) -> tuple[dict[str, Any], Path | 
     if not isinstance(table, dict):
         raise ConfigError(f"{pyproject}: [tool.nbstep] must be a table")
     source = f"{pyproject} [tool.nbstep]"
-    return {k: validate_setting(k, v, source) for k, v in table.items()}, pyproject
+    return {k: validate_setting(k, v, source) for k, v in table.items()}
 
 
 def setting(name: str, default: Any = None, start: Path | None = None) -> Any:
