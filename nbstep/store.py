@@ -6,14 +6,17 @@ Layout of a store directory (``.nbstep/`` by default)::
     journal              events committed but not yet folded into the table
     objects/ab/<sha256>  values above ``inline_limit`` bytes, content-addressed
     objects/tmp/         half-written object files; gc removes stale ones
+    steps.lock           flock()ed by the process that has the database attached
     lock.want            touched by a process that waits for the database
     .gitignore           "*": a store is never committed by accident
 
 Sharing one store between processes
 -----------------------------------
 DuckDB lets one process at a time open a database file, even read-only
-(platform-facts.md). So a process never keeps the file: each ``Store`` owns an
-in-memory DuckDB connection and ATTACHes the file only while it works (ATTACH +
+(docs/design.md). So a process never keeps the file: each ``Store`` owns an
+in-memory DuckDB connection and ATTACHes the file only while it works, holding an
+``flock`` on ``steps.lock`` from before ATTACH until after DETACH (DuckDB's own lock
+is released before it has finished closing the file) (ATTACH +
 DETACH costs ~0.5 ms, where a fresh connect costs ~12 ms). A background thread
 DETACHes it once nothing has used it for ``linger`` seconds (default 0.05), so a
 tight loop of steps keeps it attached, while an idle kernel or a handler that runs
@@ -80,6 +83,7 @@ DEFAULT_BUSY_TIMEOUT = 60.0
 DEFAULT_INLINE_LIMIT = 64 * 1024
 TMP_GRACE_SECONDS = 3600.0
 JOURNAL_NAME = "journal"
+LOCK_NAME = "steps.lock"
 PARALLEL_HASH_AT = 4 * 1024 * 1024
 WRITE_CHUNK = 64 * 1024 * 1024
 JOURNAL_FOLD_AT = 512
@@ -218,6 +222,7 @@ class Store:
         self.db_path = self.root / DB_NAME
         self.objects = self.root / "objects"
         self.want_path = self.root / "lock.want"
+        self.lock_path = self.root / LOCK_NAME
         self.journal_path = self.root / JOURNAL_NAME
         self.linger = linger
         self.busy_timeout = busy_timeout
@@ -238,6 +243,7 @@ class Store:
         self._wake = threading.Condition(self._lock)
         self._closed = False
         self._journal_fd: int | None = None
+        self._lock_fd: int | None = None
         self._pending: list[list[Any]] = []
         self._pending_bytes = 0
         _stores.add(self)
@@ -285,31 +291,34 @@ class Store:
         delay = 0.001
         path = str(self.db_path).replace("'", "''")
         while True:
-            try:
-                self._con.execute(f"ATTACH '{path}' AS {ALIAS}")
-                break
-            except duckdb.IOException as e:
-                if not _is_lock_conflict(e):
-                    raise NbstepError(
-                        f"cannot open the store {self.db_path}: {e}. "
-                        "Check the path and its permissions, or point NBSTEP_STORE elsewhere."
-                    ) from e
-                now = time.monotonic()
-                if now >= deadline:
+            holder = self._take_file_lock()
+            if holder is None:
+                try:
+                    self._con.execute(f"ATTACH '{path}' AS {ALIAS}")
+                    break
+                except duckdb.IOException as e:
+                    self._drop_file_lock()
+                    if not _is_lock_conflict(e):
+                        raise NbstepError(
+                            f"cannot open the store {self.db_path}: {e}. Check the path and "
+                            "its permissions, or point NBSTEP_STORE elsewhere."
+                        ) from e
                     match = _LOCK_PID.search(str(e))
                     holder = f"process {match.group(1)}" if match else "another process"
-                    raise StoreBusy(
-                        f"the store {self.db_path} has been held by {holder} for more than "
-                        f"{self.busy_timeout:g} s. nbstep processes let go of it within "
-                        f"{DEFAULT_LINGER:g} s of their last step, so that process is either "
-                        "not nbstep (a `duckdb` shell or a script keeping the file open?) or "
-                        "an nbstep process stuck in one long call that holds Python's GIL. "
-                        "Close it or wait for it, or raise the wait with "
-                        "nbstep.configure(busy_timeout=SECONDS)."
-                    ) from e
-                self._signal_want()
-                time.sleep(min(delay * random.uniform(0.5, 1.5), max(deadline - now, 0)))
-                delay = min(delay * 1.6, WAIT_STEP_MAX)
+            now = time.monotonic()
+            if now >= deadline:
+                raise StoreBusy(
+                    f"the store {self.db_path} has been held by {holder} for more than "
+                    f"{self.busy_timeout:g} s. nbstep processes let go of it within "
+                    f"{DEFAULT_LINGER:g} s of their last step, so that process is either "
+                    "not nbstep (a `duckdb` shell or a script keeping the file open?) or "
+                    "an nbstep process stuck in one long call that holds Python's GIL. "
+                    "Close it or wait for it, or raise the wait with "
+                    "nbstep.configure(busy_timeout=SECONDS)."
+                )
+            self._signal_want()
+            time.sleep(min(delay * random.uniform(0.5, 1.5), max(deadline - now, 0)))
+            delay = min(delay * 1.6, WAIT_STEP_MAX)
         self._attached = True
         self._attached_at = time.monotonic()
         self._attached_at_ns = time.time_ns()
@@ -329,6 +338,44 @@ class Store:
             self._closer.start()
         else:
             self._wake.notify_all()
+
+    def _take_file_lock(self) -> str | None:
+        """Take ``steps.lock`` without waiting; None when taken, else who holds it.
+
+        DuckDB's own file lock is not enough between processes: DuckDB 2.0 lets a
+        second process open the file while the last holder is still closing it, and
+        that process then reads the table as it was before the holder's last commit
+        (a stale maximum event id, so reused ids and silently dropped steps;
+        tests/test_concurrency.py reproduces it). An ``flock`` on a file of our own,
+        taken before ATTACH and released only after DETACH has returned, makes the
+        hand-over between nbstep processes exact.
+        """
+        import fcntl
+
+        if self._lock_fd is None:
+            try:
+                self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise NbstepError(
+                    f"cannot open the store's lock file {self.lock_path}: {e.strerror}. "
+                    "Check the store directory's permissions, or point NBSTEP_STORE elsewhere."
+                ) from e
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                pid = int(os.pread(self._lock_fd, 32, 0).strip() or b"0")
+            except (OSError, ValueError):
+                pid = 0
+            return f"nbstep process {pid}" if pid else "another nbstep process"
+        os.pwrite(self._lock_fd, f"{os.getpid():>20}\n".encode(), 0)
+        return None
+
+    def _drop_file_lock(self) -> None:
+        import fcntl
+
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _signal_want(self) -> None:
         try:
@@ -375,6 +422,8 @@ class Store:
             self._known = None
             con.close()
             raise
+        finally:
+            self._drop_file_lock()
         if fold_error is not None:
             raise fold_error
 
@@ -414,6 +463,11 @@ class Store:
         self._namespaces = {}
         self._known = None
         self._journal_fd = None
+        if self._lock_fd is not None:
+            # Not locked: _before_fork detached, which released it. A descriptor of the
+            # child's own is opened on first use (an flock belongs to the open file).
+            os.close(self._lock_fd)
+            self._lock_fd = None
         self._pending = []
         self._pending_bytes = 0
 
@@ -451,6 +505,9 @@ class Store:
                 if self._con is not None:
                     self._con.close()
                     self._con = None
+                if self._lock_fd is not None:
+                    os.close(self._lock_fd)
+                    self._lock_fd = None
                 self._wake.notify_all()
 
     def release(self) -> None:

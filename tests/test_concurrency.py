@@ -72,6 +72,9 @@ def shared_store(store_dir, tmp_path, monkeypatch):
 def _events(root):
     import duckdb
 
+    # Opening the store folds what a worker left in its journal at exit (durable, but
+    # not yet in the table); then let go of it for the read-only look at the table.
+    runtime().store().namespaces()
     runtime().drop_store()
     con = duckdb.connect(str(root / "steps.duckdb"), read_only=True)
     try:
@@ -204,3 +207,58 @@ def test_kill_9_at_random_moments_never_loses_a_returned_step(shared_store, tmp_
             os.utime(path, (0, 0))
         report = runtime().store().gc()
         assert report["tmp_removed"] == len(leftovers)
+
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys
+    import nbstep
+    from nbstep import step
+    from nbstep.api import runtime
+
+    nbstep.configure(namespace="held", linger=3600)
+    step.run("k", lambda: 1)
+    print("attached", flush=True)
+    sys.stdin.readline()
+    runtime().store().release()
+    print("released", flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def test_the_store_lock_is_held_for_a_whole_attachment(shared_store, tmp_path):
+    """DuckDB 2.0 lets another process open the file before its last holder has finished
+    closing it: that process then reads the table as it was before the holder's last
+    commit, reuses its event ids, and steps are silently dropped (the four-process test
+    above caught it about one run in ten). So nbstep holds an flock of its own from
+    before ATTACH to after DETACH, and another nbstep process waits for that."""
+    import fcntl
+
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
+    holder = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    fd = None
+    try:
+        assert holder.stdout.readline().strip() == "attached"
+        fd = os.open(shared_store / "steps.lock", os.O_RDWR)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        nbstep.configure(namespace="held", busy_timeout=0.3)
+        with pytest.raises(nbstep.StoreBusy, match=f"held by nbstep process {holder.pid} "):
+            step.run("k", lambda: 2)
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "released"
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again once it detached
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        nbstep.reset()
+        assert step.run("k", lambda: 2) == 1
+    finally:
+        if fd is not None:
+            os.close(fd)
+        holder.stdin.close()
+        holder.wait(timeout=60)
+        holder.stdout.close()
