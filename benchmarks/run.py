@@ -89,8 +89,9 @@ class PickleFiles:
 
 
 def fresh_nbstep(store: Path, namespace: str = "bench") -> object:
-    import nbstep
     from nbstep.api import runtime
+
+    import nbstep
 
     runtime().drop_store()
     nbstep.configure(store=str(store), namespace=namespace)
@@ -227,9 +228,10 @@ def bench_frame(tmp: Path, rows_n: int, repeat: int) -> None:
 
 def bench_scale(tmp: Path, big: int, loop: int) -> None:
     """Replay cost per step with `big` records in the store vs with 100."""
+    from nbstep.api import runtime
+
     import nbstep
     from nbstep import step
-    from nbstep.api import runtime
 
     results = []
     for total in (100, big):

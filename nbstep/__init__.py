@@ -9,10 +9,13 @@ Importing this package is cheap: DuckDB, pandas and pyarrow load on first use.
 
 from __future__ import annotations
 
-from .api import StepAPI, configure, reset, step
+from typing import TYPE_CHECKING, Any
+
+from .core.version import __version__
 from .errors import (
     ConfigError,
     NbstepError,
+    NotFound,
     NotHashable,
     NotPersistable,
     StepInputMismatch,
@@ -20,21 +23,34 @@ from .errors import (
     StepReplayError,
     StoreBusy,
     StoreFormatError,
+    StoreNotFound,
 )
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from .engine.api import StepAPI, configure, reset, step
+
+_ENGINE_NAMES = ("StepAPI", "configure", "reset", "step")
+
+
+def __getattr__(name: str) -> Any:
+    """``step``, ``configure``... load the engine on first use (PEP 562)."""
+    if name in _ENGINE_NAMES:
+        from .engine import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'nbstep' has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython: object) -> None:
     """``%load_ext nbstep``: the ``%%step`` magic (imported only now, to stay cheap)."""
-    from .magic import load_ipython_extension as load
+    from .notebook.extension import load_ipython_extension as load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: object) -> None:
     """``%unload_ext nbstep``: remove the magics, hooks and ``step`` name again."""
-    from .magic import unload_ipython_extension as unload
+    from .notebook.extension import unload_ipython_extension as unload
 
     unload(ipython)
 
@@ -42,6 +58,7 @@ def unload_ipython_extension(ipython: object) -> None:
 __all__ = [
     "ConfigError",
     "NbstepError",
+    "NotFound",
     "NotHashable",
     "NotPersistable",
     "StepAPI",
@@ -50,6 +67,7 @@ __all__ = [
     "StepReplayError",
     "StoreBusy",
     "StoreFormatError",
+    "StoreNotFound",
     "__version__",
     "configure",
     "load_ipython_extension",

@@ -24,6 +24,14 @@ class StoreBusy(NbstepError):
     """Another process held the store for longer than the configured timeout."""
 
 
+class NotFound(NbstepError, LookupError):
+    """A store, notebook, key or occurrence named by the user does not exist."""
+
+
+class StoreNotFound(NotFound):
+    """A command that only reads was pointed at a store that does not exist."""
+
+
 class StoreFormatError(NbstepError):
     """The store on disk was written in a format this nbstep cannot read."""
 

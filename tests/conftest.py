@@ -1,35 +1,25 @@
-"""Fixtures shared by the test modules: a store under tmp_path, clean process state."""
+"""Fixtures shared by the test modules: a store under tmp_path, a fresh runtime."""
 
 from __future__ import annotations
 
 import pytest
 
-from nbstep import config
-from nbstep.api import runtime
-
-
-def _reset_nbstep() -> None:
-    rt = runtime()
-    rt.drop_store()
-    rt.reset()
-    rt.user_ns = None
-    for name in rt.stats:
-        rt.stats[name] = type(rt.stats[name])()
-    config.configure(**{name: None for name in list(config._configured.values)})
+from nbstep.engine.runtime import Runtime
 
 
 @pytest.fixture(autouse=True)
 def _fresh_nbstep_state(monkeypatch):
-    """Every test starts without settings, counters or an open store, and leaves none.
+    """Every test starts with a runtime of its own (no settings, counters or open store)
+    and leaves none behind.
 
     NBSTEP_STORE / NBSTEP_NAMESPACE / NBSTEP_AUTOLOAD from the developer's shell must
     not leak into tests (a test would write into their store).
     """
     for name in ("NBSTEP_STORE", "NBSTEP_NAMESPACE", "NBSTEP_AUTOLOAD"):
         monkeypatch.delenv(name, raising=False)
-    _reset_nbstep()
+    Runtime.clear_instance()
     yield
-    _reset_nbstep()
+    Runtime.clear_instance()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 
 import nbstep
 from nbstep import StepInputMismatch, StepNotPersistedWarning, step
-from nbstep.api import runtime
+from nbstep.engine.runtime import Runtime
 
 
 @pytest.fixture
@@ -360,7 +360,7 @@ def test_store_layout(store):
     assert (store / ".gitignore").read_text().strip().endswith("*")
     objects = [p for p in (store / "objects").rglob("*") if p.is_file()]
     assert len(objects) == 1 and objects[0].stat().st_size == 300_000
-    runtime().store().release()
+    Runtime.instance().store().release()
     assert (store / "steps.duckdb").stat().st_size < 2_000_000
     nbstep.reset()
     assert step.run("big", Counter()) == b"\0" * 300_000
@@ -369,7 +369,7 @@ def test_store_layout(store):
 
 
 def test_namespace_from_path_is_relative_to_the_store_root(tmp_path):
-    from nbstep.config import namespace_for_path
+    from nbstep.core.location import namespace_for_path
 
     root = tmp_path
     (tmp_path / "sub").mkdir()
@@ -390,7 +390,7 @@ def test_configure_rerun_recomputes_every_step(store):
 
 
 def test_stats_count_replayed_computed_and_failed_steps(store):
-    stats = runtime().stats
+    stats = Runtime.instance().stats
     before = dict(stats)
     step.run("a", lambda: 1)
     nbstep.reset()
@@ -409,7 +409,7 @@ def test_default_namespace_sources(tmp_path, monkeypatch):
     monkeypatch.setenv("NBSTEP_STORE", str(tmp_path / ".nbstep"))
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("NBSTEP_NAMESPACE", raising=False)
-    rt = runtime()
+    rt = Runtime.instance()
     try:
         monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "sub" / "nb.ipynb"))
         rt.reset()
@@ -449,9 +449,9 @@ def test_a_replay_that_cannot_be_read_counts_as_a_failed_step(store):
             if path.is_file():
                 path.unlink()
         nbstep.reset()
-        failed = runtime().stats["failed"]
+        failed = Runtime.instance().stats["failed"]
         with pytest.raises(nbstep.StepReplayError):
             step.run("big", lambda: "x")
-        assert runtime().stats["failed"] == failed + 1
+        assert Runtime.instance().stats["failed"] == failed + 1
     finally:
         nbstep.configure(inline_limit=None)

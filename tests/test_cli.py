@@ -18,9 +18,9 @@ from click.testing import CliRunner
 
 import nbstep
 from nbstep import step
-from nbstep.api import runtime
 from nbstep.cli import cli
-from nbstep.store import Store
+from nbstep.engine.runtime import Runtime
+from nbstep.storage.duckdb import DuckDBStore
 
 NB = "nb/analysis.ipynb"
 FRAME = pd.DataFrame({"a": range(100), "b": np.arange(100) * 1.5, "c": ["x"] * 100})
@@ -51,7 +51,7 @@ def root(tmp_path, monkeypatch):
     finally:
         # Close the engine's store so the command line can open it, and leave no state.
         nbstep.configure(store=None, namespace=None)
-        runtime().drop_store()
+        Runtime.instance().drop_store()
         nbstep.reset()
     return store_dir
 
@@ -66,7 +66,7 @@ def invoke(root, *args, input=None, code=0):
 
 
 def current_keys(root, namespace=NB):
-    store = Store(root)
+    store = DuckDBStore(root)
     try:
         return [(r.key, r.sequence) for r in store.current(namespace)]
     finally:
@@ -74,11 +74,11 @@ def current_keys(root, namespace=NB):
 
 
 def object_file(root, key="big"):
-    store = Store(root)
+    store = DuckDBStore(root)
     try:
         (record,) = [r for r in store.current(NB) if r.key == key]
         assert record.object_sha256, "the fixture's big array should be an object file"
-        return store.object_path(record.object_sha256)
+        return store.objects.path(record.object_sha256)
     finally:
         store.close()
 
@@ -188,7 +188,7 @@ def test_inspect_shows_current_records_unless_all(root):
 
 
 def test_inspect_json_has_step_inspect_columns(root):
-    from nbstep.inspect_frame import COLUMNS
+    from nbstep.engine.inspect import COLUMNS
 
     records = json.loads(invoke(root, "inspect", NB, "--format", "json").output)
     assert list(records[0]) == COLUMNS
@@ -297,8 +297,6 @@ def cell_root(tmp_path, monkeypatch):
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 
-    from nbstep import cellstep
-
     monkeypatch.delenv("NBSTEP_STORE", raising=False)
     monkeypatch.chdir(tmp_path)
     store_dir = tmp_path / ".nbstep"
@@ -322,9 +320,8 @@ def cell_root(tmp_path, monkeypatch):
         shell.run_cell("%unload_ext nbstep")
         InteractiveShell.clear_instance()
         sys.modules["__main__"] = main  # as in the `nbstep` command: no notebook classes
-        cellstep.forget_session()
         nbstep.configure(store=None, namespace=None)
-        runtime().drop_store()
+        Runtime.instance().drop_store()
         nbstep.reset()
     return store_dir
 
@@ -436,7 +433,7 @@ def test_gc_dry_run_changes_nothing_then_gc_frees(root):
 
 
 def test_gc_reports_the_database_file_as_well_as_object_files(root):
-    from nbstep.cli_text import size
+    from nbstep.cli.text import size
 
     db = root / "steps.duckdb"
     before = db.stat().st_size

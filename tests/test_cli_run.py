@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from nbstep.cli import cli
-from nbstep.store import Store
+from nbstep.storage.duckdb import DuckDBStore
 
 pytestmark = pytest.mark.kernel
 
@@ -100,9 +100,9 @@ def test_first_run_computes_second_replays(project):
 
     # The store was found as the kernel finds it (next to pyproject.toml), and the
     # namespace is the notebook's path relative to the store's folder.
-    store = Store(project / ".nbstep")
+    store = DuckDBStore(project / ".nbstep")
     try:
-        assert store.namespaces() == ["notebooks/analysis.ipynb"]
+        assert store.admin().namespaces() == ["notebooks/analysis.ipynb"]
         assert [r.key for r in store.current("notebooks/analysis.ipynb")] == [
             "load", "sum", "scale"
         ]
@@ -235,7 +235,7 @@ def test_notebooks_that_cannot_run_fail_and_the_others_still_run(project):
 
 
 def test_step_magic_cells_are_counted_like_step_run(project):
-    pytest.importorskip("nbstep.magic", reason="the %%step magic is not in this tree yet")
+    pytest.importorskip("nbstep.notebook.magics", reason="the %%step magic is not in this tree yet")
     path = project / "magic.ipynb"
     write_notebook(
         path,
@@ -351,7 +351,7 @@ def test_a_failing_notebook_does_not_log_a_keyboard_interrupt_from_shutdown(proj
 
 
 def test_on_mismatch_reaches_step_magic_cells_too(project):
-    pytest.importorskip("nbstep.magic", reason="the %%step magic is not in this tree yet")
+    pytest.importorskip("nbstep.notebook.magics", reason="the %%step magic is not in this tree yet")
     path = project / "magic_mismatch.ipynb"
 
     def notebook(n):
@@ -383,7 +383,7 @@ def test_a_cell_whose_step_failed_inside_nbstep_is_a_failed_step(project):
     path = project / "counted.ipynb"
     write_notebook(
         path,
-        "import nbstep\nfrom nbstep.api import runtime\nruntime().stats['failed'] += 1\n"
+        "import nbstep\nfrom nbstep.engine.runtime import Runtime\nRuntime.instance().stats['failed'] += 1\n"
         "raise nbstep.StepReplayError('cannot replay step `big`: its object file is missing')",
         markdown=False,
     )
@@ -419,7 +419,7 @@ def test_a_replay_that_cannot_read_its_object_file_is_a_failed_step(project):
 
 
 def test_a_step_magic_replay_that_cannot_read_its_object_file_is_a_failed_step(project):
-    pytest.importorskip("nbstep.magic", reason="the %%step magic is not in this tree yet")
+    pytest.importorskip("nbstep.notebook.magics", reason="the %%step magic is not in this tree yet")
     path = project / "magic_replay.ipynb"
     write_notebook(
         path,

@@ -19,7 +19,7 @@ import pytest
 
 import nbstep
 from nbstep import step
-from nbstep.api import runtime
+from nbstep.engine.runtime import Runtime
 
 WORKER = textwrap.dedent(
     """
@@ -74,8 +74,8 @@ def _events(root):
 
     # Opening the store folds what a worker left in its journal at exit (durable, but
     # not yet in the table); then let go of it for the read-only look at the table.
-    runtime().store().namespaces()
-    runtime().drop_store()
+    Runtime.instance().store().admin().namespaces()
+    Runtime.instance().drop_store()
     con = duckdb.connect(str(root / "steps.duckdb"), read_only=True)
     try:
         return con.execute(
@@ -185,7 +185,7 @@ def test_kill_9_at_random_moments_never_loses_a_returned_step(shared_store, tmp_
 
         # The store opens and every step that returned replays exactly.
         nbstep.configure(namespace=namespace)
-        runtime().drop_store()
+        Runtime.instance().drop_store()
         nbstep.reset()
 
         def never(_i, round_=round_):
@@ -194,19 +194,19 @@ def test_kill_9_at_random_moments_never_loses_a_returned_step(shared_store, tmp_
         for i in done:
             assert step.run("w", i, never) == _expected(i)
         # No current record points at a missing or partial object file.
-        store = runtime().store()
+        store = Runtime.instance().store()
         for record in store.current(namespace):
             if record.object_sha256:
-                path = store.object_path(record.object_sha256)
+                path = store.objects.path(record.object_sha256)
                 assert path.stat().st_size == record.size_bytes
-    runtime().drop_store()
+    Runtime.instance().drop_store()
     leftovers = list((shared_store / "objects" / "tmp").glob("*")) if (shared_store / "objects" / "tmp").exists() else []
     # A kill during an object write may leave a temp file; gc (not a reader) removes it.
     if leftovers:
         for path in leftovers:
             os.utime(path, (0, 0))
-        report = runtime().store().gc()
-        assert report["tmp_removed"] == len(leftovers)
+        report = Runtime.instance().store().admin().gc()
+        assert report.tmp_removed == len(leftovers)
 
 
 
@@ -215,13 +215,13 @@ HOLDER = textwrap.dedent(
     import sys
     import nbstep
     from nbstep import step
-    from nbstep.api import runtime
+    from nbstep.engine.runtime import Runtime
 
     nbstep.configure(namespace="held", linger=3600)
     step.run("k", lambda: 1)
     print("attached", flush=True)
     sys.stdin.readline()
-    runtime().store().release()
+    Runtime.instance().store().release()
     print("released", flush=True)
     sys.stdin.readline()
     """

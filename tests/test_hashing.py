@@ -27,8 +27,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nbstep.errors import NbstepError
-from nbstep.hashing import NotHashable, _feed, input_hash, step_identity, structural_key
+from nbstep.errors import NbstepError, NotHashable
+from nbstep.hashing.recipe import _feed, input_hash, step_identity, structural_key
 
 k = structural_key
 

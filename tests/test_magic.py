@@ -18,8 +18,11 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
 import nbstep
-from nbstep import StepNotPersistedWarning, cellstep
-from nbstep.api import runtime
+from nbstep import StepNotPersistedWarning
+from nbstep.codecs import cell as cell_codec
+from nbstep.engine.runtime import Runtime
+from nbstep.notebook import recording
+from nbstep.notebook.extension import extension_of
 
 
 class TestingShell(InteractiveShell):
@@ -60,7 +63,6 @@ def ip(store_dir, tmp_path, monkeypatch, counter):
     yield shell
     shell.run_cell("%unload_ext nbstep")
     TestingShell.clear_instance()
-    cellstep.forget_session()
 
 
 def run(ip, source):
@@ -106,7 +108,7 @@ def test_second_execution_replays_variables_outputs_and_result(ip, counter, caps
     assert out[1].startswith("replayed `slow` (recorded ")
     assert "original run" in out[1]
     assert out[2] == "Out[4]: 14"
-    assert runtime().stats["replayed"] == 1
+    assert Runtime.instance().stats["replayed"] == 1
     assert list(records("slow")["namespace"]) == ["analysis.ipynb"]
 
 
@@ -424,16 +426,16 @@ def test_records_another_python_or_nbstep_made_are_recomputed(ip, counter, monke
                                                              capsys):
     cell = "%%step code\nimport nbstep_test_counter as counter\ncounter.hit(1)\nf = lambda: 1"
     run(ip, cell)
-    monkeypatch.setattr(cellstep, "_PYTHON", "3.99")  # a kernel of another Python
+    monkeypatch.setattr(recording, "PYTHON", "3.99")  # a kernel of another Python
     capsys.readouterr()
     run(ip, cell)
     assert "holds functions compiled by Python" in capsys.readouterr().out
-    monkeypatch.setattr(cellstep, "FORMAT", cellstep.FORMAT + 1)  # a newer nbstep
+    monkeypatch.setattr(cell_codec, "FORMAT", cell_codec.FORMAT + 1)  # a newer nbstep
     run(ip, cell)
     assert "was made by an older nbstep" in capsys.readouterr().out
     assert counter.hits == [1, 1, 1]
     run(ip, "%%step data\nx = 1")  # no code in it: any Python replays it
-    monkeypatch.setattr(cellstep, "_PYTHON", "3.98")
+    monkeypatch.setattr(recording, "PYTHON", "3.98")
     run(ip, "%%step data\nx = 1")
     assert "replayed `data`" in capsys.readouterr().out
 
@@ -447,7 +449,7 @@ def test_an_equal_upstream_value_in_a_new_kernel_is_a_changed_input(ip, counter,
     assert counter.hits == ["inc"]
     assert (ip.user_ns["x"], ip.user_ns["items"]) == (2, [1, 2])
     # A new kernel, whose upstream cell was edited to make what the step had made.
-    cellstep.forget_session()
+    extension_of(ip).forget_session()
     run(ip, "x = 2\nitems = [1, 2]")
     capsys.readouterr()
     run(ip, cell)
@@ -525,7 +527,7 @@ def test_on_mismatch_error_raises_the_seed_message_as_usage_error(ip, counter):
     assert "What changed: variable `size`." in message
     assert "`%%step slow --rerun`" in message
     assert counter.hits == ["slow"]
-    assert runtime().stats["failed"] == 1
+    assert Runtime.instance().stats["failed"] == 1
 
 
 def test_session_and_project_defaults_for_on_mismatch(ip, tmp_path, counter):
@@ -570,7 +572,7 @@ partial = 1
         run(ip, cell)
     assert counter.hits == ["boom", "boom"]
     assert records("boom").empty
-    assert runtime().stats["failed"] == 2  # what `nbstep run` reports
+    assert Runtime.instance().stats["failed"] == 2  # what `nbstep run` reports
 
 
 def test_traceback_points_at_the_cell_line(ip, capsys):
@@ -676,12 +678,12 @@ def test_an_unpersistable_result_is_kept_as_what_it_showed(ip, capsys):
 
 
 def test_a_store_failure_while_recording_is_a_usage_error(ip, monkeypatch):
-    from nbstep.api import Step
+    from nbstep.engine.occurrence import Occurrence
 
     def failing_finish(self, *args, **kwargs):
         raise nbstep.NbstepError("could not record step `saved`: disk full")
 
-    monkeypatch.setattr(Step, "finish", failing_finish)
+    monkeypatch.setattr(Occurrence, "finish", failing_finish)
     with pytest.raises(UsageError, match="disk full"):
         run(ip, "%%step saved\nvalue = 1")
     assert ip.user_ns["value"] == 1
@@ -710,7 +712,7 @@ def test_a_replay_that_fails_says_rerun_and_counts_as_failed(ip, store_dir):
     message = str(raised.value)
     assert "object file" in message and "is missing" in message
     assert "`%%step big --rerun`" in message and "rerun=True" not in message
-    assert runtime().stats["failed"] == 1  # what `nbstep run` reports
+    assert Runtime.instance().stats["failed"] == 1  # what `nbstep run` reports
     run(ip, "%%step big --rerun\nblob = b'x' * 200_000")
     assert len(ip.user_ns["blob"]) == 200_000
 
@@ -720,7 +722,7 @@ def test_a_record_that_cannot_be_restored_counts_as_failed_not_replayed(ip, coun
     del sys.modules["nbstep_test_counter"]  # no longer importable
     with pytest.raises(UsageError, match=r"Run the cell as `%%step uses_module --rerun`"):
         run(ip, "%%step uses_module\nimport nbstep_test_counter as counter\nn = 1")
-    stats = runtime().stats
+    stats = Runtime.instance().stats
     assert (stats["failed"], stats["replayed"], stats["saved_s"]) == (1, 0, 0.0)
 
 
@@ -878,8 +880,8 @@ def test_unload_removes_magics_hooks_and_step(ip):
     assert "steps" not in ip.magics_manager.magics["line"]
     assert "step_config" not in ip.magics_manager.magics["line"]
     assert not [cb for cb in ip.events.callbacks["pre_run_cell"]
-                if getattr(cb, "__module__", "") == "nbstep.magic"]
-    assert runtime().user_ns is None
+                if getattr(cb, "__module__", "").startswith("nbstep.")]
+    assert Runtime.instance().user_ns is None
     with pytest.raises(UsageError, match="Cell magic `%%step` not found"):
         run(ip, "%%step gone\nx = 1")
     run(ip, "%load_ext nbstep")
@@ -938,7 +940,7 @@ def test_a_kernel_without_any_notebook_name_says_so_once(ip, monkeypatch, capsys
 
 
 def test_autoload_respects_nbstep_autoload(monkeypatch, store_dir):
-    from nbstep import magic_autoload
+    from nbstep.notebook import autoload as magic_autoload
 
     shell = TestingShell.instance(config=Config({"HistoryManager": {"hist_file": ":memory:"}}))
     try:

@@ -8,8 +8,12 @@ import types
 
 import pytest
 
-from nbstep import cellanalysis, cellinputs
-from nbstep.cellanalysis import analyze, canonical, ends_with_semicolon, parse
+from nbstep.hashing import code as code_hashing
+from nbstep.hashing import modules as module_hashing
+from nbstep.hashing.code import canonical
+from nbstep.notebook import analysis as cellanalysis
+from nbstep.notebook import inputs as cellinputs
+from nbstep.notebook.analysis import analyze, ends_with_semicolon, parse
 
 
 def analysis(source: str) -> cellanalysis.CellAnalysis:
@@ -204,9 +208,9 @@ def test_a_user_function_counts_by_source_and_what_it_uses():
     exec(compile("def helper(v):\n    return v * scale\n", "<nb-1>", "exec"), ns)
     ns["scale"] = 2
     # Functions defined by exec have no retrievable source: their bytecode counts.
-    first = cellinputs.value_hash(ns["helper"], ns)
+    first = code_hashing.value_part(ns["helper"], ns)
     ns["scale"] = 3
-    assert cellinputs.value_hash(ns["helper"], ns) != first
+    assert code_hashing.value_part(ns["helper"], ns) != first
 
 
 def test_a_project_function_counts_by_source_not_comments(tmp_path, monkeypatch):
@@ -217,16 +221,16 @@ def test_a_project_function_counts_by_source_not_comments(tmp_path, monkeypatch)
 
     module = importlib.import_module("helpers_for_nbstep_test")
     try:
-        before = cellinputs.value_hash(module.clean, {})
-        module_part = cellinputs.module_part(module)
+        before = code_hashing.value_part(module.clean, {})
+        module_part = module_hashing.module_part(module)
         module_path.write_text("def clean(v):\n    # strip blanks\n    return v.strip()\n")
         module = importlib.reload(module)
-        assert cellinputs.value_hash(module.clean, {}) == before  # a comment: no change
+        assert code_hashing.value_part(module.clean, {}) == before  # a comment: no change
         module_path.write_text("def clean(v):\n    return v.strip().lower()\n")
         module = importlib.reload(module)
-        assert cellinputs.value_hash(module.clean, {}) != before
+        assert code_hashing.value_part(module.clean, {}) != before
         # The module itself counts by its file's bytes.
-        assert cellinputs.module_part(module) != module_part
+        assert module_hashing.module_part(module) != module_part
     finally:
         sys.modules.pop("helpers_for_nbstep_test", None)
 
@@ -234,9 +238,9 @@ def test_a_project_function_counts_by_source_not_comments(tmp_path, monkeypatch)
 def test_an_installed_module_counts_by_name_and_version():
     import json
 
-    part = cellinputs.module_part(json)
-    assert part == cellinputs.module_part(json)
-    assert part != cellinputs.module_part(types)
+    part = module_hashing.module_part(json)
+    assert part == module_hashing.module_part(json)
+    assert part != module_hashing.module_part(types)
 
 
 def test_an_unhashable_value_counts_by_type_and_is_reported():
@@ -247,7 +251,7 @@ def test_an_unhashable_value_counts_by_type_and_is_reported():
     got, unhashable = cellinputs.input_parts(result.canonical, result.reads,
                                              {"model": Opaque()}, {})
     assert unhashable == ["model"]
-    assert got["var:model"].startswith(cellinputs.UNHASHABLE_PREFIX)
+    assert got["var:model"].startswith(code_hashing.UNHASHABLE_PREFIX)
     # Another instance of the same type is "the same input": changes go unnoticed.
     again, _ = cellinputs.input_parts(result.canonical, result.reads, {"model": Opaque()}, {})
     assert again == got
@@ -278,5 +282,5 @@ def test_a_library_wrapper_of_a_notebook_function_hashes_what_it_wraps():
     one, ns = wrapper_of("x + 1")
     two, _ = wrapper_of("x + 2")
     same, _ = wrapper_of("x + 1")
-    assert cellinputs.value_hash(one, ns) != cellinputs.value_hash(two, ns)
-    assert cellinputs.value_hash(one, ns) == cellinputs.value_hash(same, ns)
+    assert code_hashing.value_part(one, ns) != code_hashing.value_part(two, ns)
+    assert code_hashing.value_part(one, ns) == code_hashing.value_part(same, ns)

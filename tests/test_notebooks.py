@@ -194,7 +194,7 @@ def _write(path: Path, *sources: str) -> Path:
 def test_the_nbstep_kernel_loads_the_extension_without_load_ext(tmp_path, monkeypatch):
     _install_kernelspec(tmp_path, monkeypatch)
     spec = json.loads((KERNELSPEC / "kernel.json").read_text())
-    assert "--ext=nbstep.magic_autoload" in spec["argv"]
+    assert "--ext=nbstep.notebook.autoload" in spec["argv"]
     path = _write(tmp_path / "auto.ipynb",
                   "%%step auto\nwith open('runs.log', 'a') as log:\n    log.write('auto ran\\n')\n"
                   "answer = 42\nanswer",

@@ -13,10 +13,13 @@ import pytest
 
 import nbstep
 from nbstep import StepReplayError, StoreBusy, StoreFormatError, step
-from nbstep.api import runtime
-from nbstep.config import resolve_store_dir
+from nbstep.engine import occurrence as occurrences
+from nbstep.engine.runtime import Runtime
 from nbstep.errors import ConfigError
-from nbstep.store import FORMAT_VERSION, Store
+from nbstep.settings import load, project_table, store_dir
+from nbstep.storage.duckdb import FORMAT_VERSION, DuckDBStore
+from nbstep.storage.duckdb import journal as journal_module
+from nbstep.storage.objects import ObjectFiles
 
 
 @pytest.fixture
@@ -39,14 +42,14 @@ def _raw(path, sql, params=()):
 
 def test_a_store_from_a_newer_format_is_refused_untouched(store):
     step.run("k", lambda: 1)
-    runtime().drop_store()
+    Runtime.instance().drop_store()
     db = store / "steps.duckdb"
     _raw(db, "UPDATE meta SET value = ? WHERE name = 'format_version'", [str(FORMAT_VERSION + 1)])
     before = db.read_bytes()
     nbstep.reset()
     with pytest.raises(StoreFormatError, match=f"newer nbstep \\(store format {FORMAT_VERSION + 1}"):
         step.run("k", lambda: 2)
-    runtime().drop_store()
+    Runtime.instance().drop_store()
     assert _raw(db, "SELECT count(*) FROM events") == [(1,)]
     assert db.read_bytes() == before
 
@@ -98,32 +101,36 @@ def test_journal_left_by_a_killed_process_is_folded_by_the_next_one(store, tmp_p
     # ... yet every step that returned replays.
     values = [step.run("k", i, lambda x: "recomputed") for i in range(20)]
     assert values == [i * 2 for i in range(20)]
-    runtime().drop_store()
+    Runtime.instance().drop_store()
     assert (store / "journal").stat().st_size == 0
     assert _raw(store / "steps.duckdb", "SELECT count(*) FROM events") == [(20,)]
 
 
-def test_a_torn_journal_tail_is_dropped(store):
+def test_a_torn_journal_tail_is_dropped_and_the_entries_before_it_kept(store):
     step.run("k", 1, lambda x: x)
-    s = runtime().store()
-    with s._lock:
-        s._ensure_attached()
-        s._journal([999, "recorded", "nb", "torn", 1, "i", "h", "json", "1", None, None, 1, 0.0,
-                    0, "first", None, 1, "h", None])
-        # Simulate a crash mid-write: cut the last entry short, drop the in-memory copy.
-        size = os.fstat(s._journal_fd).st_size
-        os.ftruncate(s._journal_fd, size - 3)
-        s._pending = s._pending[:-1]
-        s._namespaces.clear()
-    runtime().drop_store()
+    Runtime.instance().drop_store()
+
+    def row(event_id, key):
+        return [event_id, "recorded", "nb", key, 1, "i", "h", "json", "1", None, None, 1, 0.0,
+                0, "first", None, 1, "h", None]
+
+    # A holder killed mid-write: one complete entry, then one cut short.
+    journal = journal_module.Journal(store / "journal")
+    assert journal.open() is None
+    journal.append(row(2, "kept"))
+    journal.append(row(3, "torn"))
+    size = os.fstat(journal.fd).st_size
+    os.ftruncate(journal.fd, size - 3)
+    journal.close()
     nbstep.reset()
     assert step.run("k", 1, lambda x: "again") == 1
-    assert step.inspect()["key"].tolist() == ["k"]
+    assert step.inspect()["key"].tolist() == ["k", "kept"]
+    assert (store / "journal").stat().st_size == 0
 
 
 def test_a_foreign_holder_is_waited_out_then_reported(store, tmp_path):
     step.run("k", lambda: 1)
-    runtime().drop_store()
+    Runtime.instance().drop_store()
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import duckdb, sys, time
@@ -157,13 +164,13 @@ def test_gc_drops_superseded_and_forgotten_records_and_their_files(store):
     step.run("a", lambda: b"2" * 100, rerun=True)
     step.run("b", lambda: b"3" * 100)
     step.forget("b")
-    s = runtime().store()
-    planned = s.gc(dry_run=True, grace_seconds=0)
-    assert planned["events_dropped"] == 3  # a's first version, b's record, b's forget event
-    assert planned["objects_removed"] == 2
+    s = Runtime.instance().store()
+    planned = s.admin().gc(dry_run=True, grace_seconds=0)
+    assert planned.events_dropped == 3  # a's first version, b's record, b's forget event
+    assert planned.objects_removed == 2
     assert len(step.inspect()) == 3  # a dry run changes nothing
-    done = s.gc(grace_seconds=0)
-    assert done == planned and done["bytes_freed"] == 200
+    done = s.admin().gc(grace_seconds=0)
+    assert done == planned and done.bytes_freed == 200
     frame = step.inspect()
     assert frame["key"].tolist() == ["a"] and frame["result"].tolist() == [b"2" * 100]
     nbstep.reset()
@@ -172,10 +179,11 @@ def test_gc_drops_superseded_and_forgotten_records_and_their_files(store):
 
 
 def test_gc_keeps_young_unreferenced_files(store):
-    s = runtime().store()
-    sha = s.write_object(b"x" * 1000)
-    assert s.gc(grace_seconds=3600)["objects_removed"] == 0
-    assert s.object_path(sha).exists()
+    s = Runtime.instance().store()
+    sha, _ = s.objects.write(b"x" * 1000)
+    report = s.admin().gc(grace_seconds=3600)
+    assert report.objects_removed == 0 and report.young_kept == 1
+    assert s.objects.path(sha).exists()
 
 
 def test_store_directory_resolution(tmp_path, monkeypatch):
@@ -184,18 +192,18 @@ def test_store_directory_resolution(tmp_path, monkeypatch):
     deep = project / "a" / "b"
     deep.mkdir(parents=True)
     monkeypatch.chdir(deep)
-    assert resolve_store_dir() == deep / ".nbstep"  # nothing marks a project: cwd
+    assert store_dir(load({})) == deep / ".nbstep"  # nothing marks a project: cwd
     (project / ".git").mkdir()
-    assert resolve_store_dir() == project / ".nbstep"
+    assert store_dir(load({})) == project / ".nbstep"
     (project / "a" / ".nbstep").mkdir()
-    assert resolve_store_dir() == project / "a" / ".nbstep"  # an existing store wins
+    assert store_dir(load({})) == project / "a" / ".nbstep"  # an existing store wins
     (project / "pyproject.toml").write_text('[tool.nbstep]\nstore = "cache/steps"\n')
-    assert resolve_store_dir() == project / "cache" / "steps"
+    assert store_dir(load({})) == project / "cache" / "steps"
     nbstep.configure(store=str(tmp_path / "configured"))
     try:
-        assert resolve_store_dir() == tmp_path / "configured"
+        assert store_dir(Runtime.instance().settings()) == tmp_path / "configured"
         monkeypatch.setenv("NBSTEP_STORE", str(tmp_path / "env"))
-        assert resolve_store_dir() == tmp_path / "env"
+        assert store_dir(Runtime.instance().settings()) == tmp_path / "env"
     finally:
         nbstep.configure(store=None)
 
@@ -209,16 +217,14 @@ def test_bad_settings_say_what_to_do(tmp_path, monkeypatch):
         nbstep.configure(busy_timeout="10")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pyproject.toml").write_text("[tool.nbstep]\nquiet = 'yes'\n")
-    from nbstep.config import project_settings
-
     with pytest.raises(ConfigError, match=r"pyproject.toml \[tool.nbstep\]: `quiet` must be bool, got str"):
-        project_settings(tmp_path)
+        project_table(tmp_path)
 
 
 def test_an_unwritable_store_location_is_a_clear_error(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    s = Store(blocker / ".nbstep")
+    s = DuckDBStore(blocker / ".nbstep")
     with pytest.raises(nbstep.NbstepError, match="cannot create the store directory"):
         s.lookup("nb", "k", 1)
 
@@ -258,7 +264,7 @@ def test_committed_stores_of_every_released_format_still_open(released, tmp_path
         assert len(step.inspect()) == 5
     finally:
         nbstep.configure(namespace=None)
-        runtime().drop_store()
+        Runtime.instance().drop_store()
         nbstep.reset()
 
 
@@ -266,7 +272,7 @@ def test_a_store_path_that_is_a_file_is_a_clear_error(tmp_path):
     blocker = tmp_path / "store-file"
     blocker.write_text("x")
     with pytest.raises(nbstep.NbstepError, match="exists and is not a directory"):
-        Store(blocker).lookup("nb", "k", 1)
+        DuckDBStore(blocker).lookup("nb", "k", 1)
 
 
 def test_a_damaged_object_of_the_right_size_is_caught_and_recording_again_repairs_it(store):
@@ -296,7 +302,7 @@ def test_an_older_format_is_migrated_in_place(store, tmp_path):
     nbstep.configure(namespace="analysis.ipynb")
     assert step.run("json", {"n": 1}, lambda x: "never") == {"rows": [1, 2, 3], "label": "ok"}
     step.run("new", lambda: b"z" * 200_000)  # a format-2 record, with a checksum
-    runtime().drop_store()
+    Runtime.instance().drop_store()
     assert _raw(store / "steps.duckdb", "SELECT value FROM meta WHERE name = 'format_version'") == [
         (str(FORMAT_VERSION),)
     ]
@@ -311,9 +317,9 @@ def test_a_forked_child_uses_the_store_on_its_own(store):
     import multiprocessing
 
     step.run("parent", lambda: "p")
-    s = runtime().store()
-    with s._lock:
-        assert s._attached  # the parent holds the file while the child is forked
+    s = Runtime.instance().store()
+    with s.attachment.lock:
+        assert s.attachment.attached  # the parent holds the file while the child is forked
 
     def child(queue):
         nbstep.reset()
@@ -337,7 +343,7 @@ def test_steps_journaled_after_a_torn_entry_survive_the_next_crash(store, tmp_pa
     import struct
 
     step.run("init", lambda: 0)
-    runtime().drop_store()
+    Runtime.instance().drop_store()
     # A writer killed mid-entry left a torn frame (length says 500, 100 bytes follow).
     with open(store / "journal", "ab") as f:
         f.write(struct.pack("<II", 500, 12345) + b"x" * 100)
@@ -362,20 +368,18 @@ def test_steps_journaled_after_a_torn_entry_survive_the_next_crash(store, tmp_pa
 
 
 def test_a_failed_fold_in_a_loop_loses_nothing_and_is_reported(store, monkeypatch):
-    from nbstep import store as store_module
-
-    monkeypatch.setattr(store_module, "JOURNAL_FOLD_AT", 5)
-    s = runtime().store()
-    real_fold = Store._fold
+    monkeypatch.setattr(journal_module, "FOLD_AT", 5)
+    s = Runtime.instance().store()
+    real_fold = DuckDBStore.fold
     failures = []
 
-    def flaky_fold(self):
-        if len(self._pending) == 5 and not failures:
+    def flaky_fold(self, con):
+        if len(self.journal.pending) == 5 and not failures:
             failures.append(1)
             raise nbstep.NbstepError("simulated commit failure")
-        return real_fold(self)
+        return real_fold(self, con)
 
-    monkeypatch.setattr(Store, "_fold", flaky_fold)
+    monkeypatch.setattr(DuckDBStore, "fold", flaky_fold)
     with pytest.warns(RuntimeWarning, match="simulated commit failure.*safe in"):
         values = [step.run(f"k{i}", i, lambda x: x) for i in range(12)]
     assert values == list(range(12)) and failures == [1]
@@ -392,7 +396,7 @@ def test_an_object_file_gc_removed_after_the_reuse_check_is_written_again(store,
     payload = b"y" * 5000
     step.run("a", lambda: payload)
     (path,) = [p for p in (store / "objects").rglob("*") if p.is_file()]
-    real_reuse = Store._reuse_object
+    real_reuse = ObjectFiles._reuse
 
     def reuse_then_gc(self, digest, size, checksum):
         reused = real_reuse(self, digest, size, checksum)
@@ -400,9 +404,9 @@ def test_an_object_file_gc_removed_after_the_reuse_check_is_written_again(store,
             path.unlink()  # gc, in another process, deletes it right after the check
         return reused
 
-    monkeypatch.setattr(Store, "_reuse_object", reuse_then_gc)
+    monkeypatch.setattr(ObjectFiles, "_reuse", reuse_then_gc)
     step.run("b", lambda: payload)
-    monkeypatch.setattr(Store, "_reuse_object", real_reuse)
+    monkeypatch.setattr(ObjectFiles, "_reuse", real_reuse)
     nbstep.reset()
     assert step.run("a", lambda: "never") == payload
     assert step.run("b", lambda: "never") == payload
@@ -413,8 +417,8 @@ def test_a_slot_forgotten_while_its_step_reran_takes_the_new_value(store):
 
     step.run("k", 1, lambda x: "old")
     nbstep.reset()
-    rt = runtime()
-    occurrence = rt.begin("step.run", "k", input_hash(1), None, None, True)
+    rt = Runtime.instance()
+    occurrence = occurrences.begin(rt, "step.run", "k", input_hash(1), None, None, True)
     assert occurrence.record is not None
     assert rt.store().forget("nb", "k") == 1  # another process forgets it meanwhile
     outcome = occurrence.finish("new", 0.5)
@@ -429,12 +433,12 @@ def test_event_ids_are_never_reused_after_gc(store):
     step.run("z", lambda: 0)
     step.run("k", 1, lambda x: "first")
     nbstep.reset()
-    rt = runtime()
+    rt = Runtime.instance()
     step.run("z", lambda: 0)
-    slow = rt.begin("step.run", "k", input_hash(2), None, "rerun", False)  # A starts
+    slow = occurrences.begin(rt, "step.run", "k", input_hash(2), None, "rerun", False)  # A starts
     s = rt.store()
     s.forget("nb", "k")                    # B forgets the slot ...
-    s.gc(grace_seconds=0)                  # ... gc drops its events (the highest ids) ...
+    s.admin().gc(grace_seconds=0)          # ... gc drops its events (the highest ids) ...
     nbstep.reset()
     step.run("z", lambda: 0)
     assert step.run("k", 2, lambda x: "B") == "B"  # ... and B records it anew

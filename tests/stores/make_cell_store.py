@@ -23,10 +23,10 @@ def main() -> None:
     import os
 
     from IPython.core.interactiveshell import InteractiveShell
+    from test_golden_cells import CELLS, FORMAT_VERSION_OF_CELLS
     from traitlets.config import Config
 
     import nbstep
-    from test_golden_cells import CELLS, FORMAT_VERSION_OF_CELLS
 
     target = HERE / f"cells-format-{FORMAT_VERSION_OF_CELLS}"
     if target.exists():

@@ -16,10 +16,11 @@ HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
-    import nbstep
-    from nbstep import step
     from nbstep.api import runtime
     from nbstep.store import FORMAT_VERSION
+
+    import nbstep
+    from nbstep import step
 
     target = HERE / f"format-{FORMAT_VERSION}"
     if target.exists():

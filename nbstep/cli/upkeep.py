@@ -1,0 +1,115 @@
+"""The commands that change a store: ``forget``, ``gc``, ``verify``."""
+
+from __future__ import annotations
+
+import click  # noqa: TID253
+
+from nbstep.engine.lookup import resolve_namespace, resolve_records
+
+from . import text, views
+from .state import CONTEXT, State, confirm
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("notebook")
+@click.argument("keys", nargs=-1)
+@click.option("-y", "--yes", is_flag=True, help="Do not ask before forgetting a whole notebook.")
+@click.pass_obj
+def forget(state: State, notebook: str, keys: tuple[str, ...], yes: bool) -> None:
+    """Make steps recompute the next time their notebook runs.
+
+    With KEYs, forgets those steps (every occurrence); without, every step of the
+    notebook, after asking. The records stay until `nbstep gc` drops them.
+
+    \b
+    Examples:
+      nbstep forget analysis.ipynb train evaluate
+      nbstep forget analysis.ipynb --yes
+    """
+    store = state.store()
+    namespace = resolve_namespace(store, state.namespace_root(), notebook)
+    if keys:
+        for key in keys:
+            resolve_records(store, namespace, key)  # all known before any forget
+        counts = {key: store.forget(namespace, key) for key in dict.fromkeys(keys)}
+        total = sum(counts.values())
+        click.echo(
+            f"forgot {text.plural(total, 'record')} of `{namespace}` "
+            f"({', '.join(f'{k}: {n}' for k, n in counts.items())}); "
+            "they recompute on the next run. `nbstep gc` reclaims their space."
+        )
+        return
+    current = store.current(namespace)
+    if not current:
+        click.echo(f"`{namespace}` has no current steps; nothing to forget")
+        return
+    store.release()  # do not hold the store while a person reads the question
+    if not yes and not confirm(
+        f"Forget all {text.plural(len(current), 'step')} of `{namespace}`? "
+        "They recompute on the next run",
+        f"forgetting every step of `{namespace}` needs a confirmation, and no answer came "
+        "(stdin is not a terminal). Pass --yes to forget them all, or name the steps: "
+        "nbstep forget NOTEBOOK KEY...",
+    ):
+        click.echo(f"nothing forgotten; `{namespace}` keeps its steps", err=True)
+        click.get_current_context().exit(1)
+    total = store.forget(namespace)
+    click.echo(
+        f"forgot {text.plural(total, 'record')} of `{namespace}`; they recompute on the "
+        "next run. `nbstep gc` reclaims their space."
+    )
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--dry-run", is_flag=True, help="Report what would be freed; change nothing.")
+@click.option("--grace", "grace_seconds", type=click.FloatRange(min=0), default=3600.0,
+              show_default=True, metavar="SECONDS",
+              help="Keep unreferenced files younger than this: a running kernel may be "
+                   "about to record one. 0 only when no notebook is running.")
+@click.pass_obj
+def gc(state: State, dry_run: bool, grace_seconds: float) -> None:
+    """Drop superseded and forgotten records and unreferenced object files.
+
+    Current records are never touched. Reports the events dropped, the object files
+    removed and the bytes they freed, and the size of the database file (steps.duckdb,
+    where small values live) and of the whole store before and after.
+
+    \b
+    Examples:
+      nbstep gc --dry-run
+      nbstep gc
+      nbstep gc --grace 0      # no notebook is running: free everything now
+    """
+    store = state.store()
+    admin = store.admin()
+    store.release()  # the files as they are with nothing attached
+    before = admin.usage()
+    report = admin.gc(dry_run=dry_run, grace_seconds=grace_seconds)
+    after = None
+    if not dry_run:
+        store.release()
+        after = admin.usage()
+    click.echo(views.gc_text(report, dry_run, before, after, grace_seconds))
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--decode", is_flag=True,
+              help="Also decode every value stored in an object file (slower).")
+@click.pass_context
+def verify(ctx: click.Context, decode: bool) -> None:
+    """Check that every recorded value can be read back; exit 1 on damage.
+
+    Every object file must exist with the recorded size and sha256, and every inline
+    value must decode. Damaged steps are listed with the `nbstep forget` line that
+    makes them recompute.
+
+    \b
+    Examples:
+      nbstep verify
+      nbstep verify --decode
+    """
+    state: State = ctx.obj
+    report = state.store().admin().check(decode=decode)
+    click.echo(views.verify_text(report))
+    if not report.ok:
+        ctx.exit(1)

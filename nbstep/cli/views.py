@@ -1,0 +1,310 @@
+"""What the store commands print: tables, values, a cell's variables, reports."""
+
+from __future__ import annotations
+
+import io
+import json
+import pprint
+import shutil
+from typing import Any
+
+from nbstep.codecs.cell import ModuleName
+from nbstep.core.record import Record
+from nbstep.storage.base import CheckReport, GcReport, NamespaceSummary, Usage
+
+from . import text
+
+
+def notebooks_table(rows: list[NamespaceSummary]) -> str:
+    body = [
+        [r.namespace, r.steps, text.size(r.size_bytes),
+         text.size(r.old_bytes) if r.old_bytes else "-", text.timestamp(r.last_recorded_us)]
+        for r in rows
+    ]
+    return text.table(
+        ["NOTEBOOK", "STEPS", "SIZE", "OLD", "LAST RECORDED (UTC)"], body, right=(1, 2, 3)
+    )
+
+
+def notebooks_json(rows: list[NamespaceSummary]) -> str:
+    return json.dumps([
+        {"notebook": r.namespace, "steps": r.steps, "keys": r.keys, "size_bytes": r.size_bytes,
+         "old_bytes": r.old_bytes, "last_recorded": text.timestamp(r.last_recorded_us)}
+        for r in rows
+    ], indent=2)
+
+
+def steps_table(records: list[Record]) -> str:
+    body = [
+        [r.key, r.sequence, text.size(r.size_bytes), text.seconds(r.duration_s),
+         text.timestamp(r.occurred_at_us), r.reason or "-", r.codec, r.stored]
+        for r in records
+    ]
+    return text.table(
+        ["KEY", "OCC", "SIZE", "TOOK", "RECORDED (UTC)", "REASON", "CODEC", "STORED"],
+        body, right=(1, 2, 3),
+    )
+
+
+
+def steps_json(records: list[Record]) -> str:
+    return json.dumps([
+        {"key": r.key, "occurrence": r.sequence, "size_bytes": r.size_bytes,
+         "duration_s": r.duration_s, "recorded_at_us": r.occurred_at_us,
+         "reason": r.reason, "codec": r.codec, "stored": r.stored}
+        for r in records
+    ], indent=2)
+
+
+TABLE_COLUMNS = ["event_id", "key", "sequence", "status", "occurred_at", "duration_s",
+                 "size_bytes", "stored", "codec", "reason", "result"]
+
+
+def render_inspect(frame: Any, fmt: str, results: bool) -> str:
+    if fmt == "table":
+        if frame.empty:
+            return "(no records)"
+        rows = [
+            [r.event_id, r.key, r.sequence, r.status,
+             r.occurred_at.strftime("%Y-%m-%d %H:%M:%S"), text.seconds(_float(r.duration_s)),
+             text.size(r.size_bytes), r.stored, r.codec, r.reason or "-",
+             text.describe(r.result, 40) if results else "-"]
+            for r in frame.itertuples(index=False)
+        ]
+        headers = [c.upper() for c in TABLE_COLUMNS]
+        headers[4] = "OCCURRED_AT (UTC)"
+        return text.table(headers, rows, right=(0, 2, 5, 6))
+    if fmt == "csv":
+        out = frame.copy()
+        out["occurred_at"] = [t.isoformat() for t in out["occurred_at"]]
+        out["result"] = [_csv_value(v) if results else "" for v in out["result"]]
+        buffer = io.StringIO()
+        out.to_csv(buffer, index=False)
+        return buffer.getvalue().rstrip("\n")
+    if fmt == "json":
+        records = []
+        for row in frame.to_dict(orient="records"):
+            row["occurred_at"] = row["occurred_at"].isoformat()
+            row["result"] = _json_value(row["result"]) if results else None
+            records.append({k: _plain(v) for k, v in row.items()})
+        return json.dumps(records, indent=2, ensure_ascii=False)
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def _json_value(value: Any) -> Any:
+    try:
+        json.dumps(value, allow_nan=False)
+        return value
+    except (TypeError, ValueError):
+        return text.describe(value, 200)
+
+
+def _csv_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    plain = _json_value(value)
+    return plain if isinstance(plain, str) else json.dumps(plain)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and NaN as JSON-able Python values."""
+    if _na(value):
+        return None
+    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
+        try:
+            return value.item()
+        except (TypeError, ValueError):
+            return value
+    return value
+
+
+def _na(value: Any) -> bool:
+    """A missing cell of a query result: None, NaN, NaT or pd.NA."""
+    if value is None:
+        return True
+    if isinstance(value, (str, bytes, bytearray, memoryview)):
+        return False
+    import pandas as pd
+
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # an array-like cell is a value
+        return False
+
+
+def _float(value: Any) -> float | None:
+    return None if _na(value) else float(value)
+
+
+def record_header(record: Record) -> str:
+    where = "object file" if record.stored == "object" else "inline"
+    took = f", took {text.seconds(record.duration_s)}" if record.duration_s is not None else ""
+    return (
+        f"step `{record.key}` occurrence {record.sequence} in `{record.namespace}`\n"
+        f"recorded {record.occurred_at}{took} ({record.reason or 'first'}); "
+        f"{text.size(record.size_bytes)} as {record.codec}, {where}"
+    )
+
+
+def render_value(value: Any, rows: int = 10, width: int | None = None) -> str:
+    """A value for a terminal: a DataFrame shows its shape, dtypes and head."""
+    width = width or shutil.get_terminal_size((100, 24)).columns
+    module = type(value).__module__.split(".")[0]
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    if module == "pandas" and hasattr(value, "dtypes") and hasattr(value, "head"):
+        import pandas as pd
+
+        with pd.option_context("display.width", width, "display.max_columns", 50,
+                               "display.max_colwidth", 60):
+            if isinstance(value, pd.DataFrame):
+                n, m = value.shape
+                dtypes = value.dtypes.to_string()
+                head = value.head(rows).to_string()
+                return (
+                    f"{kind}: {n} rows × {m} columns\n\ndtypes:\n{dtypes}\n\n"
+                    f"first {min(rows, n)} rows:\n{head}"
+                )
+            if isinstance(value, pd.Series):
+                head = value.head(rows).to_string()
+                return (
+                    f"{kind}: {len(value)} rows, dtype {value.dtype}, name {value.name!r}\n\n"
+                    f"first {min(rows, len(value))} rows:\n{head}"
+                )
+    if module == "numpy" and hasattr(value, "shape") and hasattr(value, "dtype"):
+        import numpy as np
+
+        with np.printoptions(threshold=rows * 10, linewidth=width):
+            return f"{kind}: shape {value.shape}, dtype {value.dtype}\n\n{value!r}"
+    body = pprint.pformat(value, width=width, compact=True)
+    return f"{kind}\n\n{body}"
+
+
+def render_cell(cell: Any, width: int | None = None) -> str:
+    """A ``%%step`` record for a terminal: its variables, result and outputs."""
+    width = width or shutil.get_terminal_size((100, 24)).columns
+    rows = [[name, _kind(value), summary(value, max(20, width - 50))]
+            for name, value in cell.variables.items()]
+    lines = [f"a %%step cell: {text.plural(len(rows), 'variable')}, "
+             f"{text.plural(len(cell.outputs), 'recorded output')}"]
+    if rows:
+        lines += ["", text.table(["VARIABLE", "TYPE", "VALUE"], rows)]
+    if cell.deleted:
+        lines += ["", "deletes: " + ", ".join(cell.deleted)]
+    if cell.has_result:
+        lines += ["", f"result (Out): {_kind(cell.result)}: "
+                      f"{summary(cell.result, max(20, width - 30))}"]
+    else:
+        lines += ["", "result (Out): none"]
+    if cell.variables:
+        lines += ["", "`nbstep export NOTEBOOK KEY PATH --var NAME` writes one variable to a file."]
+    return "\n".join(lines)
+
+
+def _kind(value: Any) -> str:
+    from types import ModuleType
+
+    if isinstance(value, (ModuleType, ModuleName)):
+        return "module"
+    kind = type(value)
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+
+
+def summary(value: Any, width: int = 60) -> str:
+    """One line about a value: a frame's or array's shape, a container's length, its repr."""
+    from types import ModuleType
+
+    if isinstance(value, (ModuleType, ModuleName)):
+        return value.__name__
+    shape = getattr(value, "shape", None)
+    module = type(value).__module__.split(".")[0]
+    if isinstance(shape, tuple) and module in ("pandas", "numpy", "pyarrow", "polars"):
+        if module == "pandas" and len(shape) == 2:
+            return f"{shape[0]} rows × {shape[1]} columns"
+        if module == "pandas" and len(shape) == 1:
+            return f"{shape[0]} rows, dtype {value.dtype}"
+        dtype = f", dtype {value.dtype}" if hasattr(value, "dtype") else ""
+        return f"shape {shape}{dtype}"
+    try:
+        shown = repr(value)
+    except Exception as e:  # a value's own __repr__ raising
+        shown = f"<repr failed: {type(e).__name__}>"
+    shown = " ".join(shown.split())
+    if isinstance(value, (dict, list, tuple, set, frozenset)):
+        shown = f"len {len(value)}: {shown}"
+    return text.shorten(shown, width)
+
+
+def gc_text(report: GcReport, dry_run: bool, before: Usage, after: Usage | None,
+            grace_seconds: float) -> str:
+    """The gc report. The store's bytes freed are the object and temp files gc removed;
+    the database file, where dropped inline values lived, is reported on its own line,
+    since DuckDB decides whether it shrinks (it keeps freed blocks for reuse)."""
+    would = "would " if dry_run else ""
+    lines = [
+        f"{would}drop {text.plural(report.events_dropped, 'event')} "
+        "(superseded and forgotten records, and the marks that forgot them)",
+        f"{would}remove {text.plural(report.objects_removed, 'unreferenced object file')}"
+        f" and {text.plural(report.tmp_removed, 'stale temp file')}"
+        f" ({'would free' if dry_run else 'freed'} {text.size(report.bytes_freed)}"
+        " of object files)",
+    ]
+    if report.young_kept:
+        lines.append(
+            f"kept {text.plural(report.young_kept, 'unreferenced object file')} "
+            f"({text.size(report.young_kept_bytes)}) younger than "
+            f"{text.seconds(grace_seconds)}: a running kernel may be about to record one. A "
+            "later `nbstep gc` frees them (or --grace 0 when no kernel runs)."
+        )
+    if before.database_bytes is not None:
+        database = f"database {before.database_name}: {text.size(before.database_bytes)}"
+        if after is not None and after.database_bytes is not None:
+            database += f" -> {text.size(after.database_bytes)}"
+            if after.database_bytes > before.database_bytes:
+                database += (" (DuckDB rewrote its tables; it keeps the freed space in the "
+                             "file and reuses it for new records)")
+        lines.append(database)
+    if after is None:
+        lines.append(f"store size: {text.size(before.total_bytes)}")
+    else:
+        lines.append(f"store size: {text.size(before.total_bytes)} -> "
+                     f"{text.size(after.total_bytes)}")
+    if dry_run:
+        lines.append("(dry run: nothing was changed; run `nbstep gc` to do it)")
+    return "\n".join(lines)
+
+
+def verify_text(report: CheckReport) -> str:
+    lines = [
+        f"checked {text.plural(report.records, 'record')}: {report.inline} inline, "
+        f"{report.records - report.inline} in {text.plural(report.object_files, 'object file')} "
+        f"({text.size(report.object_bytes)})"
+    ]
+    if report.unreferenced:
+        lines.append(
+            f"{text.plural(report.unreferenced, 'object file')} no record references "
+            "(harmless; `nbstep gc` removes them)"
+        )
+    if report.ok:
+        lines.append("all values are intact")
+        return "\n".join(lines)
+    lines.append(f"DAMAGED: {text.plural(len(report.problems), 'record')}")
+    for p in report.problems:
+        status = "current" if p.current else "superseded, not replayed"
+        lines.append(
+            f"  `{p.record.namespace}` step `{p.record.key}` occurrence {p.record.sequence} "
+            f"({status}, recorded {text.timestamp(p.record.occurred_at_us)} UTC): {p.what}"
+        )
+    fixes = sorted({(p.record.namespace, p.record.key) for p in report.problems if p.current})
+    if fixes:
+        lines.append("To recompute the damaged steps on the next run:")
+        lines += [f"  nbstep forget {_quote(ns)} {_quote(key)}" for ns, key in fixes]
+    if any(not p.current for p in report.problems):
+        lines.append("Damaged superseded records are never replayed; `nbstep gc` drops them.")
+    return "\n".join(lines)
+
+
+def _quote(word: str) -> str:
+    import shlex
+
+    return shlex.quote(word)

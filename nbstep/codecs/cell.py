@@ -1,0 +1,106 @@
+"""The value of a ``%%step`` record, and reading it outside a replay.
+
+A cell's record is one value (format ``nbstep_cell: 2``), a dict of plain data
+pickled as such: the transformed source and the name it was compiled under (so
+``inspect.getsource`` and tracebacks work after a replay in a new kernel), modules
+by name, the deleted names, the ordered outputs, the result, and one blob holding
+every other variable (:mod:`.cell_pickle`). ``step.inspect()``, ``nbstep show`` and
+``nbstep export`` read it with :func:`read_cell`.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from nbstep.errors import NbstepError
+
+from .cell_unpickle import decode_values
+
+FORMAT = 2
+
+
+class RecordedDisplay:
+    """Shows a recorded result that could not be persisted as a value."""
+
+    def __init__(self, data: dict[str, Any], metadata: dict[str, Any]) -> None:
+        self.data, self.metadata = data, metadata
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
+        return self.data, self.metadata
+
+    def __repr__(self) -> str:
+        return str(self.data.get("text/plain", "<recorded output>"))
+
+
+def is_cell_record(value: Any) -> bool:
+    """Whether a record's decoded value is a ``%%step`` cell's (any format)."""
+    return isinstance(value, dict) and "nbstep_cell" in value
+
+
+@dataclass
+class CellRecord:
+    """What a ``%%step`` record holds, readable outside the notebook."""
+
+    variables: dict[str, Any]
+    has_result: bool
+    result: Any
+    outputs: list[Any]
+    deleted: list[str]
+
+
+def read_cell(value: Any, ns: dict[str, Any] | None = None) -> CellRecord:
+    """The variables, result and outputs of a ``%%step`` record's value.
+
+    Modules are the imported module when this process has it, else a stand-in
+    naming it (reading a record imports nothing). Classes of earlier notebook cells
+    that this process cannot find load as :class:`Unavailable` stand-ins.
+    """
+    if not is_cell_record(value):
+        raise ValueError("not a %%step record")
+    if value.get("nbstep_cell") != FORMAT:
+        raise NbstepError("this %%step record was made by another version of nbstep; "
+                          "run the cell again to record it in this version's format")
+    variables: dict[str, Any] = {}
+    for name, module_name in (value.get("modules") or {}).items():
+        variables[name] = sys.modules.get(module_name) or ModuleName(module_name)
+    blob = value.get("values")
+    loaded: dict[str, Any] = {}
+    if blob is not None:
+        loaded = decode_values(blob[0], blob[1], ns, lenient=True)
+    variables.update(loaded.get("variables", {}))
+    result = value.get("result")
+    if result is None:
+        has_result, shown = False, None
+    elif result[0] == "value":
+        has_result, shown = True, loaded.get("result")
+    else:
+        has_result, shown = True, RecordedDisplay(result[1], result[2])
+    return CellRecord(dict(sorted(variables.items())), has_result, shown,
+                      list(value.get("outputs") or []), list(value.get("deleted") or []))
+
+
+def cell_variables(value: Any, ns: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``{name: value}`` of the variables a ``%%step`` record restores."""
+    return read_cell(value, ns).variables
+
+
+def readable_value(value: Any, ns: dict[str, Any] | None = None) -> Any:
+    """A record's value as ``step.inspect()`` shows it: a cell's variables as a dict."""
+    if is_cell_record(value):
+        try:
+            return cell_variables(value, ns)
+        except NbstepError:
+            return value
+    return value
+
+
+class ModuleName:
+    """A module a record names but this process has not imported."""
+
+    def __init__(self, name: str) -> None:
+        self.__name__ = name
+
+    def __repr__(self) -> str:
+        return f"<module '{self.__name__}' (not imported)>"

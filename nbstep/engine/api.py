@@ -1,0 +1,133 @@
+"""The ``step`` object: ``step.run``, ``step.arun``, ``step.inspect``, ``step.forget``.
+
+The semantics are the seed's (docs/design.md): occurrence counters per (namespace,
+key); a type-tagged structural input hash; lookup by (namespace, key, sequence);
+replay skips the handler; a different input hash is a mismatch; a handler that raises
+records nothing but has used up its occurrence; a recorded step is durable before
+``step.run`` returns.
+"""
+
+from __future__ import annotations
+
+import inspect as _inspect
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import occurrence as occurrences
+from .calls import Call, handler_args, parse_forget, parse_inspect, parse_run
+from .runtime import Runtime
+
+if TYPE_CHECKING:
+    from .occurrence import Occurrence
+
+
+class StepAPI:
+    """Durable steps: ``step.run(key, [input], handler, [options])`` and friends.
+
+    Examples::
+
+        rows = step.run("download", url, fetch)           # runs once, replays after
+        step.run("train", params, train, rerun=True)       # recompute, new version
+        step.inspect()                                     # this notebook's records
+        step.forget("download")                            # recompute next time
+    """
+
+    def __init__(self, runtime: Runtime | None = None) -> None:
+        self._own_runtime = runtime
+
+    @property
+    def runtime(self) -> Runtime:
+        """Its own runtime if it was given one, else the process's."""
+        return self._own_runtime or Runtime.instance()
+
+    def run(self, *args: Any, **options: Any) -> Any:
+        """Run ``handler(input)`` once and record its result; replay it after."""
+        runtime = self.runtime
+        call, occurrence = self._begin(runtime, "step.run", args, options)
+        if occurrence.replayable:
+            return _replay(runtime, occurrence)
+        started = time.perf_counter()
+        try:
+            value = call.handler(*handler_args(call))
+        except BaseException:
+            runtime.stats["failed"] += 1
+            raise
+        duration = time.perf_counter() - started
+        return occurrence.finish(value, duration, stacklevel=3).value
+
+    async def arun(self, *args: Any, **options: Any) -> Any:
+        """``step.run`` for async code: the handler may be a coroutine function."""
+        runtime = self.runtime
+        call, occurrence = self._begin(runtime, "step.arun", args, options)
+        if occurrence.replayable:
+            return _replay(runtime, occurrence)
+        started = time.perf_counter()
+        try:
+            value = call.handler(*handler_args(call))
+            if _inspect.isawaitable(value):
+                value = await value
+        except BaseException:
+            runtime.stats["failed"] += 1
+            raise
+        duration = time.perf_counter() - started
+        return occurrence.finish(value, duration, stacklevel=3).value
+
+    def inspect(self, *args: Any, results: bool = True, namespace: str | None = None) -> Any:
+        """A DataFrame of a namespace's records, in append order.
+
+        ``step.inspect()`` (default namespace), ``step.inspect("nb-a")``,
+        ``step.inspect({"namespace": "nb-a"})``, ``step.inspect(results=False)``.
+        """
+        from .inspect import records_frame
+
+        chosen, results = parse_inspect(args, results, namespace)
+        runtime = self.runtime
+        return records_frame(runtime.store(), runtime.resolve_namespace(chosen), results=results,
+                             user_ns=runtime.user_ns)
+
+    def forget(self, key: str | None = None, namespace: str | None = None) -> int:
+        """Make a namespace's steps (or one key's) recompute next time; returns how many."""
+        parse_forget(key, namespace)
+        runtime = self.runtime
+        return runtime.store().forget(runtime.resolve_namespace(namespace), key)
+
+    def __repr__(self) -> str:
+        return "<nbstep step API: step.run, step.arun, step.inspect, step.forget>"
+
+    @staticmethod
+    def _begin(runtime: Runtime, builtin: str, args: tuple[Any, ...],
+               options: dict[str, Any]) -> tuple[Call, Occurrence]:
+        """Validate a call, hash its input, take its occurrence and look it up."""
+        from nbstep.hashing import input_hash  # loaded on the first step, not by `import nbstep`
+
+        call = parse_run(builtin, args, options)
+        digest = input_hash(call.input)
+        occurrence = occurrences.begin(
+            runtime, builtin, call.key, digest, call.namespace, call.on_mismatch, call.rerun
+        )
+        return call, occurrence
+
+
+def _replay(runtime: Runtime, occurrence: Occurrence) -> Any:
+    try:
+        return occurrence.replay().value
+    except BaseException:
+        runtime.stats["failed"] += 1  # nbstep run reports a replay that cannot be read
+        raise
+
+
+step = StepAPI()
+
+
+def reset() -> None:
+    """Restart the occurrence counters, as a new run (or a new notebook cell) does."""
+    Runtime.instance().reset()
+
+
+def configure(**settings: Any) -> None:
+    """Set process-wide defaults: ``store``, ``namespace``, ``on_mismatch``, and more.
+
+    ``nbstep.configure(store="/data/steps", namespace="exp-1", on_mismatch="rerun")``;
+    ``None`` unsets a setting. See the README for every setting.
+    """
+    Runtime.instance().configure(**settings)

@@ -1,0 +1,192 @@
+"""One occurrence of a step, from its lookup to its outcome: replayed or computed.
+
+The seed's order: take an occurrence (a per-(namespace, key) counter, used up even
+if the step later fails), look the slot up; the same input hash replays, another one
+is a mismatch (raised, or recomputed with ``on_mismatch="rerun"``), none computes.
+Recording is the store's compare-and-set: when another process recorded the slot
+while the handler ran, its value stands if the inputs agree (the seed's idempotent
+append), and a different input is a mismatch again.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from nbstep.core.record import NewRecord, Record
+from nbstep.errors import NotPersistable, StepInputMismatch, StepNotPersistedWarning
+
+from .runtime import Runtime
+
+if TYPE_CHECKING:
+    from nbstep.storage import StepStore
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to one step: replayed, or computed (and recorded or not)."""
+
+    value: Any
+    replayed: bool
+    record: Record | None
+    previous: Record | None = None
+    persisted: bool = True
+
+
+RUN_FIX = 'pass rerun=True or on_mismatch="rerun"'
+
+
+def mismatch_error(
+    builtin: str,
+    record: Record,
+    input_hash: str,
+    what_changed: str | None = None,
+    fix: str = RUN_FIX,
+) -> StepInputMismatch:
+    """The seed's mismatch error, plus when the record was made and how to recompute.
+
+    ``fix`` says how to recompute in the caller's terms (the magic: ``--rerun``).
+    """
+    took = f"; the original run took {record.duration_s:.3g} s" if record.duration_s else ""
+    changed = f" What changed: {what_changed}." if what_changed else ""
+    error = StepInputMismatch(
+        f"{builtin}: deterministic input mismatch for key `{record.key}` occurrence "
+        f"{record.sequence} in namespace `{record.namespace}` (cached {record.input_hash}, "
+        f"current {input_hash}).{changed} The record was made {record.occurred_at}{took}. "
+        f"To recompute and record a new version, {fix}; "
+        f"to drop the record, step.forget({record.key!r}, namespace={record.namespace!r})."
+    )
+    error.record = record  # type: ignore[attr-defined]
+    error.current_hash = input_hash  # type: ignore[attr-defined]
+    return error
+
+
+
+def begin(
+    runtime: Runtime,
+    builtin: str,
+    key: str,
+    input_hash: str,
+    namespace: str | None,
+    on_mismatch: str | None,
+    rerun: bool,
+    what_changed: Callable[[Record], str | None] | None = None,
+    matches: Callable[[Record], bool] | None = None,
+    fix: str = RUN_FIX,
+) -> Occurrence:
+    """Take an occurrence and look it up; the caller then replays or computes.
+
+    When the record's input hash differs, ``matches(record)`` may still accept it
+    (the magic: an input the record's own step produced is no change), and the
+    step replays; otherwise mode "error" raises the mismatch, naming
+    ``what_changed(record)`` and saying ``fix``.
+    """
+    ns = runtime.resolve_namespace(namespace)
+    settings = runtime.settings()
+    mode = on_mismatch or settings.on_mismatch
+    # configure(rerun=True) recomputes every step of this process (`nbstep run --rerun`).
+    rerun = rerun or settings.rerun
+    sequence = runtime.next_sequence(ns, key)
+    store = runtime.store()
+    record = store.lookup(ns, key, sequence)
+    occurrence = Occurrence(runtime, store, builtin, ns, key, sequence, input_hash, mode, rerun,
+                            record)
+    if record is not None and not rerun and record.input_hash != input_hash:
+        if matches is not None and matches(record):
+            occurrence.input_hash = record.input_hash
+        elif mode == "error":
+            runtime.stats["failed"] += 1
+            changed = what_changed(record) if what_changed else None
+            raise mismatch_error(builtin, record, input_hash, changed, fix)
+    return occurrence
+
+
+class Occurrence:
+    """One occurrence of a step between its lookup and its outcome."""
+
+    __slots__ = ("runtime", "store", "builtin", "namespace", "key", "sequence", "input_hash",
+                 "mode", "rerun", "record")
+
+    def __init__(self, runtime: Runtime, store: StepStore, builtin: str, namespace: str, key: str,
+                 sequence: int, input_hash: str, mode: str, rerun: bool,
+                 record: Record | None) -> None:
+        self.runtime, self.store, self.builtin = runtime, store, builtin
+        self.namespace, self.key, self.sequence = namespace, key, sequence
+        self.input_hash, self.mode, self.rerun, self.record = input_hash, mode, rerun, record
+
+    @property
+    def replayable(self) -> bool:
+        return (
+            self.record is not None
+            and not self.rerun
+            and self.record.input_hash == self.input_hash
+        )
+
+    def replay(self) -> Outcome:
+        assert self.record is not None
+        value = self.store.read(self.record)
+        stats = self.runtime.stats
+        stats["replayed"] += 1
+        stats["saved_s"] += self.record.duration_s or 0.0
+        return Outcome(value, True, self.record)
+
+    def identity(self) -> str:
+        from nbstep.hashing import step_identity
+
+        return step_identity(self.namespace, self.key, self.sequence, self.input_hash)
+
+    def finish(
+        self,
+        value: Any,
+        duration_s: float,
+        details: dict[str, Any] | None = None,
+        encoded: Any = None,
+        stacklevel: int = 3,
+    ) -> Outcome:
+        """Record a computed value (or warn that it cannot be) and return the outcome."""
+        from nbstep import codecs
+
+        previous = self.record
+        stats = self.runtime.stats
+        stats["computed"] += 1
+        stats["compute_s"] += duration_s
+        if encoded is None:
+            try:
+                encoded = codecs.encode(value)
+            except NotPersistable as e:
+                warnings.warn(
+                    StepNotPersistedWarning(
+                        f"step `{self.key}` occurrence {self.sequence} in namespace "
+                        f"`{self.namespace}` was not recorded: {e} The result is returned and "
+                        "the step will run again next time; return a value that pickles "
+                        "(plain data, a DataFrame, an array) to make it durable."
+                    ),
+                    stacklevel=stacklevel,
+                )
+                stats["not_persisted"] += 1
+                return Outcome(value, False, None, previous, persisted=False)
+        if previous is None:
+            reason = "first"
+        elif self.rerun:
+            reason = "rerun"
+        elif previous.input_hash != self.input_hash:
+            reason = "input changed"
+        else:
+            reason = "recompute"
+        expected = previous.event_id if previous is not None else None
+        identity = self.identity()
+        for _attempt in range(8):
+            new = NewRecord(self.namespace, self.key, self.sequence, identity, self.input_hash,
+                            encoded.codec, encoded.data, duration_s, reason, details)
+            record, inserted = self.store.append(new, expected)
+            if inserted:
+                return Outcome(value, False, record, previous)
+            # Another process recorded this occurrence while the handler ran.
+            if record.input_hash == self.input_hash:
+                # The seed's idempotent append: the first writer's value stands.
+                return Outcome(self.store.read(record), True, record, previous)
+            if self.mode == "error" and not self.rerun:
+                raise mismatch_error(self.builtin, record, self.input_hash)
+            expected = record.event_id
+        raise RuntimeError(f"{self.builtin}: the record for `{self.key}` kept changing")

@@ -1,0 +1,173 @@
+"""The engine's state: settings, the open store, occurrence counters, step counts.
+
+One :class:`Runtime` serves the process (``Runtime.instance()``, IPython's pattern);
+tests make a fresh one with ``Runtime.clear_instance()``. Nothing else in nbstep
+keeps state in module globals.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from nbstep import settings as settings_module
+from nbstep.core import location
+from nbstep.settings import Settings
+
+if TYPE_CHECKING:
+    from nbstep.storage import StepStore
+
+STAT_KEYS = ("replayed", "computed", "failed", "not_persisted", "compute_s", "saved_s")
+
+
+class Runtime:
+    """Process-wide state of the engine (see the module docstring)."""
+
+    _instance: ClassVar[Runtime | None] = None
+    _instance_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def instance(cls) -> Runtime:
+        """The runtime that ``nbstep.step`` and the ``%%step`` magic use."""
+        runtime = cls._instance
+        if runtime is None:
+            with cls._instance_lock:
+                if cls._instance is None:
+                    cls._instance = cls()
+                runtime = cls._instance
+        return runtime
+
+    @classmethod
+    def clear_instance(cls) -> None:
+        """Close the process's runtime; the next ``instance()`` is a fresh one."""
+        with cls._instance_lock:
+            runtime, cls._instance = cls._instance, None
+        if runtime is not None:
+            runtime.drop_store()
+
+    def __init__(self) -> None:
+        self.overrides: dict[str, Any] = {}  # nbstep.configure(...)
+        self._counters: dict[tuple[str, str], int] = {}
+        self._counter_lock = threading.Lock()
+        self._store: StepStore | None = None
+        self._store_key: tuple[Any, ...] | None = None
+        self._store_root: Path | None = None
+        self._store_lock = threading.Lock()
+        self._settings: tuple[tuple[Any, ...], Settings] | None = None
+        self._namespace: str | None = None
+        self.user_ns: dict[str, Any] | None = None  # the notebook's, when in a kernel
+        # Counts since the process started, for `nbstep run`'s summary and %steps.
+        self.stats: dict[str, float] = dict.fromkeys(STAT_KEYS, 0)
+
+    # -- settings ----------------------------------------------------------------------
+
+    def configure(self, **values: Any) -> None:
+        """Set process-wide defaults; ``None`` removes a setting again."""
+        checked = {name: settings_module.validate(name, value, "nbstep.configure")
+                   for name, value in values.items()}
+        for name, value in checked.items():
+            if value is None:
+                self.overrides.pop(name, None)
+            else:
+                self.overrides[name] = value
+        self._settings = None
+        if set(settings_module.STORE_SHAPING) & checked.keys():
+            self.drop_store()
+        if "namespace" in checked:
+            self.reset()
+
+    def settings(self, *, fresh: bool = False) -> Settings:
+        """The settings for the working directory; ``fresh`` re-reads pyproject.toml.
+
+        Cached per working directory and environment: a step asks on every call, and
+        re-reading pyproject.toml there would cost more than a replay.
+        """
+        key = (os.getcwd(), os.environ.get("NBSTEP_STORE"), os.environ.get("NBSTEP_NAMESPACE"))
+        cached = self._settings
+        if fresh or cached is None or cached[0] != key:
+            cached = (key, settings_module.load(self.overrides))
+            self._settings = cached
+        return cached[1]
+
+    # -- the store ---------------------------------------------------------------------
+
+    def store(self) -> StepStore:
+        key = (os.environ.get("NBSTEP_STORE"), self.overrides.get("store"), os.getcwd())
+        store = self._store
+        if store is not None and key == self._store_key:
+            return store
+        with self._store_lock:
+            if self._store is not None and key == self._store_key:
+                return self._store
+            current = self.settings()
+            root = settings_module.store_dir(current)
+            if self._store is not None and self._store_root == root:
+                self._store_key = key
+                return self._store
+            if self._store is not None:
+                self._store.close()
+            from nbstep.storage import open_store
+
+            self._store = open_store(root, current)
+            self._store_root = root
+            self._store_key = key
+            self._namespace = None
+            return self._store
+
+    def store_root(self) -> Path:
+        """The folder holding the store directory: namespaces are paths relative to it."""
+        self.store()
+        assert self._store_root is not None
+        return self._store_root.parent
+
+    def drop_store(self) -> None:
+        with self._store_lock:
+            if self._store is not None:
+                self._store.close()
+            self._store = None
+            self._store_key = None
+            self._store_root = None
+            self._namespace = None
+
+    # -- namespaces and occurrences ----------------------------------------------------
+
+    def default_namespace(self) -> str:
+        explicit = self.settings().namespace
+        if explicit is not None:
+            return explicit
+        if self._namespace is None:
+            self._namespace = self._detect_namespace()
+        return self._namespace
+
+    def _detect_namespace(self) -> str:
+        path = location.notebook_path(self.user_ns)
+        if path is None:
+            session = location.session_name(self.user_ns)
+            if session is not None:
+                # A session name that is not a file's path (a new JupyterLab notebook's
+                # UUID-like name): a namespace of its own, never shared with others.
+                return f"session:{session}"
+            path = location.script_path()
+        if path is None:
+            return "default"
+        return location.namespace_for_path(path, self.store_root())
+
+    def resolve_namespace(self, namespace: str | None) -> str:
+        return namespace if namespace is not None else self.default_namespace()
+
+    def reset(self) -> None:
+        """Restart occurrence counters (a new run or cell); settings and the namespace
+        are read again on next use."""
+        with self._counter_lock:
+            self._counters.clear()
+        self._namespace = None
+        self._settings = None
+
+    def next_sequence(self, namespace: str, key: str) -> int:
+        slot = (namespace, key)
+        with self._counter_lock:
+            sequence = self._counters.get(slot, 0) + 1
+            self._counters[slot] = sequence
+        return sequence

@@ -1,0 +1,100 @@
+"""Hashing an imported module: installed ones by version, project ones by content.
+
+A module of the user's project (a file outside ``sys.prefix`` / ``sys.base_prefix``
+and site-packages) counts by the sha256 of its file, so editing ``helpers.py``
+counts as a change; any other module by its name and version (``__version__``, else
+its distribution's version, else the Python version for the standard library).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import sys
+import types
+
+
+def sha(text: str | bytes) -> str:
+    """``sha256:`` + the hex digest of ``text`` (UTF-8 when a str)."""
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@functools.cache
+def _roots() -> tuple[str, ...]:
+    """Where installed code lives: every prefix, site-packages and sysconfig path."""
+    import site
+    import sysconfig
+
+    roots = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
+                                           sys.base_exec_prefix)}
+    for path in sysconfig.get_paths().values():
+        roots.add(os.path.realpath(path))
+    try:
+        roots.update(os.path.realpath(p) for p in site.getsitepackages())
+        roots.add(os.path.realpath(site.getusersitepackages()))
+    except AttributeError:  # virtualenv's old site.py
+        pass
+    return tuple(sorted(r.rstrip(os.sep) + os.sep for r in roots))
+
+
+def is_project_file(path: str | None) -> bool:
+    """A source file of the user's project (not the standard library or site-packages)."""
+    if not path or path.startswith("<"):
+        return False
+    real = os.path.realpath(path)
+    return not any(real.startswith(root) for root in _roots())
+
+
+def _distribution_version(name: str) -> str | None:
+    try:
+        from importlib.metadata import PackageNotFoundError, packages_distributions, version
+    except ImportError:  # pragma: no cover
+        return None
+    top = name.split(".")[0]
+    try:
+        return version(top)
+    except (PackageNotFoundError, ValueError):
+        pass
+    for dist in packages_distributions().get(top, []):
+        try:
+            return version(dist)
+        except (PackageNotFoundError, ValueError):
+            continue
+    return None
+
+
+
+# (name, file, mtime) -> part: a project module is hashed again only when it changes.
+_parts: dict[tuple[str, str | None, float | None], str] = {}
+
+
+def module_part(module: types.ModuleType) -> str:
+    name = getattr(module, "__name__", "?")
+    path = getattr(module, "__file__", None)
+    mtime = None
+    if is_project_file(path):
+        try:
+            mtime = os.stat(path).st_mtime  # type: ignore[arg-type]
+        except OSError:
+            mtime = None
+    cache_key = (name, path, mtime)
+    cached = _parts.get(cache_key)
+    if cached is not None:
+        return cached
+    if mtime is not None:
+        with open(path, "rb") as f:  # type: ignore[arg-type]
+            part = sha(b"module-file:" + name.encode() + b"\0" + f.read())
+    else:
+        version = getattr(module, "__version__", None)
+        if not isinstance(version, str):
+            top = sys.modules.get(name.split(".")[0])
+            version = getattr(top, "__version__", None)
+        if not isinstance(version, str):
+            version = _distribution_version(name)
+        if not isinstance(version, str):
+            version = "python-" + ".".join(map(str, sys.version_info[:2]))
+        part = sha(f"module:{name}@{version}")
+    _parts[cache_key] = part
+    return part

@@ -1,0 +1,342 @@
+"""Static analysis of a ``%%step`` cell: what it binds, what it reads, its canonical code.
+
+The cell is analysed *after* IPython's transformation (``%magic`` and ``!cmd`` lines
+become ``get_ipython().run_line_magic(...)`` / ``.system(...)`` calls), as Python
+source, in execution order.
+
+What counts (the recipe of the deterministic input and of the replayed variables)
+-------------------------------------------------------------------------------
+bound
+    Names the cell binds at the notebook's top level: assignments of every form
+    (``=``, ``+=``, annotated with a value, tuple/list/starred targets, walrus, also
+    inside comprehensions), ``for`` and ``with`` targets, imports, ``def`` and
+    ``class``, ``match`` captures, and the *base name* of a subscript or attribute
+    assignment or deletion (``df["x"] = 1`` and ``cfg.lr = 0.1`` bind ``df`` and
+    ``cfg``: the object changed in place, so its new state must be replayed).
+    ``except ... as e`` is not a binding (Python deletes ``e`` after the handler);
+    ``del x`` is recorded as a deletion.
+reads
+    Names the cell reads from the namespace before binding them, in order of first
+    use. Code inside a ``def``/``lambda`` runs later, when called, so a name such a
+    body reads counts only if the cell binds it nowhere at top level. Names used in
+    ``$name`` / ``{expr}`` of ``!cmd`` lines and identifiers in ``%magic`` arguments
+    count as reads too (a heuristic: magics parse their own arguments).
+touched
+    Names whose method is called (``model.fit(X)``, ``rng.normal()``): their object
+    may change in place though the cell never rebinds them.
+canonical
+    The cell's code as a canonical string: the AST with line numbers, comments and
+    whitespace left out and empty fields omitted (so it is stable across Python
+    versions that add optional AST fields). Whitespace-only and comment-only edits
+    leave it unchanged; any other edit, a docstring or a string literal included,
+    changes it.
+
+What static analysis cannot see (``exec``, ``globals()[...] = ...``, ``%store -r``,
+a magic that binds a name) is caught at run time by comparing the namespace before
+and after, by identity (see :mod:`nbstep.notebook.recording`).
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import re
+import tokenize
+from dataclasses import dataclass, field
+
+from nbstep.hashing.code import canonical
+
+from .scopes import (
+    COMPREHENSIONS,
+    add_once,
+    class_globals,
+    comprehension_results,
+    def_header,
+    root_name,
+    scope_globals,
+    target_names,
+)
+
+# get_ipython() methods whose string arguments name notebook variables at run time.
+_MAGIC_CALLS = {"run_line_magic", "run_cell_magic", "system", "getoutput"}
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DOLLAR_NAME = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+_BRACED = re.compile(r"(?<!\{)\{([^{}]+)\}(?!\})")
+
+
+@dataclass
+class CellAnalysis:
+    bound: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    reads: list[str] = field(default_factory=list)
+    touched: list[str] = field(default_factory=list)
+    # Bound only as `with ... as NAME` targets: usually a closed file or a released
+    # lock afterwards, worth recording only if it can be persisted.
+    soft: list[str] = field(default_factory=list)
+    canonical: str = ""
+
+
+class _TopLevel:
+    def __init__(self) -> None:
+        self.result = CellAnalysis()
+        self.bound_so_far: set[str] = set()
+        self.deferred: list[str] = []  # names function bodies read (checked at the end)
+        self.soft_binding = False
+        self.hard: set[str] = set()
+        self.soft: list[str] = []
+
+    # names
+    def read(self, name: str) -> None:
+        if name not in self.bound_so_far:
+            add_once(self.result.reads, name)
+
+    def bind(self, name: str) -> None:
+        if self.soft_binding:
+            add_once(self.soft, name)
+        else:
+            self.hard.add(name)
+        self.bound_so_far.add(name)
+        add_once(self.result.bound, name)
+        if name in self.result.deleted:
+            self.result.deleted.remove(name)
+
+    def delete(self, name: str) -> None:
+        # Deleting needs the name to exist, not any particular value: not a read.
+        if name in self.result.bound:
+            self.result.bound.remove(name)
+        self.bound_so_far.discard(name)
+        add_once(self.result.deleted, name)
+
+    # targets
+    def store(self, target: ast.AST) -> None:
+        if isinstance(target, ast.Name):
+            self.bind(target.id)
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            for elt in target.elts:
+                self.store(elt)
+        elif isinstance(target, ast.Starred):
+            self.store(target.value)
+        elif isinstance(target, (ast.Subscript, ast.Attribute)):
+            # `df["x"] = ...`: evaluates df (a read if not bound yet), then changes it.
+            self.expr(target.value)
+            if isinstance(target, ast.Subscript):
+                self.expr(target.slice)
+            root = root_name(target)
+            if root is not None:
+                self.bind(root)
+
+    # expressions
+    def expr(self, node: ast.AST | None) -> None:
+        if node is None:
+            return
+        if isinstance(node, ast.Name):
+            if isinstance(node.ctx, ast.Load):
+                self.read(node.id)
+            return
+        if isinstance(node, ast.NamedExpr):
+            self.expr(node.value)
+            self.bind(node.target.id)
+            return
+        if isinstance(node, ast.Lambda):
+            for default in (*node.args.defaults, *node.args.kw_defaults):
+                self.expr(default)
+            self.deferred.extend(scope_globals(node, frozenset()))
+            return
+        if isinstance(node, COMPREHENSIONS):
+            self.comprehension(node)
+            return
+        if isinstance(node, ast.Call):
+            self.expr(node.func)
+            for arg in node.args:
+                self.expr(arg)
+            for keyword in node.keywords:
+                self.expr(keyword.value)
+            if isinstance(node.func, ast.Attribute):
+                root = root_name(node.func.value)
+                if root is not None:
+                    add_once(self.result.touched, root)
+            self.magic_arguments(node)
+            return
+        for child in ast.iter_child_nodes(node):
+            self.expr(child)
+
+    def comprehension(self, node: ast.AST) -> None:
+        generators = node.generators  # type: ignore[attr-defined]
+        targets = {n for gen in generators for n in target_names(gen.target)}
+        # The first iterable is evaluated here; the rest inside the comprehension's scope.
+        self.expr(generators[0].iter)
+        saved = set(self.bound_so_far)
+        self.bound_so_far |= targets
+        for i, gen in enumerate(generators):
+            if i:
+                self.expr(gen.iter)
+            for cond in gen.ifs:
+                self.expr(cond)
+        for part in comprehension_results(node):
+            self.expr(part)
+        walrus = {sub.target.id for sub in ast.walk(node) if isinstance(sub, ast.NamedExpr)}
+        self.bound_so_far = saved | walrus
+
+    def magic_arguments(self, call: ast.Call) -> None:
+        """Names a magic or shell command will expand or evaluate at run time."""
+        func = call.func
+        if not (isinstance(func, ast.Attribute) and func.attr in _MAGIC_CALLS):
+            return
+        owner = func.value
+        if not (isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name)
+                and owner.func.id == "get_ipython"):
+            return
+        strings = [a.value for a in call.args if isinstance(a, ast.Constant)
+                   and isinstance(a.value, str)]
+        if func.attr in ("run_line_magic", "run_cell_magic"):
+            strings = strings[1:]  # the first is the magic's name
+        for text in strings:
+            for name in _DOLLAR_NAME.findall(text):
+                self.read(name)
+            for inner in _BRACED.findall(text):
+                try:
+                    tree = ast.parse(inner.strip(), mode="eval")
+                except SyntaxError:
+                    continue
+                self.expr(tree.body)
+            if func.attr != "system" and func.attr != "getoutput":
+                for name in _IDENTIFIER.findall(text):
+                    self.read(name)
+
+    # statements
+    def statements(self, body: list[ast.stmt]) -> None:
+        for statement in body:
+            self.statement(statement)
+
+    def statement(self, node: ast.stmt) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            for decorator in node.decorator_list:
+                self.expr(decorator)
+            for part in def_header(node):
+                self.expr(part)
+            if isinstance(node, ast.ClassDef):
+                # A class body runs now; the bodies of its methods run later.
+                immediate, deferred = class_globals(node)
+                for name in immediate:
+                    self.read(name)
+                self.deferred.extend(deferred)
+            else:
+                self.deferred.extend(sorted(scope_globals(node, frozenset())))
+            self.bind(node.name)
+            return
+        if isinstance(node, ast.Assign):
+            self.expr(node.value)
+            for target in node.targets:
+                self.store(target)
+            return
+        if isinstance(node, ast.AugAssign):
+            if isinstance(node.target, ast.Name):
+                self.read(node.target.id)
+            self.expr(node.value)
+            self.store(node.target)
+            return
+        if isinstance(node, ast.AnnAssign):
+            self.expr(node.annotation)
+            if node.value is not None:
+                self.expr(node.value)
+                self.store(node.target)
+            return
+        if isinstance(node, (ast.For, ast.AsyncFor)):
+            self.expr(node.iter)
+            self.store(node.target)
+            self.statements(node.body)
+            self.statements(node.orelse)
+            return
+        if isinstance(node, (ast.With, ast.AsyncWith)):
+            for item in node.items:
+                self.expr(item.context_expr)
+                if item.optional_vars is not None:
+                    self.soft_binding = True
+                    try:
+                        self.store(item.optional_vars)
+                    finally:
+                        self.soft_binding = False
+            self.statements(node.body)
+            return
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                if alias.name != "*":
+                    self.bind((alias.asname or alias.name).split(".")[0])
+            return
+        if isinstance(node, ast.Delete):
+            for target in node.targets:
+                for name in target_names(target):
+                    self.delete(name)
+                if isinstance(target, (ast.Subscript, ast.Attribute)):
+                    self.store(target)
+            return
+        if isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
+            self.statements(node.body)  # type: ignore[attr-defined]
+            for handler in node.handlers:  # type: ignore[attr-defined]
+                self.expr(handler.type)
+                self.statements(handler.body)
+            self.statements(node.orelse)  # type: ignore[attr-defined]
+            self.statements(node.finalbody)  # type: ignore[attr-defined]
+            return
+        if isinstance(node, ast.Match):
+            self.expr(node.subject)
+            for case in node.cases:
+                for sub in ast.walk(case.pattern):
+                    if isinstance(sub, (ast.MatchValue, ast.MatchClass)):
+                        self.expr(sub.value if isinstance(sub, ast.MatchValue) else sub.cls)
+                    elif isinstance(sub, (ast.MatchAs, ast.MatchStar)) and sub.name:
+                        self.bind(sub.name)
+                    elif isinstance(sub, ast.MatchMapping):
+                        for key in sub.keys:
+                            self.expr(key)
+                        if sub.rest:
+                            self.bind(sub.rest)
+                self.expr(case.guard)
+                self.statements(case.body)
+            return
+        if isinstance(node, (ast.If, ast.While)):
+            self.expr(node.test)
+            self.statements(node.body)
+            self.statements(node.orelse)
+            return
+        if isinstance(node, (ast.Global, ast.Nonlocal, ast.Pass, ast.Break, ast.Continue)):
+            return
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.stmt):
+                self.statement(child)
+            else:
+                self.expr(child)
+
+    def finish(self) -> CellAnalysis:
+        self.result.soft = [name for name in self.soft if name not in self.hard]
+        bound_anywhere = set(self.result.bound) | set(self.result.deleted)
+        for name in self.deferred:
+            if name not in bound_anywhere:
+                add_once(self.result.reads, name)
+        return self.result
+
+
+def parse(source: str, filename: str = "<cell>") -> ast.Module:
+    """Parse transformed cell source; top-level ``await`` is allowed as in IPython."""
+    return ast.parse(source, filename=filename)
+
+
+def analyze(tree: ast.Module) -> CellAnalysis:
+    walker = _TopLevel()
+    walker.statements(tree.body)
+    result = walker.finish()
+    result.canonical = canonical(tree)
+    return result
+
+
+def ends_with_semicolon(source: str) -> bool:
+    """True when the cell's last token is ``;`` (IPython then shows no result)."""
+    last = None
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE,
+                                  tokenize.ENDMARKER, tokenize.INDENT, tokenize.DEDENT):
+                last = token
+    except (tokenize.TokenError, SyntaxError):
+        return False
+    return last is not None and last.type == tokenize.OP and last.string == ";"

@@ -1,0 +1,380 @@
+"""One ``%%step`` cell as one durable step: decide, then replay, or run and record.
+
+The magic (:mod:`.magics`) parses its arguments and makes a :class:`CellStep`;
+deciding uses the engine's occurrences (:func:`nbstep.engine.occurrence.begin`) with
+the cell's input (:mod:`.inputs`); recording is :mod:`.recording`; the record's value
+is the ``%%step`` codec's (:mod:`nbstep.codecs.cell`).
+
+Which objects an input may stand for: a name the cell both reads and binds
+(``x = x + 1``) counts as unchanged only when the namespace holds the very object
+this step produced or replayed in this kernel (``NotebookExtension.produced``):
+executing the cell again replays it, while a new kernel whose upstream cells made an
+equal value recomputes.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import sys
+import time
+import types
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from nbstep.codecs import cell as cell_codec
+from nbstep.codecs.cell import RecordedDisplay
+from nbstep.codecs.cell_unpickle import decode_values
+from nbstep.core.names import is_ipython_name
+from nbstep.engine import occurrence as occurrences
+from nbstep.errors import NbstepError, StepNotPersistedWarning, StepReplayError
+from nbstep.hashing import input_hash
+
+from . import analysis, capture, inputs, recording
+from .execution import (
+    PyCF_ALLOW_TOP_LEVEL_AWAIT,
+    await_code,
+    flush_inline_figures,
+    run_code,
+)
+from .options import Options
+from .recording import NotRecorded, record_cell
+
+if TYPE_CHECKING:
+    from .extension import NotebookExtension
+
+BUILTIN = "%%step"
+
+
+def _format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def _magic_fix(message: str, key: str) -> str:
+    """The engine's replay error, with the way to recompute a %%step cell."""
+    fix = f"`%%step {key} --rerun`"
+    if "rerun=True" in message:
+        return message.replace("rerun=True", fix)
+    return f"{message.rstrip()} Run the cell as {fix} to recompute it."
+
+
+class CellStep:
+    """A ``%%step`` cell from its lookup to its outcome."""
+
+    def __init__(self, extension: NotebookExtension, options: Options, body: str,
+                 header: str = "%%step") -> None:
+        self.extension = extension
+        self.runtime = extension.runtime
+        self.shell = shell = extension.shell
+        self.cell_id = extension.cell_id  # the notebook cell's id, when the frontend sends one
+        self.options = options
+        self.body = body
+        self.header = header  # the cell's first line, shown by tracebacks and warnings
+        self.user_ns: dict[str, Any] = shell.user_ns
+        self.hidden: dict[str, Any] = getattr(shell, "user_ns_hidden", {})
+        self.user_modules = {getattr(getattr(shell, "user_module", None), "__name__", "__main__")}
+        self.occurrence: Any = None
+        self.replaying = False
+        self.capture: capture.OutputCapture | None = None
+        self.body_done = False  # errors after this are nbstep's, not the cell's
+        self._started = 0.0
+        self.before: dict[str, Any] = {}
+        self.indirect: dict[str, str] = {}
+
+    # -- deciding ------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Transform and analyse the body, hash its input, look the step up."""
+        __tracebackhide__ = True
+        shell = self.shell
+        # Line 1 of the cell is the %%step line: keep line numbers those of the cell.
+        self.source = "\n" + shell.transform_cell(self.body)
+        self.filename = self._cache_source(self.source)
+        try:
+            tree = analysis.parse(self.source, self.filename)
+        except SyntaxError as e:
+            # Normally caught earlier: the magic's input transformer hands a body that
+            # does not compile back to IPython, which reports it as for any cell.
+            raise e.with_traceback(None) from None
+        self.analysis = analysis.analyze(tree)
+        transformed = shell.transform_ast(tree)
+        self.tree = transformed if transformed is not None else tree
+        self.parts, self.unhashable = inputs.input_parts(
+            self.analysis.canonical, self.analysis.reads, self.user_ns, self.hidden,
+            self.user_modules,
+        )
+        self.input_hash = input_hash(self.parts)
+        if self.runtime.user_ns is None:
+            self.runtime.user_ns = self.user_ns
+        options = self.options
+        # An input that the namespace holds because this very step produced it
+        # (`x = x + 1` executed again) is not a change, and inputs a record did not
+        # have cannot have shaped it: `_matches` compares the parts the record knew.
+        occurrence = occurrences.begin(
+            self.runtime, BUILTIN, options.key, self.input_hash, options.namespace,
+            options.on_mismatch, options.rerun, what_changed=self._what_changed,
+            matches=self._matches,
+            fix=f"run the cell as `%%step {options.key} --rerun`",
+        )
+        self.occurrence = occurrence
+        self.replaying = occurrence.replayable
+        record = occurrence.record
+        details = (record.details or {}) if record is not None else {}
+        if self.replaying and details.get("cell") not in (None, cell_codec.FORMAT):
+            # Made by an older nbstep, whose records this one does not replay.
+            self.replaying = False
+            print(f"recomputing `{options.key}`: its record of {record.occurred_at} was made "
+                  "by an older nbstep")
+            return
+        if self.replaying and details.get("python", recording.PYTHON) != recording.PYTHON:
+            # Functions are recorded with their compiled code, which is Python's own.
+            self.replaying = False
+            print(f"recomputing `{options.key}`: its record of {record.occurred_at} holds "
+                  f"functions compiled by Python {details['python']}, this kernel runs "
+                  f"Python {recording.PYTHON}")
+            return
+        missing = [name for name in details.get("references") or [] if name not in self.user_ns]
+        if self.replaying and missing:
+            # Objects of earlier cells the record holds by name (a default `c=conn`).
+            self.replaying = False
+            names = ", ".join(f"`{name}`" for name in missing)
+            print(f"recomputing `{options.key}`: its record of {record.occurred_at} refers "
+                  f"to the notebook {'variable' if len(missing) == 1 else 'variables'} "
+                  f"{names}, which {'is' if len(missing) == 1 else 'are'} not defined")
+            return
+        if record is not None and not self.replaying and not occurrence.rerun:
+            other = self._other_cell(record)
+            if other:
+                sys.stderr.write(f"warning: {other}\n")
+            print(f"recomputing `{options.key}`: {self._what_changed(record, hint=False)} "
+                  f"changed since the record of {record.occurred_at}")
+
+    def _other_cell(self, record: Any) -> str | None:
+        """A warning when the record was made by another cell with the same key."""
+        recorded = (record.details or {}).get("cell_id")
+        if not recorded or not self.cell_id or recorded == self.cell_id:
+            return None
+        return (f"key `{self.options.key}` is also used by another cell of this notebook; "
+                "give each cell its own key (each of them overwrites the other's record)")
+
+    def _adjusted(self, record: Any) -> dict[str, str]:
+        """This cell's parts on the record's terms (:func:`.inputs.adjusted_parts`)."""
+        return inputs.adjusted_parts(self.parts, record, self.user_ns,
+                                     self.extension.produced(record))
+
+    def _matches(self, record: Any) -> bool:
+        recorded = inputs.recorded_parts(record)
+        return recorded is not None and self._adjusted(record) == recorded
+
+    def _what_changed(self, record: Any, hint: bool = True) -> str:
+        recorded = inputs.recorded_parts(record)
+        if recorded is None:
+            return "the input (the record was not made by %%step)"
+        adjusted = self._adjusted(record)
+        text = inputs.describe_changes(recorded, adjusted or self.parts) or "the input"
+        other = self._other_cell(record) if hint else None
+        return f"{text} ({other})" if other else text
+
+    # -- replaying -------------------------------------------------------------------
+
+    def replay(self) -> Any:
+        """Restore the variables, show the outputs again, return the result.
+
+        A replay that fails counts as a failed step (``Runtime.stats["failed"]``).
+        """
+        __tracebackhide__ = True
+        stats = self.runtime.stats
+        key = self.options.key
+        try:
+            outcome = self.occurrence.replay()
+        except StepReplayError as e:
+            stats["failed"] += 1
+            raise StepReplayError(_magic_fix(str(e), key)) from e.__cause__
+        record = outcome.record
+        container = outcome.value
+        try:
+            if not (isinstance(container, dict)
+                    and container.get("nbstep_cell") == cell_codec.FORMAT):
+                raise StepReplayError(
+                    f"cannot replay `{key}`: its record (made {record.occurred_at}) was "
+                    "not made by %%step, or by another version of nbstep. Run the cell as "
+                    f"`%%step {key} --rerun` to record it again."
+                )
+            result = self._restore(container, record)
+        except StepReplayError:
+            # The engine counted a replay; it was not one.
+            stats["replayed"] -= 1
+            stats["saved_s"] -= record.duration_s or 0.0
+            stats["failed"] += 1
+            raise
+        self.extension.remember_outputs(record, (record.details or {}).get("output_parts") or {})
+        capture.show_again(self.shell, container.get("outputs") or [])
+        if not self.options.quiet:
+            # After the outputs: a replayed clear_output() must not wipe this line.
+            print(f"replayed `{key}` (recorded {record.occurred_at}, "
+                  f"original run {_format_seconds(record.duration_s)})")
+        return result
+
+    def _restore(self, container: dict[str, Any], record: Any) -> Any:
+        ns = self.user_ns
+        values: dict[str, Any] = {}
+        try:
+            for name in container.get("deleted") or []:
+                ns.pop(name, None)
+            # Modules first: the values may need them when they load.
+            for name, module_name in (container.get("modules") or {}).items():
+                ns[name] = importlib.import_module(module_name)
+            self._register_source(container)
+            blob = container.get("values")
+            if blob is not None:
+                values = decode_values(blob[0], blob[1], ns)
+            ns.update(values.get("variables", {}))
+        except NbstepError:
+            raise
+        except Exception as e:
+            raise StepReplayError(
+                f"cannot replay `{self.options.key}` (recorded {record.occurred_at}): "
+                f"restoring its variables failed with {type(e).__name__}: {e}. Run the "
+                f"cell as `%%step {self.options.key} --rerun` to compute and record it again."
+            ) from e
+        result = container.get("result")
+        if result is None:
+            return None
+        if result[0] == "value":
+            return values.get("result")
+        return RecordedDisplay(result[1], result[2])
+
+    def _register_source(self, container: dict[str, Any]) -> None:
+        """Make the recorded cell's code readable under the name it was compiled with.
+
+        The replayed functions' code objects point there: ``inspect.getsource`` and
+        tracebacks then show the cell's lines, in a new kernel too.
+        """
+        import linecache
+
+        filename = container.get("filename")
+        if not filename or filename in linecache.cache:
+            return
+        shown = (container.get("header") or BUILTIN) + container["source"]
+        linecache.cache[filename] = (len(shown), None, shown.splitlines(keepends=True),
+                                     filename)
+        filename_map = getattr(self.shell.compile, "_filename_map", None)
+        if isinstance(filename_map, dict):  # IPython's "Cell In[n]" in tracebacks
+            filename_map.setdefault(filename, max(self.shell.execution_count - 1, 0))
+
+    # -- computing -------------------------------------------------------------------
+
+    def _cache_source(self, source: str) -> str:
+        """Register the code with IPython, so tracebacks show ``Cell In[n], line k``.
+
+        The compiled code comes from ``source`` (line 1 empty); the text shown has
+        the cell's ``%%step`` line there instead.
+        """
+        shell = self.shell
+        shown = self.header + source
+        return shell.compile.cache(shown, max(shell.execution_count - 1, 0))
+
+    def compile_body(self) -> tuple[types.CodeType | None, types.CodeType | None, str]:
+        shell = self.shell
+        nodes = list(self.tree.body)
+        last = nodes[-1] if nodes and isinstance(nodes[-1], ast.Expr) else None
+        block_nodes = nodes[:-1] if last is not None else nodes
+        flags = PyCF_ALLOW_TOP_LEVEL_AWAIT if getattr(shell, "autoawait", True) else 0
+        with shell.compile.extra_flags(flags):
+            block = (shell.compile(ast.Module(body=block_nodes, type_ignores=[]),
+                                   self.filename, "exec") if block_nodes else None)
+            expr = None
+            if last is not None:
+                expression = ast.Expression(body=last.value)
+                ast.copy_location(expression, last)
+                expr = shell.compile(expression, self.filename, "eval")
+        return block, expr, self.filename
+
+    def start(self) -> None:
+        self.before = dict(self.user_ns)
+        # Names the functions the cell calls read: hashed now, compared after the body.
+        self.indirect = {}
+        try:
+            names = inputs.indirect_reads(self.analysis.reads, self.user_ns, self.hidden,
+                                              self.user_modules)
+        except Exception:  # a value's own __getattr__ raising: check none of them
+            names = []
+        for name in names:
+            if is_ipython_name(name):
+                continue
+            digest = inputs.part_or_none(self.user_ns[name], self.user_ns, self.user_modules)
+            if digest is not None:
+                self.indirect[name] = digest
+        self.capture = capture.OutputCapture(self.shell).start()
+        self.extension.body_depth += 1
+        self._started = time.perf_counter()
+
+    def abort(self) -> None:
+        """The body raised: stop capturing, record nothing."""
+        self.extension.body_depth -= 1
+        self.runtime.stats["failed"] += 1
+        if self.capture is not None:
+            self.capture.stop()
+
+    def run_sync(self) -> Any:
+        __tracebackhide__ = True
+        block, expr, _ = self.compile_body()
+        self.start()
+        try:
+            if block is not None:
+                run_code(self.shell, block, self.user_ns)
+            value = run_code(self.shell, expr, self.user_ns) if expr is not None else None
+            flush_inline_figures()
+        except BaseException:
+            self.abort()
+            raise
+        return self.end(value)
+
+    async def run_async(self) -> Any:
+        __tracebackhide__ = True
+        block, expr, _ = self.compile_body()
+        self.start()
+        try:
+            if block is not None:
+                await await_code(self.shell, block, self.user_ns)
+            value = await await_code(self.shell, expr, self.user_ns) if expr is not None else None
+            flush_inline_figures()
+        except BaseException:
+            self.abort()
+            raise
+        return self.end(value)
+
+    def end(self, value: Any) -> Any:
+        """The body finished: record the step (unless it cannot be persisted)."""
+        duration = time.perf_counter() - self._started
+        self.extension.body_depth -= 1
+        self.body_done = True
+        assert self.capture is not None
+        outputs = self.capture.stop()
+        if analysis.ends_with_semicolon(self.source):
+            value = None
+        try:
+            record_cell(self, value, outputs, duration)
+        except NotRecorded as e:
+            stats = self.runtime.stats
+            stats["not_persisted"] += 1
+            stats["computed"] += 1
+            stats["compute_s"] += duration
+            warnings.warn_explicit(
+                StepNotPersistedWarning(str(e)), StepNotPersistedWarning,
+                self.filename, 1, registry=None,
+            )
+        return value
+

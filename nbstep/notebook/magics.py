@@ -1,0 +1,254 @@
+"""The magics: ``%%step``, ``%step_config`` and ``%steps``, thin over the engine.
+
+They parse their arguments and hand over: ``%%step`` to the extension's cell runner
+(:meth:`.extension.NotebookExtension.run_step_cell`), ``%step_config`` to the
+runtime's settings, ``%steps`` to ``step.inspect``'s frame. Library errors become
+``UsageError`` (one line, no traceback).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+# This module is imported only by the extension, when IPython is running: importing
+# IPython here costs nothing, and the magics class needs it at definition.
+from IPython.core.error import UsageError  # noqa: TID253
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class  # noqa: TID253
+from IPython.core.magic_arguments import (  # noqa: TID253
+    argument,
+    magic_arguments,
+    parse_argstring,
+)
+
+from nbstep import settings as settings_module
+from nbstep.core import location
+from nbstep.engine.runtime import Runtime
+from nbstep.errors import ConfigError, NbstepError, NotFound
+from nbstep.settings import Settings
+
+from .options import Options
+
+if TYPE_CHECKING:
+    from .extension import NotebookExtension
+
+MAGIC_NAMES = {"cell": ("step",), "line": ("step_config", "steps")}
+
+
+@magics_class
+class StepMagics(Magics):
+    """``%%step KEY``: run a cell once, replay it afterwards."""
+
+    def __init__(self, shell: Any, extension: NotebookExtension) -> None:
+        super().__init__(shell)
+        self.extension = extension
+
+    @magic_arguments()
+    @argument("key", help="the step's key: a name for this cell's work, unique in the notebook")
+    @argument("--rerun", action="store_true",
+              help="compute again and record a new version, even if the inputs are unchanged")
+    @argument("--namespace", "-n", metavar="NS",
+              help="record in this namespace instead of the notebook's own")
+    @argument("--on-mismatch", choices=["error", "rerun"], default=None,
+              help="when the inputs changed since the record: recompute (rerun, the default; "
+                   "change it with %%step_config or [tool.nbstep] magic_on_mismatch) or raise "
+                   "(error)")
+    @argument("--quiet", "-q", action="store_true",
+              help="do not print the 'replayed ...' line (setting: quiet)")
+    @cell_magic
+    def step(self, line: str, cell: str) -> Any:
+        """Run the cell once and record it; executing it again replays it.
+
+        The first run executes the body as an ordinary cell (magics, ``!cmd`` and
+        top-level ``await`` work; output shows as it comes) and records, as one
+        durable step: the variables the cell binds, what it printed and displayed,
+        and its result. Executing it again with the same inputs (the code, ignoring
+        comments and whitespace, and the values of the variables it reads) skips the
+        body: the variables come back, the outputs show again, and one line says so.
+
+        Examples::
+
+            %%step load
+            df = pd.read_parquet("big.parquet")     # runs once
+            df.describe()
+
+            %%step train --on-mismatch error        # raise if the inputs changed
+            model = fit(df, threshold)
+
+            %%step train --rerun                    # compute again, record a new version
+
+        A cell that raises records nothing. A variable that cannot be persisted
+        (an open connection, a generator) leaves the cell unrecorded, with a warning.
+        ``%steps`` lists this notebook's steps; ``%step_config`` sets defaults.
+        """
+        __tracebackhide__ = True
+        return self.extension.run_step_cell(parse_step_line(line, self.extension), cell,
+                                            header(line))
+
+    @magic_arguments()
+    @argument("--on-mismatch", choices=["error", "rerun"], default=None,
+              help="what %%step does when a cell's inputs changed")
+    @argument("--quiet", action="store_true", default=None,
+              help="do not print the 'replayed ...' line")
+    @argument("--no-quiet", dest="quiet", action="store_false",
+              help="print the 'replayed ...' line (the default)")
+    @argument("--namespace", metavar="NS",
+              help="record this session's steps (%%step and step.run) in this namespace")
+    @argument("--store", metavar="DIR", help="use this store directory for this session")
+    @argument("--reset", action="store_true",
+              help="forget the settings made with %%step_config in this session")
+    @line_magic
+    def step_config(self, line: str) -> None:
+        """Set nbstep's defaults for this session, or show them.
+
+        Examples::
+
+            %step_config                          # show the settings and where they come from
+            %step_config --on-mismatch error      # changed inputs raise instead of recompute
+            %step_config --quiet                  # no 'replayed ...' lines
+            %step_config --namespace exp-1        # record under another namespace
+            %step_config --reset                  # back to pyproject.toml / the defaults
+
+        Project defaults go under ``[tool.nbstep]`` in ``pyproject.toml``
+        (``magic_on_mismatch = "error"``, ``quiet = true``); what is set here wins.
+        """
+        args = parse_argstring(self.step_config, line)
+        changes: dict[str, Any] = {}
+        if args.reset:
+            changes = {"magic_on_mismatch": None, "quiet": None, "namespace": None,
+                       "store": None}
+        if args.on_mismatch is not None:
+            changes["magic_on_mismatch"] = args.on_mismatch
+        if args.quiet is not None:
+            changes["quiet"] = args.quiet
+        if args.namespace is not None:
+            changes["namespace"] = args.namespace
+        if args.store is not None:
+            changes["store"] = args.store
+        if changes:
+            try:
+                self.extension.runtime.configure(**changes)
+            except ConfigError as e:
+                raise UsageError(str(e)) from e
+            return
+        show_settings(self.extension.runtime)
+
+    @magic_arguments()
+    @argument("namespace", nargs="?", help="a namespace (default: this notebook's)")
+    @argument("--no-results", action="store_true",
+              help="leave out the recorded values (faster for large steps)")
+    @line_magic
+    def steps(self, line: str) -> Any:
+        """This notebook's recorded steps as a DataFrame (``step.inspect()``).
+
+        Examples::
+
+            %steps                     # this notebook
+            %steps other.ipynb         # another namespace
+            %steps --no-results
+        """
+        from nbstep.engine.inspect import records_frame
+
+        args = parse_argstring(self.steps, line)
+        runtime = self.extension.runtime
+        try:
+            if args.namespace is not None:
+                namespace = _known_namespace(runtime, _unquote(args.namespace))
+            else:
+                namespace = runtime.default_namespace()
+            return records_frame(runtime.store(), namespace, results=not args.no_results,
+                                 user_ns=runtime.user_ns)
+        except (NbstepError, ValueError, TypeError) as e:
+            raise UsageError(str(e)) from e
+
+
+def _known_namespace(runtime: Runtime, name: str) -> str:
+    """``%steps NAME``: a namespace of the store, also given as a notebook's path."""
+    from nbstep.engine.lookup import resolve_namespace
+
+    try:
+        return resolve_namespace(runtime.store(), runtime.store_root(), name)
+    except NotFound as e:
+        raise UsageError(f"%steps: {e}".replace("\n", " ")) from e
+
+
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
+def header(line: str) -> str:
+    return f"%%step {line}".rstrip()
+
+
+def parse_step_line(line: str, extension: NotebookExtension) -> Options:
+    """The ``%%step`` line's options, with the session's and the project's defaults."""
+    try:
+        args = parse_argstring(StepMagics.step, line)
+    except UsageError as e:
+        if "unrecognized arguments" in str(e):
+            words = []
+            for word in line.split():
+                if word.startswith("-"):
+                    break
+                words.append(word)
+            example = " ".join(words) if len(words) > 1 else "my key"
+            raise UsageError(
+                f"{e}. A key is one word: quote it if it has spaces, as in "
+                f'%%step "{example}"'
+            ) from None
+        raise
+    # IPython's argument splitting keeps quotes: `%%step "load data"` means load data.
+    key = _unquote(args.key)
+    if not key.strip():
+        raise UsageError("%%step: the key cannot be empty; give the cell's work a name: "
+                         "%%step load_data")
+    namespace = _unquote(args.namespace) if args.namespace is not None else None
+    if namespace is not None and not namespace.strip():
+        raise UsageError("%%step: --namespace cannot be empty; leave it out to use the "
+                         "notebook's own namespace")
+    settings = _settings(extension.runtime)
+    on_mismatch = args.on_mismatch or settings.magic_on_mismatch
+    quiet = bool(args.quiet or settings.quiet)
+    return Options(key=key, namespace=namespace, on_mismatch=on_mismatch, rerun=args.rerun,
+                   quiet=quiet)
+
+
+def show_settings(runtime: Runtime) -> None:
+    """``%step_config`` without arguments: each setting, its value, where it comes from."""
+    settings = _settings(runtime)
+    try:
+        store_dir = settings_module.store_dir(settings)
+        namespace = runtime.default_namespace()
+    except NbstepError as e:
+        raise UsageError(str(e)) from e
+    namespace_source = settings.sources["namespace"]
+    if namespace_source == settings_module.DEFAULT:
+        if location.notebook_path(runtime.user_ns):
+            namespace_source = "the notebook's path"
+        elif namespace.startswith("session:"):
+            namespace_source = ("a new notebook's session name: this notebook's own "
+                                "namespace until the kernel restarts under its saved name")
+        else:
+            namespace_source = "no notebook path: the shared default"
+    store_source = settings.sources["store"]
+    if store_source == settings_module.DEFAULT:
+        store_source = "found from the working directory"
+    rows = [
+        ("on mismatch", settings.magic_on_mismatch, settings.sources["magic_on_mismatch"]),
+        ("quiet", settings.quiet, settings.sources["quiet"]),
+        ("namespace", namespace, namespace_source),
+        ("store", store_dir, store_source),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for label, value, where in rows:
+        sys.stdout.write(f"{label:<{width}}  {value}    ({where})\n")
+
+
+def _settings(runtime: Runtime) -> Settings:
+    """The settings, re-read for this cell; a bad pyproject.toml is a one-line error."""
+    try:
+        return runtime.settings(fresh=True)
+    except ConfigError as e:
+        raise UsageError(str(e)) from e

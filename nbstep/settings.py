@@ -1,0 +1,197 @@
+"""Every setting nbstep has, its default, and where a value comes from.
+
+Resolution order, first match wins (documented in the README):
+
+``store`` (the store directory)
+    1. ``NBSTEP_STORE`` (a directory; created if missing)
+    2. ``nbstep.configure(store=...)``
+    3. ``store = "..."`` under ``[tool.nbstep]`` in the nearest ``pyproject.toml``
+       (relative paths are relative to that file's folder)
+    4. ``.nbstep/`` in the nearest ancestor of the working directory that has one
+    5. ``.nbstep/`` in the nearest ancestor with ``pyproject.toml`` or ``.git``
+    6. ``.nbstep/`` in the working directory
+``namespace``
+    ``NBSTEP_NAMESPACE``, then ``configure``, then ``[tool.nbstep]``; unset, the
+    engine uses the running notebook's path (:mod:`nbstep.core.location`).
+every other setting
+    ``configure``, then ``[tool.nbstep]``, then the default in :class:`Settings`.
+
+The store's *root* is the folder that holds the store directory; notebook and
+script paths are made relative to it to form namespaces, so ``./a.ipynb`` and
+``a.ipynb`` are one namespace and a moved project keeps its records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+STORE_DIR_NAME = ".nbstep"
+ON_MISMATCH_MODES = ("error", "rerun")
+CONFIGURED = "%step_config / nbstep.configure"
+DEFAULT = "default"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One resolved set of settings: every default is here and only here."""
+
+    store: str | None = None  # an explicit store location; None: found from the cwd
+    namespace: str | None = None  # None: the running notebook's path
+    on_mismatch: str = "error"  # step.run when a recorded input differs
+    rerun: bool = False  # every step recomputes (`nbstep run --rerun`)
+    magic_on_mismatch: str = "rerun"  # %%step when a recorded input differs
+    quiet: bool = False  # no "replayed ..." line under replayed cells
+    busy_timeout: float = 60.0  # seconds to wait for another process holding the store
+    linger: float = 0.05  # seconds an idle process keeps the store attached
+    inline_limit: int = 64 * 1024  # values up to this many bytes live in the event table
+    # Where each value came from ("default", "%step_config / nbstep.configure",
+    # "environment NBSTEP_STORE", "<pyproject.toml> [tool.nbstep]").
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+
+NAMES = tuple(f.name for f in dataclasses.fields(Settings) if f.name != "sources")
+# The type each setting must have, in configure() and in [tool.nbstep].
+TYPES: dict[str, type | tuple[type, ...]] = {
+    "store": str,
+    "namespace": str,
+    "on_mismatch": str,
+    "rerun": bool,
+    "magic_on_mismatch": str,
+    "quiet": bool,
+    "busy_timeout": (int, float),
+    "linger": (int, float),
+    "inline_limit": int,
+}
+# Settings that shape the open store: changing one reopens it.
+STORE_SHAPING = ("store", "linger", "busy_timeout", "inline_limit")
+ENVIRONMENT = {"store": "NBSTEP_STORE", "namespace": "NBSTEP_NAMESPACE"}
+
+
+def validate(name: str, value: Any, source: str) -> Any:
+    """Check one setting's name, type and value; return it normalized (None unsets)."""
+    if name not in TYPES:
+        close = difflib.get_close_matches(name, TYPES, n=1)
+        hint = f" Did you mean `{close[0]}`?" if close else ""
+        known = ", ".join(sorted(TYPES))
+        raise ConfigError(f"{source}: unknown setting `{name}`.{hint} Known settings: {known}.")
+    expected = TYPES[name]
+    if value is None:
+        return None
+    if name == "store" and isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, bool) and expected is not bool:
+        raise ConfigError(f"{source}: `{name}` must be {_type_words(expected)}, got bool")
+    if not isinstance(value, expected):
+        raise ConfigError(
+            f"{source}: `{name}` must be {_type_words(expected)}, got {type(value).__name__}"
+        )
+    if isinstance(value, str) and not value.strip():
+        raise ConfigError(f"{source}: `{name}` cannot be empty")
+    if name in ("on_mismatch", "magic_on_mismatch") and value not in ON_MISMATCH_MODES:
+        raise ConfigError(
+            f"{source}: `{name}` must be one of `error`, `rerun`, got `{value}`"
+        )
+    if name in ("busy_timeout", "linger") and not (0 <= value < float("inf")):
+        raise ConfigError(f"{source}: `{name}` must be a finite number of seconds >= 0, "
+                          f"got {value}")
+    if name == "inline_limit" and value < 0:
+        raise ConfigError(f"{source}: `inline_limit` must be >= 0 bytes, got {value}")
+    return value
+
+
+def _type_words(expected: type | tuple[type, ...]) -> str:
+    if isinstance(expected, tuple):
+        return " or ".join(t.__name__ for t in expected)
+    return expected.__name__
+
+
+def load(overrides: Mapping[str, Any], start: Path | None = None) -> Settings:
+    """The settings for code running in ``start`` (default: the working directory).
+
+    ``overrides`` are the values given to ``nbstep.configure``, already validated.
+    """
+    table, pyproject = project_table(start or Path.cwd())
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name in NAMES:
+        env = ENVIRONMENT.get(name)
+        if env is not None and _environment(env) is not None:
+            values[name], sources[name] = _environment(env), f"environment {env}"
+        elif overrides.get(name) is not None:
+            values[name], sources[name] = overrides[name], CONFIGURED
+        elif table.get(name) is not None:
+            value = table[name]
+            if name == "store":
+                assert pyproject is not None
+                value = str((pyproject.parent / Path(value).expanduser()).resolve())
+            values[name], sources[name] = value, f"{pyproject} [tool.nbstep]"
+        else:
+            sources[name] = DEFAULT
+    return Settings(**values, sources=sources)
+
+
+def _environment(name: str) -> str | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    if not value.strip():
+        if name == "NBSTEP_STORE":
+            raise ConfigError("NBSTEP_STORE is set but empty; set it to a directory or unset it")
+        return None  # an empty NBSTEP_NAMESPACE means "not set"
+    return value
+
+
+def store_dir(settings: Settings, start: Path | None = None) -> Path:
+    """The store directory: the explicit ``store`` setting, else found from ``start``."""
+    if settings.store is not None:
+        return Path(settings.store).expanduser().resolve()
+    cwd = (start or Path.cwd()).resolve()
+    for folder in (cwd, *cwd.parents):
+        if (folder / STORE_DIR_NAME).is_dir():
+            return folder / STORE_DIR_NAME
+    for folder in (cwd, *cwd.parents):
+        if (folder / "pyproject.toml").is_file() or (folder / ".git").exists():
+            return folder / STORE_DIR_NAME
+    return cwd / STORE_DIR_NAME
+
+
+def find_pyproject(start: Path) -> Path | None:
+    for folder in (start, *start.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def project_table(start: Path) -> tuple[dict[str, Any], Path | None]:
+    """The ``[tool.nbstep]`` table of the nearest pyproject.toml, validated."""
+    pyproject = find_pyproject(start.resolve())
+    if pyproject is None:
+        return {}, None
+    info = pyproject.stat()
+    # The magic asks on every %%step cell: a file is parsed once per version of it.
+    return dict(_read_table(pyproject, info.st_mtime_ns, info.st_size, info.st_ino)), pyproject
+
+
+@functools.lru_cache(maxsize=8)
+def _read_table(pyproject: Path, _mtime_ns: int, _size: int, _inode: int) -> dict[str, Any]:
+    try:
+        with open(pyproject, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{pyproject}: not valid TOML ({e}); fix the file or remove it") from e
+    table = data.get("tool", {}).get("nbstep", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{pyproject}: [tool.nbstep] must be a table")
+    source = f"{pyproject} [tool.nbstep]"
+    return {k: validate(k, v, source) for k, v in table.items()}

@@ -1,0 +1,38 @@
+"""Where steps are kept: the :class:`StepStore` seam and its backends.
+
+``open_store`` is the one place that picks a backend; everything above this layer
+works with the interfaces of :mod:`.base` only. ``duckdb/`` is the local backend.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nbstep.errors import StoreNotFound
+from nbstep.settings import Settings
+
+from .base import StepStore, StoreAdmin
+
+__all__ = ["StepStore", "StoreAdmin", "open_store"]
+
+
+def open_store(location: str | os.PathLike[str], settings: Settings, *,
+               create: bool = True) -> StepStore:
+    """The store at ``location``, tuned by ``settings``.
+
+    ``create=False`` is for commands that only look: a store that does not exist yet
+    is :class:`~nbstep.errors.StoreNotFound` rather than created empty.
+    """
+    from .duckdb import DB_NAME, DuckDBStore
+
+    root = Path(location)
+    if not create and not (root / DB_NAME).is_file():
+        where = "(from --store / NBSTEP_STORE)" if os.environ.get("NBSTEP_STORE") else ""
+        raise StoreNotFound(
+            f"no nbstep store at {root} {where}".rstrip()
+            + f" (no {DB_NAME} there). Pass --store DIR or set NBSTEP_STORE to the store "
+            "directory (the `.nbstep` folder); a store is created by the first recorded step."
+        )
+    return DuckDBStore(root, linger=settings.linger, busy_timeout=settings.busy_timeout,
+                       inline_limit=settings.inline_limit)

@@ -1,0 +1,174 @@
+"""The storage seam: what a backend provides, and nothing about how.
+
+A backend is one folder under ``nbstep/storage/`` with a class that implements
+:class:`StepStore` (what the engine needs to replay and record steps) and returns a
+:class:`StoreAdmin` (what ``step.inspect()`` and the CLI need to look after a
+store). ``tests/storage/`` is the contract every backend passes. Nothing above this
+layer sees SQL, a connection or a file path of the store.
+
+The model: an append-only log of events per store. A ``recorded`` event holds a
+step's value, a ``forgotten`` event drops a slot; the latest event of a slot
+``(namespace, key, sequence)`` decides what is current. Event ids increase in append
+order and are never reused.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbstep.core.record import RECORD_COLUMNS, NewRecord, Record
+
+
+class StepStore(ABC):
+    """One store, as the engine uses it. Safe to share between threads."""
+
+    #: Where the store is, for messages (a directory, a URL without its password).
+    location: str
+
+    @abstractmethod
+    def lookup(self, namespace: str, key: str, sequence: int) -> Record | None:
+        """The current record of one step occurrence, or None."""
+
+    @abstractmethod
+    def current(self, namespace: str) -> list[Record]:
+        """Every current record of a namespace, in append order."""
+
+    @abstractmethod
+    def read(self, record: Record) -> Any:
+        """The record's value, decoded; a fresh object on every call.
+
+        Raises :class:`~nbstep.errors.StepReplayError` naming the step, what is wrong
+        and how to recompute it, when the value cannot be read back.
+        """
+
+    @abstractmethod
+    def append(self, new: NewRecord, expected_event_id: int | None) -> tuple[Record, bool]:
+        """Record a step, unless its slot changed since the caller looked (compare-and-set).
+
+        ``expected_event_id`` is the id of the current record the caller saw (None:
+        it saw none). If the slot's current record is another one, nothing is written
+        and ``(that record, False)`` comes back: another writer recorded the step
+        meanwhile. Otherwise the record is durable when this returns: ``(it, True)``.
+        A slot that was forgotten meanwhile takes the new record.
+        """
+
+    @abstractmethod
+    def forget(self, namespace: str | None, key: str | None = None) -> int:
+        """Append a ``forgotten`` event for each matching current record; how many.
+
+        ``namespace=None`` means every namespace; ``key=None`` every key.
+        """
+
+    @abstractmethod
+    def admin(self) -> StoreAdmin:
+        """The housekeeping side of this store."""
+
+    @abstractmethod
+    def release(self) -> None:
+        """Let go of shared resources now (the next operation takes them again)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release everything; the store cannot be used afterwards."""
+
+
+@dataclass(frozen=True)
+class NamespaceSummary:
+    """One notebook's line in ``nbstep ls``."""
+
+    namespace: str
+    steps: int  # current records
+    keys: int
+    size_bytes: int  # of the current records' values
+    old_bytes: int  # of superseded records' values, which gc would free
+    last_recorded_us: int | None
+
+
+@dataclass
+class GcReport:
+    """What ``gc`` dropped (or would drop, in a dry run)."""
+
+    events_dropped: int = 0
+    objects_removed: int = 0
+    tmp_removed: int = 0
+    bytes_freed: int = 0
+    # Unreferenced value files kept because they are younger than the grace period.
+    young_kept: int = 0
+    young_kept_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A record whose value cannot be read back, and why."""
+
+    record: Record
+    current: bool
+    what: str
+
+
+@dataclass
+class CheckReport:
+    """What ``check`` (``nbstep verify``) found."""
+
+    records: int = 0
+    inline: int = 0
+    object_files: int = 0
+    object_bytes: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    unreferenced: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class Usage:
+    """The store's footprint."""
+
+    total_bytes: int
+    database_bytes: int | None  # the event table's own file, where a backend has one
+    database_name: str = "database"
+
+
+# The columns of StoreAdmin.history, in order: a record's fields plus its status.
+HISTORY_COLUMNS = (*RECORD_COLUMNS, "status")
+
+
+class StoreAdmin(ABC):
+    """Looking after a store: listing, history, gc and checks."""
+
+    @abstractmethod
+    def namespaces(self) -> list[str]:
+        """Every namespace with at least one event, sorted."""
+
+    @abstractmethod
+    def summary(self) -> list[NamespaceSummary]:
+        """One line per namespace, sorted by namespace."""
+
+    @abstractmethod
+    def history(self, namespace: str, *, values: bool = True) -> Any:
+        """Every recorded event of a namespace, in append order, as a pandas DataFrame.
+
+        Columns: ``nbstep.core.record.RECORD_COLUMNS`` (so ``Record.from_row`` reads a
+        row) plus ``status``: ``current``, ``superseded`` or ``forgotten``. Without
+        ``values`` the value columns are empty (fast).
+        """
+
+    @abstractmethod
+    def gc(self, *, dry_run: bool = False, grace_seconds: float = 3600.0) -> GcReport:
+        """Drop superseded and forgotten records and the value files nothing references.
+
+        Files younger than ``grace_seconds`` are kept even when unreferenced: a writer
+        may be about to commit the record that points to one.
+        """
+
+    @abstractmethod
+    def check(self, *, decode: bool = False) -> CheckReport:
+        """Check every recorded value can be read back (``decode``: decode them all)."""
+
+    @abstractmethod
+    def usage(self) -> Usage:
+        """How much space the store takes."""
