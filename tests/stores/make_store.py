@@ -1,8 +1,8 @@
 """Write a small store of the current format into tests/stores/format-<N>/.
 
 Run once per released store format (``python tests/stores/make_store.py``) and
-commit the folder; test_store.py must keep opening every committed one. The values
-are the ones EXPECTED in test_store.py.
+commit the folder; tests/storage/test_duckdb.py must keep opening every committed one. The values
+are the ones EXPECTED in tests/storage/test_duckdb.py.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
-    from nbstep.api import runtime
-    from nbstep.store import FORMAT_VERSION
-
     import nbstep
     from nbstep import step
+    from nbstep.engine.runtime import Runtime
+    from nbstep.storage.duckdb import FORMAT_VERSION
 
     target = HERE / f"format-{FORMAT_VERSION}"
     if target.exists():
@@ -31,7 +30,7 @@ def main() -> None:
     step.run("when", lambda: datetime.datetime(2026, 11, 24, 12, 0, tzinfo=datetime.UTC))
     step.run("blob", lambda: bytes(range(256)) * 16)   # 4 KiB: an object file
     step.run("json", {"n": 2}, lambda x: "second occurrence")
-    runtime().drop_store()
+    Runtime.instance().drop_store()
     for leftover in ("lock.want", "journal"):
         path = target / leftover
         if path.exists() and path.stat().st_size == 0:

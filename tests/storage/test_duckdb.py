@@ -239,13 +239,13 @@ EXPECTED = [
 
 
 @pytest.mark.parametrize("released", sorted(p.name for p in (
-    __import__("pathlib").Path(__file__).parent / "stores").glob("format-*")))
+    __import__("pathlib").Path(__file__).parents[1] / "stores").glob("format-*")))
 def test_committed_stores_of_every_released_format_still_open(released, tmp_path, monkeypatch):
     import datetime
     import shutil
     from pathlib import Path
 
-    source = Path(__file__).parent / "stores" / released
+    source = Path(__file__).parents[1] / "stores" / released
     copy = tmp_path / ".nbstep"
     shutil.copytree(source, copy)
     monkeypatch.setenv("NBSTEP_STORE", str(copy))
@@ -298,7 +298,7 @@ def test_an_older_format_is_migrated_in_place(store, tmp_path):
     import shutil
     from pathlib import Path
 
-    shutil.copytree(Path(__file__).parent / "stores" / "format-1", store)
+    shutil.copytree(Path(__file__).parents[1] / "stores" / "format-1", store)
     nbstep.configure(namespace="analysis.ipynb")
     assert step.run("json", {"n": 1}, lambda x: "never") == {"rows": [1, 2, 3], "label": "ok"}
     step.run("new", lambda: b"z" * 200_000)  # a format-2 record, with a checksum
