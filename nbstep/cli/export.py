@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -72,63 +72,79 @@ def export_value(value: Any, path: Path) -> str:
         )
     if not path.parent.is_dir():
         raise NbstepError(f"cannot export to {path}: the folder {path.parent} does not exist")
+    fmt, write = _WRITERS[suffix]
     with replacing(path) as tmp:
-        if suffix in (".pkl", ".pickle"):
-            import pickle
-
-            with open(tmp, "wb") as f:
-                try:
-                    pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
-                except (pickle.PicklingError, TypeError, AttributeError) as e:
-                    raise NbstepError(
-                        f"cannot export this {type(value).__name__} as a pickle ({e}); a "
-                        "function or class defined in a notebook can be read only there."
-                    ) from e
-            fmt = "pickle"
-        elif suffix == ".parquet":
-            assert frame is not None
-            try:
-                frame.to_parquet(tmp)
-            except Exception as e:
-                raise NbstepError(
-                    f"cannot write this DataFrame as Parquet ({type(e).__name__}: {e}); "
-                    "export to .csv or .pkl instead."
-                ) from e
-            fmt = "parquet"
-        elif suffix == ".csv":
-            assert frame is not None
-            import pandas as pd
-
-            # A default 0..n-1 index carries no information; any other index is data.
-            plain_index = isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 \
-                and frame.index.step == 1 and frame.index.name is None
-            frame.to_csv(tmp, index=not plain_index)
-            fmt = "csv"
-        elif suffix == ".npy":
-            import numpy as np
-
-            with open(tmp, "wb") as f:
-                # allow_pickle=False: an object array cannot be read back without
-                # trusting the file; say so rather than write a pickle in disguise.
-                try:
-                    np.save(f, value, allow_pickle=False)
-                except ValueError as e:
-                    raise NbstepError(
-                        f"cannot write this {value.dtype} array as .npy ({e}); export it "
-                        "to .pkl instead."
-                    ) from e
-            fmt = "npy"
-        else:
-            try:
-                data = json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False)
-            except (TypeError, ValueError) as e:
-                raise NbstepError(
-                    f"cannot export this {type(value).__name__} as JSON ({e}); "
-                    "export it to .pkl instead."
-                ) from e
-            tmp.write_text(data + "\n", encoding="utf-8")
-            fmt = "json"
+        write(frame if fmt in ("parquet", "csv") else value, tmp)
     return fmt
+
+
+def _write_pickle(value: Any, tmp: Path) -> None:
+    import pickle
+
+    with open(tmp, "wb") as f:
+        try:
+            pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, TypeError, AttributeError) as e:
+            raise NbstepError(
+                f"cannot export this {type(value).__name__} as a pickle ({e}); a "
+                "function or class defined in a notebook can be read only there."
+            ) from e
+
+
+def _write_parquet(frame: Any, tmp: Path) -> None:
+    try:
+        frame.to_parquet(tmp)
+    except Exception as e:
+        raise NbstepError(
+            f"cannot write this DataFrame as Parquet ({type(e).__name__}: {e}); "
+            "export to .csv or .pkl instead."
+        ) from e
+
+
+def _write_csv(frame: Any, tmp: Path) -> None:
+    import pandas as pd
+
+    # A default 0..n-1 index carries no information; any other index is data.
+    plain_index = isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 \
+        and frame.index.step == 1 and frame.index.name is None
+    frame.to_csv(tmp, index=not plain_index)
+
+
+def _write_npy(array: Any, tmp: Path) -> None:
+    import numpy as np
+
+    with open(tmp, "wb") as f:
+        # allow_pickle=False: an object array cannot be read back without trusting
+        # the file; say so rather than write a pickle in disguise.
+        try:
+            np.save(f, array, allow_pickle=False)
+        except ValueError as e:
+            raise NbstepError(
+                f"cannot write this {array.dtype} array as .npy ({e}); export it "
+                "to .pkl instead."
+            ) from e
+
+
+def _write_json(value: Any, tmp: Path) -> None:
+    try:
+        data = json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise NbstepError(
+            f"cannot export this {type(value).__name__} as JSON ({e}); "
+            "export it to .pkl instead."
+        ) from e
+    tmp.write_text(data + "\n", encoding="utf-8")
+
+
+# Extension -> (format name, writer).
+_WRITERS: dict[str, tuple[str, Callable[[Any, Path], None]]] = {
+    ".pkl": ("pickle", _write_pickle),
+    ".pickle": ("pickle", _write_pickle),
+    ".parquet": ("parquet", _write_parquet),
+    ".csv": ("csv", _write_csv),
+    ".npy": ("npy", _write_npy),
+    ".json": ("json", _write_json),
+}
 
 
 @contextmanager

@@ -56,37 +56,14 @@ def notebook_store(path: Path, options: RunOptions) -> Path:
 def run_notebook(path: Path, options: RunOptions, progress: Progress,
                  output: Path | None) -> NotebookResult:
     """Execute one notebook; write it to ``output`` (if any) however the run ends."""
-    import nbformat
-
     path = Path(os.path.abspath(path))
     store = notebook_store(path, options)
-    namespace = namespace_for_path(path, store.parent)
-    result = NotebookResult(path=path, namespace=namespace, store=store)
-    try:
-        nb = nbformat.read(path, as_version=4)
-    except Exception as e:  # not JSON, not a notebook, unreadable: this notebook fails
-        raise NotebookFailed(
-            f"cannot read {path} as a notebook ({type(e).__name__}: {e})"
-        ) from e
-    kernel = options.kernel or nb.metadata.get("kernelspec", {}).get("name") or "python3"
-    result.kernel = kernel
-    try:
-        check_kernel(kernel)
-    except RunError as e:
-        if options.kernel:
-            raise  # --kernel was checked before any notebook ran; keep it a usage error
-        raise NotebookFailed(f"{path}: its kernelspec names a kernel not installed here: {e}") \
-            from None
-
-    env = dict(os.environ)
-    env.pop("NBSTEP_NAMESPACE", None)
-    env["JPY_SESSION_NAME"] = str(path)
-    env["NBSTEP_STORE"] = str(store)
-    if os.environ.get("NBSTEP_NAMESPACE"):
-        result.notes.append("NBSTEP_NAMESPACE is ignored: each notebook is its own namespace")
-
+    result = NotebookResult(path=path, namespace=namespace_for_path(path, store.parent),
+                            store=store)
+    nb = _read_notebook(path)
+    result.kernel = _kernel_of(nb, path, options)
+    env = _kernel_environment(path, store, result)
     sockets = tempfile.mkdtemp(prefix="nbstep-kernel-")
-    client_config = _kernel_config(sockets)
     start_code = (
         "__import__('nbstep.notebook.probe', fromlist=['start']).start("
         f"on_mismatch={options.on_mismatch!r}, rerun={options.rerun!r})"
@@ -99,9 +76,9 @@ def run_notebook(path: Path, options: RunOptions, progress: Progress,
         start_code=start_code,
         on_start=lambda report, error: _start_notes(report, error, options, result, progress),
         timeout=options.timeout,
-        kernel_name=kernel,
+        kernel_name=result.kernel,
         resources={"metadata": {"path": str(path.parent)}},
-        config=client_config,
+        config=_kernel_config(sockets),
     )
     progress.notebook(result, client.total)
     for message in result.notes:
@@ -122,6 +99,50 @@ def run_notebook(path: Path, options: RunOptions, progress: Progress,
     finally:
         result.wall_s = time.monotonic() - started
         shutil.rmtree(sockets, ignore_errors=True)
+    _collect(result, client)
+    if output is not None:
+        _write_notebook(nb, output)
+        result.written = output
+    return result
+
+
+def _read_notebook(path: Path) -> Any:
+    import nbformat
+
+    try:
+        return nbformat.read(path, as_version=4)
+    except Exception as e:  # not JSON, not a notebook, unreadable: this notebook fails
+        raise NotebookFailed(
+            f"cannot read {path} as a notebook ({type(e).__name__}: {e})"
+        ) from e
+
+
+def _kernel_of(nb: Any, path: Path, options: RunOptions) -> str:
+    """``--kernel``, else the notebook's kernelspec, else python3; installed here."""
+    kernel = options.kernel or nb.metadata.get("kernelspec", {}).get("name") or "python3"
+    try:
+        check_kernel(kernel)
+    except RunError as e:
+        if options.kernel:
+            raise  # --kernel was checked before any notebook ran; keep it a usage error
+        raise NotebookFailed(f"{path}: its kernelspec names a kernel not installed here: {e}") \
+            from None
+    return kernel
+
+
+def _kernel_environment(path: Path, store: Path, result: NotebookResult) -> dict[str, str]:
+    """What jupyter_server would give the kernel, and this command's store."""
+    env = dict(os.environ)
+    env.pop("NBSTEP_NAMESPACE", None)
+    env["JPY_SESSION_NAME"] = str(path)
+    env["NBSTEP_STORE"] = str(store)
+    if os.environ.get("NBSTEP_NAMESPACE"):
+        result.notes.append("NBSTEP_NAMESPACE is ignored: each notebook is its own namespace")
+    return env
+
+
+def _collect(result: NotebookResult, client: Any) -> None:
+    """The cells' outcomes and step counts into the notebook's result."""
     if client.interrupts:
         result.interrupted = True
     result.cells = client.outcomes
@@ -130,10 +151,6 @@ def run_notebook(path: Path, options: RunOptions, progress: Progress,
             result.counts_known = False
         else:
             result.counts.add(outcome.counts)
-    if output is not None:
-        _write_notebook(nb, output)
-        result.written = output
-    return result
 
 
 def _start_notes(report: dict[str, Any] | None, error: str | None, options: RunOptions,

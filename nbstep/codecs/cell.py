@@ -16,7 +16,7 @@ from typing import Any
 
 from nbstep.errors import NbstepError
 
-from .cell_unpickle import decode_values
+from .cell_unpickle import ModuleName, decode_values
 
 FORMAT = 2
 
@@ -94,13 +94,3 @@ def readable_value(value: Any, ns: dict[str, Any] | None = None) -> Any:
         except NbstepError:
             return value
     return value
-
-
-class ModuleName:
-    """A module a record names but this process has not imported."""
-
-    def __init__(self, name: str) -> None:
-        self.__name__ = name
-
-    def __repr__(self) -> str:
-        return f"<module '{self.__name__}' (not imported)>"

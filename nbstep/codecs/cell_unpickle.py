@@ -74,14 +74,28 @@ def _unpickler_class() -> type:
     return CellUnpickler
 
 
-class NotebookVariable:
-    """Stands for an earlier cell's variable a record refers to, read outside the notebook."""
+class StandIn:
+    """Stands for something a record names that this process does not have."""
+
+    shown = "<{name}>"
 
     def __init__(self, name: str) -> None:
-        self.name = name
+        self.name = self.__name__ = name
 
     def __repr__(self) -> str:
-        return f"<notebook variable `{self.name}`>"
+        return self.shown.format(name=self.name)
+
+
+class NotebookVariable(StandIn):
+    """An earlier cell's variable a record refers to, read outside the notebook."""
+
+    shown = "<notebook variable `{name}`>"
+
+
+class ModuleName(StandIn):
+    """A module a record names but this process has not imported."""
+
+    shown = "<module '{name}' (not imported)>"
 
 
 class Unavailable:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import inspect as _inspect
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from . import occurrence as occurrences
@@ -46,14 +48,9 @@ class StepAPI:
         call, occurrence = self._begin(runtime, "step.run", args, options)
         if occurrence.replayable:
             return _replay(runtime, occurrence)
-        started = time.perf_counter()
-        try:
+        with _computing(runtime) as timer:
             value = call.handler(*handler_args(call))
-        except BaseException:
-            runtime.stats["failed"] += 1
-            raise
-        duration = time.perf_counter() - started
-        return occurrence.finish(value, duration, stacklevel=3).value
+        return occurrence.finish(value, timer.seconds, stacklevel=3).value
 
     async def arun(self, *args: Any, **options: Any) -> Any:
         """``step.run`` for async code: the handler may be a coroutine function."""
@@ -61,16 +58,11 @@ class StepAPI:
         call, occurrence = self._begin(runtime, "step.arun", args, options)
         if occurrence.replayable:
             return _replay(runtime, occurrence)
-        started = time.perf_counter()
-        try:
+        with _computing(runtime) as timer:
             value = call.handler(*handler_args(call))
             if _inspect.isawaitable(value):
                 value = await value
-        except BaseException:
-            runtime.stats["failed"] += 1
-            raise
-        duration = time.perf_counter() - started
-        return occurrence.finish(value, duration, stacklevel=3).value
+        return occurrence.finish(value, timer.seconds, stacklevel=3).value
 
     def inspect(self, *args: Any, results: bool = True, namespace: str | None = None) -> Any:
         """A DataFrame of a namespace's records, in append order.
@@ -106,6 +98,23 @@ class StepAPI:
             runtime, builtin, call.key, digest, call.namespace, call.on_mismatch, call.rerun
         )
         return call, occurrence
+
+
+class _Timer:
+    seconds = 0.0
+
+
+@contextmanager
+def _computing(runtime: Runtime) -> Iterator[_Timer]:
+    """Time a handler; one that raises is a failed step (and records nothing)."""
+    timer = _Timer()
+    started = time.perf_counter()
+    try:
+        yield timer
+    except BaseException:
+        runtime.stats["failed"] += 1
+        raise
+    timer.seconds = time.perf_counter() - started
 
 
 def _replay(runtime: Runtime, occurrence: Occurrence) -> Any:

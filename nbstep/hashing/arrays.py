@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .sink import Ctx, Unhashable, _enter, _key_segment
-from .values import _ENC, ROOT_RESOLVERS, _bool, _enc, _list, _resolve, _str, _subclass, _tz_name
+from .stdlib import _tz_name
+from .values import _ENC, ROOT_RESOLVERS, _bool, _enc, _list, _resolve, _str, _subclass
 
 # ---------------------------------------------------------------------------- numpy
 
@@ -220,15 +221,20 @@ def _multiindex(v: Any, ctx: Ctx) -> None:
     ctx.w(b"]")
 
 
-def _series(v: Any, ctx: Ctx) -> None:
-    vid = _enter(v, ctx)
-    ctx.w(b"X9:pd.Series")
-    for segment, part in ((".name", v.name), (".index", v.index)):
+def _labelled(parts: tuple[tuple[str, Any], ...], ctx: Ctx) -> None:
+    """Each part's key; a part that cannot be hashed is named by its segment."""
+    for segment, part in parts:
         try:
             _enc(part, ctx)
         except Unhashable as e:
             e.segments.append(segment)
             raise
+
+
+def _series(v: Any, ctx: Ctx) -> None:
+    vid = _enter(v, ctx)
+    ctx.w(b"X9:pd.Series")
+    _labelled(((".name", v.name), (".index", v.index)), ctx)
     _pd_values(_pd_raw(v), v.dtype, ctx)
     ctx.seen.discard(vid)
 
@@ -237,12 +243,7 @@ def _frame(v: Any, ctx: Ctx) -> None:
     vid = _enter(v, ctx)
     w = ctx.w
     w(b"X12:pd.DataFrame")
-    for segment, part in ((".columns", v.columns), (".index", v.index)):
-        try:
-            _enc(part, ctx)
-        except Unhashable as e:
-            e.segments.append(segment)
-            raise
+    _labelled(((".columns", v.columns), (".index", v.index)), ctx)
     w(b"L")
     for i in range(v.shape[1]):
         column = v.iloc[:, i]

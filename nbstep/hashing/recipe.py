@@ -101,7 +101,7 @@ from typing import Any
 
 from nbstep.errors import NotHashable
 
-from . import arrays  # noqa: F401  (registers the numpy and pandas encoders)
+from . import arrays, stdlib  # noqa: F401  (they register their encoders)
 from .sink import FIX, Ctx, HashSink, Unhashable, _noop, _qualname
 from .values import _ENC, _resolve
 

@@ -3,9 +3,10 @@
 :mod:`nbstep.hashing.recipe` documents every key; this module writes them. Dispatch
 is by exact type (a dict lookup, cached); a type seen for the first time is resolved
 once: a tagged type, an Enum, a dataclass, a path, or a subclass of a tagged type
-(``C`` tag + the base's key). numpy and pandas types are resolved by
-:mod:`nbstep.hashing.arrays`, which registers itself in ``ROOT_RESOLVERS``: hashing
-never imports numpy or pandas, since an instance exists only once they are imported.
+(``C`` tag + the base's key). Standard-library types are encoded by
+:mod:`nbstep.hashing.stdlib`, numpy and pandas types by :mod:`nbstep.hashing.arrays`;
+both register themselves here. Hashing never imports those libraries: an instance
+exists only once its module has been imported.
 """
 
 from __future__ import annotations
@@ -193,116 +194,6 @@ def _range(v: range, ctx: Ctx) -> None:
     ctx.w(b"X5:rangei%b;i%b;i%b;" % (_int_text(v.start), _int_text(v.stop), _int_text(v.step)))
 
 
-def _us_of_day(v: Any) -> int:
-    return ((v.hour * 60 + v.minute) * 60 + v.second) * 1_000_000 + v.microsecond
-
-
-def _us_of_delta(d: Any) -> int:
-    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
-
-
-def _tz_name(tz: Any) -> str | None:
-    """A zone's stable name: ZoneInfo key, pytz zone, or str() of a datetime.timezone."""
-    if tz is None:
-        return None
-    key = getattr(tz, "key", None)  # zoneinfo.ZoneInfo
-    if type(key) is str:
-        return key
-    zone = getattr(tz, "zone", None)  # pytz
-    if type(zone) is str:
-        return zone
-    dt = sys.modules.get("datetime")
-    if dt is not None and type(tz) is dt.timezone:
-        return str(tz)  # "UTC", "UTC+01:00" or the name it was given
-    # dateutil and friends: not guaranteed stable across machines (documented).
-    return f"{_qualname(type(tz))}:{tz}"
-
-
-def _datetime(v: Any, ctx: Ctx) -> None:
-    local = (v.toordinal() - 1) * 86_400_000_000 + _us_of_day(v)
-    offset = v.utcoffset()
-    ctx.w(b"X8:datetime")
-    if offset is None:
-        _list([local, v.fold], ctx)
-    else:
-        off = _us_of_delta(offset)
-        _list([local - off, off, _tz_name(v.tzinfo)], ctx)
-
-
-def _date(v: Any, ctx: Ctx) -> None:
-    ctx.w(b"X4:datei%d;" % v.toordinal())
-
-
-def _time(v: Any, ctx: Ctx) -> None:
-    ctx.w(b"X4:time")
-    if v.tzinfo is None:
-        _list([_us_of_day(v), v.fold], ctx)
-    else:
-        offset = v.utcoffset()
-        off = None if offset is None else _us_of_delta(offset)
-        _list([_us_of_day(v), v.fold, off, _tz_name(v.tzinfo)], ctx)
-
-
-def _timedelta(v: Any, ctx: Ctx) -> None:
-    ctx.w(b"X9:timedeltai%d;" % _us_of_delta(v))
-
-
-def _tzinfo(v: Any, ctx: Ctx) -> None:
-    ctx.w(b"X2:tz")
-    _str(_tz_name(v) or "", ctx)
-
-
-def _decimal(v: Any, ctx: Ctx) -> None:
-    # str() is canonical for (sign, digits, exponent): 1.0 and 1.00 differ on purpose.
-    ctx.w(b"X7:decimal")
-    _str(str(v), ctx)
-
-
-def _fraction(v: Any, ctx: Ctx) -> None:
-    ctx.w(b"X8:fractioni%b;i%b;" % (_int_text(v.numerator), _int_text(v.denominator)))
-
-
-def _uuid(v: Any, ctx: Ctx) -> None:
-    ctx.w(b"X4:uuid")
-    _str(str(v), ctx)
-
-
-def _path(v: Any, ctx: Ctx) -> None:
-    pathlib = sys.modules["pathlib"]
-    ctx.w(b"X11:windowspath" if isinstance(v, pathlib.PureWindowsPath) else b"X9:posixpath")
-    _str(str(v), ctx)
-
-
-def _enum(v: Any, ctx: Ctx) -> None:
-    ctx.w(_tag(b"E", _qualname(type(v))))
-    _enc(v.name, ctx)  # None for a composite Flag on old Pythons
-    try:
-        _enc(v.value, ctx)
-    except Unhashable as e:
-        e.segments.append(".value")
-        raise
-
-
-def _dataclass(v: Any, ctx: Ctx) -> None:
-    vid = _enter(v, ctx)
-    w = ctx.w
-    w(_tag(b"R", _qualname(type(v))))
-    # Only the fields that take part in ==: compare=False marks caches and handles.
-    for f in sys.modules["dataclasses"].fields(v):
-        if not f.compare:
-            continue
-        nb = f.name.encode("utf-8", "surrogatepass")
-        w(b"%d:%b=" % (len(nb), nb))
-        try:
-            _enc(getattr(v, f.name), ctx)
-        except Unhashable as e:
-            e.segments.append("." + f.name)
-            raise
-        w(b",")
-    w(b"}")
-    ctx.seen.discard(vid)
-
-
 # ------------------------------------------------------------------------- dispatch
 
 Encoder = Callable[[Any, Ctx], None]
@@ -325,21 +216,9 @@ _BUILTIN: dict[type, Encoder] = {
 }
 
 
-# Standard-library types, found by module and name so that hashing never imports them:
-# an instance can only exist once its module has been imported.
-_STDLIB: dict[str, dict[str, Encoder]] = {
-    "datetime": {
-        "datetime": _datetime,
-        "date": _date,
-        "time": _time,
-        "timedelta": _timedelta,
-        "timezone": _tzinfo,
-    },
-    "zoneinfo": {"ZoneInfo": _tzinfo},
-    "decimal": {"Decimal": _decimal},
-    "fractions": {"Fraction": _fraction},
-    "uuid": {"UUID": _uuid},
-}
+# Standard-library types by module and name, so that hashing never imports them (an
+# instance can only exist once its module has been imported): {module: {name: encoder}}.
+STDLIB: dict[str, dict[str, Encoder]] = {}
 
 
 # Exact type -> encoder; resolved types are cached here (bounded: classes made in a loop).
@@ -349,12 +228,14 @@ _ENC: dict[type, Encoder] = dict(_BUILTIN)
 _CACHE_LIMIT = 4096
 
 # Resolvers of the library types hashing knows (by the type's top-level module name),
-# registered by the modules that encode them.
+# and of kinds of type (Enum, dataclass, path...), registered by the modules that
+# encode them (.stdlib, .arrays).
 ROOT_RESOLVERS: dict[str, Callable[[type], Encoder | None]] = {}
+KIND_RESOLVERS: list[Callable[[type], Encoder | None]] = []
 
 
 def _stdlib_encoder(t: type) -> Encoder | None:
-    names = _STDLIB.get(getattr(t, "__module__", None) or "")
+    names = STDLIB.get(getattr(t, "__module__", None) or "")
     if names is None:
         return None
     encoder = names.get(t.__qualname__)
@@ -391,17 +272,10 @@ def _type_encoder(t: type) -> Encoder | None:
     encoder = _stdlib_encoder(t)
     if encoder is not None:
         return encoder
-    enum = sys.modules.get("enum")
-    if enum is not None and issubclass(t, enum.Enum):
-        return _enum
-    if getattr(t, "__dataclass_fields__", None) is not None and "dataclasses" in sys.modules:
-        return _dataclass
-    pathlib = sys.modules.get("pathlib")
-    if pathlib is not None and issubclass(t, pathlib.PurePath):
-        return _path
-    zoneinfo = sys.modules.get("zoneinfo")
-    if zoneinfo is not None and issubclass(t, zoneinfo.ZoneInfo):
-        return _tzinfo
+    for resolve in KIND_RESOLVERS:
+        encoder = resolve(t)
+        if encoder is not None:
+            return encoder
     for base in t.__mro__[1:-1]:
         encoder = _base_encoder(base)
         if encoder is not None:

@@ -42,7 +42,9 @@ import ast
 import io
 import re
 import tokenize
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from nbstep.hashing.code import canonical
 
@@ -209,95 +211,9 @@ class _TopLevel:
             self.statement(statement)
 
     def statement(self, node: ast.stmt) -> None:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            for decorator in node.decorator_list:
-                self.expr(decorator)
-            for part in def_header(node):
-                self.expr(part)
-            if isinstance(node, ast.ClassDef):
-                # A class body runs now; the bodies of its methods run later.
-                immediate, deferred = class_globals(node)
-                for name in immediate:
-                    self.read(name)
-                self.deferred.extend(deferred)
-            else:
-                self.deferred.extend(sorted(scope_globals(node, frozenset())))
-            self.bind(node.name)
-            return
-        if isinstance(node, ast.Assign):
-            self.expr(node.value)
-            for target in node.targets:
-                self.store(target)
-            return
-        if isinstance(node, ast.AugAssign):
-            if isinstance(node.target, ast.Name):
-                self.read(node.target.id)
-            self.expr(node.value)
-            self.store(node.target)
-            return
-        if isinstance(node, ast.AnnAssign):
-            self.expr(node.annotation)
-            if node.value is not None:
-                self.expr(node.value)
-                self.store(node.target)
-            return
-        if isinstance(node, (ast.For, ast.AsyncFor)):
-            self.expr(node.iter)
-            self.store(node.target)
-            self.statements(node.body)
-            self.statements(node.orelse)
-            return
-        if isinstance(node, (ast.With, ast.AsyncWith)):
-            for item in node.items:
-                self.expr(item.context_expr)
-                if item.optional_vars is not None:
-                    self.soft_binding = True
-                    try:
-                        self.store(item.optional_vars)
-                    finally:
-                        self.soft_binding = False
-            self.statements(node.body)
-            return
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            for alias in node.names:
-                if alias.name != "*":
-                    self.bind((alias.asname or alias.name).split(".")[0])
-            return
-        if isinstance(node, ast.Delete):
-            for target in node.targets:
-                for name in target_names(target):
-                    self.delete(name)
-                if isinstance(target, (ast.Subscript, ast.Attribute)):
-                    self.store(target)
-            return
-        if isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
-            self.statements(node.body)  # type: ignore[attr-defined]
-            for handler in node.handlers:  # type: ignore[attr-defined]
-                self.expr(handler.type)
-                self.statements(handler.body)
-            self.statements(node.orelse)  # type: ignore[attr-defined]
-            self.statements(node.finalbody)  # type: ignore[attr-defined]
-            return
-        if isinstance(node, ast.Match):
-            self.expr(node.subject)
-            for case in node.cases:
-                for sub in ast.walk(case.pattern):
-                    if isinstance(sub, (ast.MatchValue, ast.MatchClass)):
-                        self.expr(sub.value if isinstance(sub, ast.MatchValue) else sub.cls)
-                    elif isinstance(sub, (ast.MatchAs, ast.MatchStar)) and sub.name:
-                        self.bind(sub.name)
-                    elif isinstance(sub, ast.MatchMapping):
-                        for key in sub.keys:
-                            self.expr(key)
-                        if sub.rest:
-                            self.bind(sub.rest)
-                self.expr(case.guard)
-                self.statements(case.body)
-            return
-        if isinstance(node, (ast.If, ast.While)):
-            self.expr(node.test)
-            self.statements(node.body)
-            self.statements(node.orelse)
+        handler = self._STATEMENTS.get(type(node).__name__)
+        if handler is not None:
+            handler(self, node)
             return
         if isinstance(node, (ast.Global, ast.Nonlocal, ast.Pass, ast.Break, ast.Continue)):
             return
@@ -306,6 +222,105 @@ class _TopLevel:
                 self.statement(child)
             else:
                 self.expr(child)
+
+    def definition(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> None:
+        for decorator in node.decorator_list:
+            self.expr(decorator)
+        for part in def_header(node):
+            self.expr(part)
+        if isinstance(node, ast.ClassDef):
+            # A class body runs now; the bodies of its methods run later.
+            immediate, deferred = class_globals(node)
+            for name in immediate:
+                self.read(name)
+            self.deferred.extend(deferred)
+        else:
+            self.deferred.extend(sorted(scope_globals(node, frozenset())))
+        self.bind(node.name)
+
+    def assign(self, node: ast.Assign) -> None:
+        self.expr(node.value)
+        for target in node.targets:
+            self.store(target)
+
+    def augmented(self, node: ast.AugAssign) -> None:
+        if isinstance(node.target, ast.Name):
+            self.read(node.target.id)
+        self.expr(node.value)
+        self.store(node.target)
+
+    def annotated(self, node: ast.AnnAssign) -> None:
+        self.expr(node.annotation)
+        if node.value is not None:
+            self.expr(node.value)
+            self.store(node.target)
+
+    def loop(self, node: ast.For | ast.AsyncFor) -> None:
+        self.expr(node.iter)
+        self.store(node.target)
+        self.statements(node.body)
+        self.statements(node.orelse)
+
+    def with_block(self, node: ast.With | ast.AsyncWith) -> None:
+        for item in node.items:
+            self.expr(item.context_expr)
+            if item.optional_vars is not None:
+                self.soft_binding = True
+                try:
+                    self.store(item.optional_vars)
+                finally:
+                    self.soft_binding = False
+        self.statements(node.body)
+
+    def imports(self, node: ast.Import | ast.ImportFrom) -> None:
+        for alias in node.names:
+            if alias.name != "*":
+                self.bind((alias.asname or alias.name).split(".")[0])
+
+    def deletion(self, node: ast.Delete) -> None:
+        for target in node.targets:
+            for name in target_names(target):
+                self.delete(name)
+            if isinstance(target, (ast.Subscript, ast.Attribute)):
+                self.store(target)
+
+    def try_block(self, node: Any) -> None:  # ast.Try, and ast.TryStar (3.11+)
+        self.statements(node.body)
+        for handler in node.handlers:
+            self.expr(handler.type)
+            self.statements(handler.body)
+        self.statements(node.orelse)
+        self.statements(node.finalbody)
+
+    def match(self, node: ast.Match) -> None:
+        self.expr(node.subject)
+        for case in node.cases:
+            for sub in ast.walk(case.pattern):
+                if isinstance(sub, (ast.MatchValue, ast.MatchClass)):
+                    self.expr(sub.value if isinstance(sub, ast.MatchValue) else sub.cls)
+                elif isinstance(sub, (ast.MatchAs, ast.MatchStar)) and sub.name:
+                    self.bind(sub.name)
+                elif isinstance(sub, ast.MatchMapping):
+                    for key in sub.keys:
+                        self.expr(key)
+                    if sub.rest:
+                        self.bind(sub.rest)
+            self.expr(case.guard)
+            self.statements(case.body)
+
+    def branch(self, node: ast.If | ast.While) -> None:
+        self.expr(node.test)
+        self.statements(node.body)
+        self.statements(node.orelse)
+
+    # Statement kind (by class name) -> the method that walks it.
+    _STATEMENTS: ClassVar[dict[str, Callable[[Any, Any], None]]] = {
+        "FunctionDef": definition, "AsyncFunctionDef": definition, "ClassDef": definition,
+        "Assign": assign, "AugAssign": augmented, "AnnAssign": annotated,
+        "For": loop, "AsyncFor": loop, "With": with_block, "AsyncWith": with_block,
+        "Import": imports, "ImportFrom": imports, "Delete": deletion,
+        "Try": try_block, "TryStar": try_block, "Match": match, "If": branch, "While": branch,
+    }
 
     def finish(self) -> CellAnalysis:
         self.result.soft = [name for name in self.soft if name not in self.hard]

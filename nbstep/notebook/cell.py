@@ -131,35 +131,36 @@ class CellStep:
         self.occurrence = occurrence
         self.replaying = occurrence.replayable
         record = occurrence.record
-        details = (record.details or {}) if record is not None else {}
-        if self.replaying and details.get("cell") not in (None, cell_codec.FORMAT):
-            # Made by an older nbstep, whose records this one does not replay.
-            self.replaying = False
-            print(f"recomputing `{options.key}`: its record of {record.occurred_at} was made "
-                  "by an older nbstep")
+        if record is None:
             return
-        if self.replaying and details.get("python", recording.PYTHON) != recording.PYTHON:
-            # Functions are recorded with their compiled code, which is Python's own.
+        why_not = self._unreplayable(record) if self.replaying else None
+        if why_not is not None:
             self.replaying = False
-            print(f"recomputing `{options.key}`: its record of {record.occurred_at} holds "
-                  f"functions compiled by Python {details['python']}, this kernel runs "
-                  f"Python {recording.PYTHON}")
-            return
-        missing = [name for name in details.get("references") or [] if name not in self.user_ns]
-        if self.replaying and missing:
-            # Objects of earlier cells the record holds by name (a default `c=conn`).
-            self.replaying = False
-            names = ", ".join(f"`{name}`" for name in missing)
-            print(f"recomputing `{options.key}`: its record of {record.occurred_at} refers "
-                  f"to the notebook {'variable' if len(missing) == 1 else 'variables'} "
-                  f"{names}, which {'is' if len(missing) == 1 else 'are'} not defined")
-            return
-        if record is not None and not self.replaying and not occurrence.rerun:
+            print(f"recomputing `{options.key}`: its record of {record.occurred_at} {why_not}")
+        elif not self.replaying and not occurrence.rerun:
             other = self._other_cell(record)
             if other:
                 sys.stderr.write(f"warning: {other}\n")
             print(f"recomputing `{options.key}`: {self._what_changed(record, hint=False)} "
                   f"changed since the record of {record.occurred_at}")
+
+    def _unreplayable(self, record: Any) -> str | None:
+        """Why a record whose inputs match still cannot be replayed here, else None."""
+        details = record.details or {}
+        if details.get("cell") not in (None, cell_codec.FORMAT):
+            return "was made by an older nbstep"  # whose records this one does not replay
+        python = details.get("python", recording.PYTHON)
+        if python != recording.PYTHON:
+            # Functions are recorded with their compiled code, which is Python's own.
+            return (f"holds functions compiled by Python {python}, this kernel runs "
+                    f"Python {recording.PYTHON}")
+        missing = [name for name in details.get("references") or [] if name not in self.user_ns]
+        if missing:
+            # Objects of earlier cells the record holds by name (a default `c=conn`).
+            names = ", ".join(f"`{name}`" for name in missing)
+            return (f"refers to the notebook {'variable' if len(missing) == 1 else 'variables'} "
+                    f"{names}, which {'is' if len(missing) == 1 else 'are'} not defined")
+        return None
 
     def _other_cell(self, record: Any) -> str | None:
         """A warning when the record was made by another cell with the same key."""

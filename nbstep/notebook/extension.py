@@ -18,6 +18,8 @@ import re
 import sys
 import types
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError  # noqa: TID253
@@ -77,15 +79,8 @@ class NotebookExtension:
         step_ = self._prepared(options, body, first_line)
         if step_.replaying:
             return self._replay(step_)
-        try:
+        with self._running(step_):
             return step_.run_sync()
-        except NbstepError as e:
-            self._recording_failed(step_, e)
-            self.hide_magic_frames(e, step_)
-            raise
-        except BaseException as e:
-            self.hide_magic_frames(e, step_)
-            raise
 
     async def run_step_cell_async(self, options: Options, body: str, first_line: str) -> Any:
         """``%%step`` for a body with top-level ``await`` (see :meth:`transform_cell`)."""
@@ -93,8 +88,16 @@ class NotebookExtension:
         step_ = self._prepared(options, body, first_line)
         if step_.replaying:
             return self._replay(step_)
-        try:
+        with self._running(step_):
             return await step_.run_async()
+
+    @contextmanager
+    def _running(self, step_: CellStep) -> Iterator[None]:
+        """Errors of a running body: nbstep's own after the body are one line; the
+        cell's own show their traceback from the cell's first line, as for any cell."""
+        __tracebackhide__ = True
+        try:
+            yield
         except NbstepError as e:
             self._recording_failed(step_, e)
             self.hide_magic_frames(e, step_)
