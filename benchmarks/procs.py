@@ -93,7 +93,7 @@ def _run(tool: str, root: Path, procs: int, steps: int, script: Path) -> dict[st
 
 
 def bench_processes(tmp: Path, steps: int) -> None:
-    from run import fmt, table
+    from report import fmt, table
 
     script = tmp / "proc_worker.py"
     script.write_text(WORKER)

@@ -14,7 +14,6 @@ fsync), which is noted in the table. Times are medians per step unless said.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import pickle
 import statistics
@@ -22,50 +21,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
+from report import best_of, fmt, per_call, table
+
 HERE = Path(__file__).resolve().parent
-
-
-def per_call(fn: Callable[[int], object], n: int) -> tuple[float, float]:
-    """(median, p99) seconds of fn(i) for i in range(n)."""
-    times = []
-    clock = time.perf_counter
-    for i in range(n):
-        start = clock()
-        fn(i)
-        times.append(clock() - start)
-    times.sort()
-    return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.99))]
-
-
-def best_of(fn: Callable[[], object], repeat: int) -> float:
-    """Median seconds of fn() over ``repeat`` runs (cold page cache not attempted)."""
-    times = []
-    for _ in range(repeat):
-        gc.collect()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def fmt(seconds: float) -> str:
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.1f} µs"
-    if seconds < 1:
-        return f"{seconds * 1e3:.2f} ms"
-    return f"{seconds:.2f} s"
-
-
-def table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    print(f"\n### {title}\n")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    sys.stdout.flush()
 
 
 class PickleFiles:
@@ -89,11 +49,10 @@ class PickleFiles:
 
 
 def fresh_nbstep(store: Path, namespace: str = "bench") -> object:
-    from nbstep.api import runtime
-
     import nbstep
+    from nbstep.engine.runtime import Runtime
 
-    runtime().drop_store()
+    Runtime.instance().drop_store()
     nbstep.configure(store=str(store), namespace=namespace)
     nbstep.reset()
     return nbstep
@@ -228,33 +187,34 @@ def bench_frame(tmp: Path, rows_n: int, repeat: int) -> None:
 
 def bench_scale(tmp: Path, big: int, loop: int) -> None:
     """Replay cost per step with `big` records in the store vs with 100."""
-    from nbstep.api import runtime
+    import duckdb
 
     import nbstep
     from nbstep import step
+    from nbstep.engine.runtime import Runtime
 
     results = []
     for total in (100, big):
         store = tmp / f"nbstep-scale-{total}"
         fresh_nbstep(store, namespace="filler")
-        s = runtime().store()
         filler = max(total - loop, 0)
         if filler:
             # Bulk-load the other records straight into the table: recording them one
             # by one would only make the setup slow, not the measurement different.
             step.run("seed", lambda: 0)
-            with s._db() as con:
-                s._fold()
-                con.execute(
-                    "INSERT INTO nbstep_store.events SELECT 1000 + i, 'recorded', "
-                    "'nb-' || (i % 50), 'k', i, 'id', 'h', 'json', '{\"v\": 1}', NULL, NULL, 8, "
-                    "0.0, now(), 'first', NULL, 0, 'h', NULL FROM range(?) t(i)",
-                    [filler],
-                )
+            Runtime.instance().drop_store()
+            con = duckdb.connect(str(store / "steps.duckdb"))
+            con.execute(
+                "INSERT INTO events SELECT 1000 + i, 'recorded', "
+                "'nb-' || (i % 50), 'k', i, 'id', 'h', 'json', '{\"v\": 1}', NULL, NULL, 8, "
+                "0.0, now(), 'first', NULL, 0, 'h', NULL FROM range(?) t(i)",
+                [filler],
+            )
+            con.close()
         fresh_nbstep(store, namespace="bench")
         for i in range(loop):
             step.run("item", i, lambda x: {"v": x})
-        runtime().drop_store()
+        Runtime.instance().drop_store()
         fresh_nbstep(store, namespace="bench")
         started = time.perf_counter()
         for i in range(loop):
@@ -273,13 +233,14 @@ def bench_scale(tmp: Path, big: int, loop: int) -> None:
 
 
 def bench_import() -> None:
-    code = "import time; t = time.perf_counter(); import {m}; print(time.perf_counter() - t)"
+    code = "import time; t = time.perf_counter(); {s}; print(time.perf_counter() - t)"
     rows = []
-    for module in ("nbstep", "duckdb", "pandas"):
-        runs = [float(subprocess.run([sys.executable, "-c", code.format(m=module)],
+    for statement in ("import nbstep", "from nbstep import step", "import duckdb",
+                      "import pandas"):
+        runs = [float(subprocess.run([sys.executable, "-c", code.format(s=statement)],
                                      capture_output=True, text=True, check=True).stdout)
                 for _ in range(5)]
-        rows.append([f"`import {module}`", fmt(statistics.median(runs))])
+        rows.append([f"`{statement}`", fmt(statistics.median(runs))])
     table("Import cost in a fresh interpreter (median of 5)", ["statement", "time"], rows)
 
 

@@ -455,3 +455,14 @@ def test_a_replay_that_cannot_be_read_counts_as_a_failed_step(store):
         assert Runtime.instance().stats["failed"] == failed + 1
     finally:
         nbstep.configure(inline_limit=None)
+
+
+def test_pyproject_sets_step_runs_default_on_mismatch(store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    step.run("k", 1, lambda x: "one")
+    nbstep.reset()
+    with pytest.raises(StepInputMismatch):
+        step.run("k", 2, lambda x: "two")
+    (tmp_path / "pyproject.toml").write_text('[tool.nbstep]\non_mismatch = "rerun"\n')
+    nbstep.reset()  # settings are read again for the next run
+    assert step.run("k", 2, lambda x: "two") == "two"

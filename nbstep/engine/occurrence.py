@@ -82,13 +82,14 @@ def begin(
     step replays; otherwise mode "error" raises the mismatch, naming
     ``what_changed(record)`` and saying ``fix``.
     """
-    ns = runtime.resolve_namespace(namespace)
-    settings = runtime.settings()
+    where = runtime.where()
+    settings = runtime.settings(where=where)
+    ns = namespace if namespace is not None else runtime.default_namespace(settings)
     mode = on_mismatch or settings.on_mismatch
     # configure(rerun=True) recomputes every step of this process (`nbstep run --rerun`).
     rerun = rerun or settings.rerun
     sequence = runtime.next_sequence(ns, key)
-    store = runtime.store()
+    store = runtime.store(where)
     record = store.lookup(ns, key, sequence)
     occurrence = Occurrence(runtime, store, builtin, ns, key, sequence, input_hash, mode, rerun,
                             record)

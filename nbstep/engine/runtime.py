@@ -78,30 +78,39 @@ class Runtime:
         if "namespace" in checked:
             self.reset()
 
-    def settings(self, *, fresh: bool = False) -> Settings:
+    def settings(self, *, fresh: bool = False, where: tuple[Any, ...] | None = None
+                 ) -> Settings:
         """The settings for the working directory; ``fresh`` re-reads pyproject.toml.
 
-        Cached per working directory and environment: a step asks on every call, and
-        re-reading pyproject.toml there would cost more than a replay.
+        Cached per working directory and environment (``where()``; pass it when you
+        have it): a step asks on every call, and re-reading pyproject.toml there would
+        cost more than a replay.
         """
-        key = (os.getcwd(), os.environ.get("NBSTEP_STORE"), os.environ.get("NBSTEP_NAMESPACE"))
+        key = where or self.where()
         cached = self._settings
         if fresh or cached is None or cached[0] != key:
             cached = (key, settings_module.load(self.overrides))
             self._settings = cached
         return cached[1]
 
+    @staticmethod
+    def where() -> tuple[Any, ...]:
+        """What the settings and the store depend on besides ``configure``: the
+        working directory and the environment variables."""
+        return (os.getcwd(), os.environ.get("NBSTEP_STORE"), os.environ.get("NBSTEP_NAMESPACE"))
+
     # -- the store ---------------------------------------------------------------------
 
-    def store(self) -> StepStore:
-        key = (os.environ.get("NBSTEP_STORE"), self.overrides.get("store"), os.getcwd())
+    def store(self, where: tuple[Any, ...] | None = None) -> StepStore:
+        """The open store (opened now if the settings point elsewhere than before)."""
+        key = where or self.where()
         store = self._store
         if store is not None and key == self._store_key:
             return store
         with self._store_lock:
             if self._store is not None and key == self._store_key:
                 return self._store
-            current = self.settings()
+            current = self.settings(where=key)
             root = settings_module.store_dir(current)
             if self._store is not None and self._store_root == root:
                 self._store_key = key
@@ -133,8 +142,8 @@ class Runtime:
 
     # -- namespaces and occurrences ----------------------------------------------------
 
-    def default_namespace(self) -> str:
-        explicit = self.settings().namespace
+    def default_namespace(self, settings: Settings | None = None) -> str:
+        explicit = (settings or self.settings()).namespace
         if explicit is not None:
             return explicit
         if self._namespace is None:
