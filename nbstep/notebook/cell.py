@@ -20,7 +20,7 @@ import sys
 import time
 import types
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nbstep.codecs import cell as cell_codec
 from nbstep.codecs.cell import RecordedDisplay
@@ -37,11 +37,9 @@ from .execution import (
     flush_inline_figures,
     run_code,
 )
+from .host import Host
 from .options import Options
-from .recording import NotRecorded, record_cell
-
-if TYPE_CHECKING:
-    from .extension import NotebookExtension
+from .recording import NotRecorded, Recording
 
 BUILTIN = "%%step"
 
@@ -70,10 +68,10 @@ def _magic_fix(message: str, key: str) -> str:
     return f"{message.rstrip()} Run the cell as {fix} to recompute it."
 
 
-class CellStep:
+class CellStep(Recording):
     """A ``%%step`` cell from its lookup to its outcome."""
 
-    def __init__(self, extension: NotebookExtension, options: Options, body: str,
+    def __init__(self, extension: Host, options: Options, body: str,
                  header: str = "%%step") -> None:
         self.extension = extension
         self.runtime = extension.runtime
@@ -367,7 +365,7 @@ class CellStep:
         if analysis.ends_with_semicolon(self.source):
             value = None
         try:
-            record_cell(self, value, outputs, duration)
+            self.record(value, outputs, duration)
         except NotRecorded as e:
             stats = self.runtime.stats
             stats["not_persisted"] += 1

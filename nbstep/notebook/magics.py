@@ -9,7 +9,7 @@ runtime's settings, ``%steps`` to ``step.inspect``'s frame. Library errors becom
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 # This module is imported only by the extension, when IPython is running: importing
 # IPython here costs nothing, and the magics class needs it at definition.
@@ -29,8 +29,13 @@ from nbstep.settings import Settings
 
 from .options import Options
 
-if TYPE_CHECKING:
-    from .extension import NotebookExtension
+
+class CellRunner(Protocol):
+    """What the magics need from the extension (:mod:`.extension`)."""
+
+    runtime: Runtime
+
+    def run_step_cell(self, options: Options, body: str, first_line: str) -> Any: ...
 
 MAGIC_NAMES = {"cell": ("step",), "line": ("step_config", "steps")}
 
@@ -39,7 +44,7 @@ MAGIC_NAMES = {"cell": ("step",), "line": ("step_config", "steps")}
 class StepMagics(Magics):
     """``%%step KEY``: run a cell once, replay it afterwards."""
 
-    def __init__(self, shell: Any, extension: NotebookExtension) -> None:
+    def __init__(self, shell: Any, extension: CellRunner) -> None:
         super().__init__(shell)
         self.extension = extension
 
@@ -182,7 +187,7 @@ def header(line: str) -> str:
     return f"%%step {line}".rstrip()
 
 
-def parse_step_line(line: str, extension: NotebookExtension) -> Options:
+def parse_step_line(line: str, extension: CellRunner) -> Options:
     """The ``%%step`` line's options, with the session's and the project's defaults."""
     try:
         args = parse_argstring(StepMagics.step, line)

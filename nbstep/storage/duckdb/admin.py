@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from nbstep.core.record import FORGOTTEN, RECORDED, Record
 from nbstep.errors import StepReplayError
 from nbstep.storage.base import CheckReport, GcReport, NamespaceSummary, Problem, StoreAdmin, Usage
+from nbstep.storage.objects import ObjectFiles
 
+from .attachment import Attachment
 from .schema import ALIAS, DB_NAME, EVENTS, META, RECORD_SELECT, transaction
-
-if TYPE_CHECKING:
-    from .store import DuckDBStore
 
 _SUMMARY = f"""
 SELECT namespace,
@@ -72,13 +72,29 @@ AND event_id = (SELECT max(event_id) FROM {EVENTS} x
 
 
 class DuckDBAdmin(StoreAdmin):
-    def __init__(self, store: DuckDBStore) -> None:
-        self.store = store
+    """The StoreAdmin side of :class:`.store.DuckDBStore`, which inherits it."""
+
+    root: Path
+    db_path: Path
+    attachment: Attachment
+    objects: ObjectFiles
+    index: dict[str, dict[tuple[str, int], Record]]
+    known: tuple[int, str] | None
+    max_event_id: int
+
+    def fold(self, con: Any) -> None:
+        raise NotImplementedError
+
+    def validate_index(self, con: Any) -> None:
+        raise NotImplementedError
+
+    def read(self, record: Record) -> Any:
+        raise NotImplementedError
 
     def _rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         """A read-only query over the complete table (the journal folded first)."""
-        with self.store.attachment.use() as con:
-            self.store.fold(con)
+        with self.attachment.use() as con:
+            self.fold(con)
             return con.execute(sql, params or []).fetchall()
 
     def namespaces(self) -> list[str]:
@@ -99,15 +115,14 @@ class DuckDBAdmin(StoreAdmin):
                 "result_json, result_blob",
                 "NULL::VARCHAR AS result_json, NULL::BLOB AS result_blob",
             )
-        with self.store.attachment.use() as con:
-            self.store.fold(con)
+        with self.attachment.use() as con:
+            self.fold(con)
             return con.execute(_HISTORY.format(columns=columns), [namespace]).df()
 
     def gc(self, *, dry_run: bool = False, grace_seconds: float = 3600.0) -> GcReport:
-        store = self.store
         report = GcReport()
-        with store.attachment.use() as con:
-            store.fold(con)
+        with self.attachment.use() as con:
+            self.fold(con)
             stale_ids = sorted({row[0] for row in con.execute(_STALE).fetchall()})
             report.events_dropped = len(stale_ids)
             live = {
@@ -119,23 +134,23 @@ class DuckDBAdmin(StoreAdmin):
                 ).fetchall()
             }
             if stale_ids and not dry_run:
-                with transaction(con, "drop superseded records", store.db_path):
+                with transaction(con, "drop superseded records", self.db_path):
                     con.execute(
                         f"DELETE FROM {EVENTS} WHERE event_id IN (SELECT unnest(?::BIGINT[]))",
                         [stale_ids],
                     )
-                    epoch = int(store.known[1] if store.known else 0) + 1
+                    epoch = int(self.known[1] if self.known else 0) + 1
                     con.execute(f"UPDATE {META} SET value = ? WHERE name = 'gc_epoch'",
                                 [str(epoch)])
                     # Never hand out a deleted event's id again: a step computing since
                     # before this gc compares ids to tell whether its slot changed.
                     con.execute(f"INSERT OR REPLACE INTO {META} VALUES ('event_id_floor', ?)",
-                                [str(store.max_event_id)])
-                store.index.clear()
-                store.validate_index(con)
+                                [str(self.max_event_id)])
+                self.index.clear()
+                self.validate_index(con)
             # Deleting files while attached: a writer reuses an existing file only after
             # checking, while attached, that it is still there.
-            swept = store.objects.sweep(live, time.time() - grace_seconds, dry_run=dry_run)
+            swept = self.objects.sweep(live, time.time() - grace_seconds, dry_run=dry_run)
             for name, count in swept.items():
                 setattr(report, name, count)
             if not dry_run and stale_ids:
@@ -143,7 +158,6 @@ class DuckDBAdmin(StoreAdmin):
         return report
 
     def check(self, *, decode: bool = False) -> CheckReport:
-        store = self.store
         report = CheckReport()
         by_object: dict[str, list[tuple[Record, bool]]] = {}
         for *row, is_current in self._rows(_CHECKED):
@@ -151,42 +165,42 @@ class DuckDBAdmin(StoreAdmin):
             report.records += 1
             if record.object_sha256 is None:
                 report.inline += 1
-                problem = _decode_problem(store, record)
+                problem = _decode_problem(self, record)
                 if problem:
                     report.problems.append(Problem(record, bool(is_current), problem))
             else:
                 by_object.setdefault(record.object_sha256, []).append((record, bool(is_current)))
         for sha256, users in by_object.items():
             report.object_files += 1
-            problem = store.objects.verify(sha256, users[0][0].size_bytes)
+            problem = self.objects.verify(sha256, users[0][0].size_bytes)
             if problem is None:
                 report.object_bytes += users[0][0].size_bytes
                 if decode:
                     for record, current in users:
-                        decoded = _decode_problem(store, record)
+                        decoded = _decode_problem(self, record)
                         if decoded:
                             report.problems.append(Problem(record, current, decoded))
                 continue
             report.problems.extend(Problem(record, current, problem) for record, current in users)
-        report.unreferenced = sum(1 for p in store.objects.files() if p.name not in by_object)
+        report.unreferenced = sum(1 for p in self.objects.files() if p.name not in by_object)
         return report
 
     def usage(self) -> Usage:
         total = 0
-        for folder, _dirs, files in os.walk(self.store.root):
+        for folder, _dirs, files in os.walk(self.root):
             for name in files:
                 try:
                     total += os.lstat(os.path.join(folder, name)).st_size
                 except FileNotFoundError:
                     pass
         try:
-            database: int | None = (self.store.root / DB_NAME).stat().st_size
+            database: int | None = (self.root / DB_NAME).stat().st_size
         except FileNotFoundError:
             database = None
         return Usage(total, database, DB_NAME)
 
 
-def _decode_problem(store: DuckDBStore, record: Record) -> str | None:
+def _decode_problem(store: DuckDBAdmin, record: Record) -> str | None:
     try:
         store.read(record)
     except StepReplayError as e:

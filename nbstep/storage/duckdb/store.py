@@ -54,7 +54,7 @@ _HOST = socket.gethostname()
 Slot = tuple[str, int]
 
 
-class DuckDBStore(StepStore):
+class DuckDBStore(DuckDBAdmin, StepStore):
     """A store directory: the DuckDB event table plus the object files."""
 
     def __init__(
@@ -321,7 +321,7 @@ class DuckDBStore(StepStore):
     # -- the rest of the seam --------------------------------------------------------
 
     def admin(self) -> StoreAdmin:
-        return DuckDBAdmin(self)
+        return self
 
     def release(self) -> None:
         self.attachment.release()
