@@ -185,6 +185,8 @@ def project_table(start: Path) -> tuple[dict[str, Any], Path | None]:
 
 @functools.lru_cache(maxsize=8)
 def _read_table(pyproject: Path, _mtime_ns: int, _size: int, _inode: int) -> dict[str, Any]:
+    # `rerun` is for one run (`nbstep run --rerun`, configure(rerun=True)): set for a
+    # project, nothing would ever replay.
     try:
         with open(pyproject, "rb") as f:
             data = tomllib.load(f)
@@ -194,4 +196,10 @@ def _read_table(pyproject: Path, _mtime_ns: int, _size: int, _inode: int) -> dic
     if not isinstance(table, dict):
         raise ConfigError(f"{pyproject}: [tool.nbstep] must be a table")
     source = f"{pyproject} [tool.nbstep]"
+    if "rerun" in table:
+        raise ConfigError(
+            f"{source}: `rerun` cannot be a project setting (every step would recompute on "
+            "every run); remove it, and use `nbstep run --rerun` or "
+            "nbstep.configure(rerun=True) for one run"
+        )
     return {k: validate(k, v, source) for k, v in table.items()}

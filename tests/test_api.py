@@ -466,3 +466,10 @@ def test_pyproject_sets_step_runs_default_on_mismatch(store, tmp_path, monkeypat
     (tmp_path / "pyproject.toml").write_text('[tool.nbstep]\non_mismatch = "rerun"\n')
     nbstep.reset()  # settings are read again for the next run
     assert step.run("k", 2, lambda x: "two") == "two"
+
+
+def test_rerun_is_refused_as_a_project_setting(store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pyproject.toml").write_text("[tool.nbstep]\nrerun = true\n")
+    with pytest.raises(nbstep.ConfigError, match="`rerun` cannot be a project setting"):
+        step.run("k", lambda: 1)

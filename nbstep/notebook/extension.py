@@ -40,9 +40,8 @@ _STEP_LINE = re.compile(r"^%%step(?:[ \t]+(?P<args>.*))?$")
 class NotebookExtension:
     """nbstep in one shell: its hooks, and this kernel's memory of its steps."""
 
-    def __init__(self, shell: Any, runtime: Runtime) -> None:
+    def __init__(self, shell: Any) -> None:
         self.shell = shell
-        self.runtime = runtime
         self.injected_step = False
         self.identity_noted = False
         self.cell_id: str | None = None  # the executing cell's id (pre_run_cell)
@@ -55,6 +54,11 @@ class NotebookExtension:
         # replayed in this kernel}, for the names the step both read and bound.
         # Strong references: an id could be reused once an object is gone.
         self.session_outputs: dict[tuple[str, str, int], dict[str, Any]] = {}
+
+    @property
+    def runtime(self) -> Runtime:
+        """The process's runtime, the one ``step`` uses too."""
+        return Runtime.instance()
 
     # -- what this kernel's steps produced -----------------------------------------------
 
@@ -326,7 +330,7 @@ def load_ipython_extension(ip: Any) -> None:
     """``%load_ext nbstep``: register the magics, the hooks and the ``step`` name."""
     if extension_of(ip) is not None:
         return
-    NotebookExtension(ip, Runtime.instance()).load()
+    NotebookExtension(ip).load()
 
 
 def unload_ipython_extension(ip: Any) -> None:

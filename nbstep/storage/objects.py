@@ -21,8 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from nbstep.errors import NbstepError
-
 # Values at least this large are hashed in a thread while the main thread writes them
 # (hashlib and os.write both release the GIL), so the sha256 costs little on top.
 PARALLEL_HASH_AT = 4 * 1024 * 1024
@@ -145,6 +143,8 @@ class ObjectFiles:
             f = open(path, "rb")
         except FileNotFoundError as e:
             raise Damaged(f"its object file {path} is missing") from e
+        except OSError as e:
+            raise Damaged(f"its object file {path} cannot be read ({e.strerror})") from e
         with f:
             actual = os.fstat(f.fileno()).st_size
             if actual != size:
@@ -152,7 +152,10 @@ class ObjectFiles:
                               f"{size} (damaged or truncated)")
             if size == 0:
                 return b""
-            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+            try:
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+            except (OSError, ValueError) as e:
+                raise Damaged(f"its object file {path} cannot be mapped ({e})") from e
         if expected is not None and checksum(mapped) != expected:
             raise Damaged(f"its object file {path} does not match the checksum recorded with "
                           "it (the file was damaged after it was written)")
@@ -225,11 +228,6 @@ class ObjectFiles:
                 path.unlink(missing_ok=True)
         return report
 
-    def prepare(self) -> None:
-        """Check ``objects/`` can hold files (a clear error when it cannot)."""
-        if self.root.exists() and not self.root.is_dir():
-            raise NbstepError(f"{self.root} should be the store's folder of value files but "
-                              "is a file. Move it aside; the store recreates the folder.")
 
 
 def _stat(path: Path) -> os.stat_result | None:

@@ -7,6 +7,7 @@ one location stand for several processes; the race tests use real processes too.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -241,6 +242,34 @@ def test_check_finds_damaged_and_missing_values(stores, location):
     with pytest.raises(StepReplayError, match="step `damaged` occurrence 1"):
         store.read(store.lookup("nb", "damaged", 1))
     assert store.read(store.lookup("nb", "fine", 1)) == "ok"
+
+
+def test_an_unreadable_value_is_a_replay_error(stores, location):
+    store = stores(inline_limit=1024)
+    record, _ = store.append(new_record("nb", "big", 1, BIG), None)
+    path = _object_file(location, record)
+    data = path.read_bytes()
+    path.unlink()
+    path.mkdir()  # not even a file
+    with pytest.raises(StepReplayError, match="step `big` occurrence 1.*cannot be read"):
+        store.read(record)
+    path.rmdir()
+    path.write_bytes(data)
+    assert store.read(record) == BIG
+
+
+def test_a_value_file_this_user_cannot_read_is_a_replay_error(stores, location):
+    store = stores(inline_limit=1024)
+    record, _ = store.append(new_record("nb", "big", 1, BIG), None)
+    path = _object_file(location, record)
+    path.chmod(0)
+    try:
+        if os.access(path, os.R_OK):
+            pytest.skip("this user reads files whatever their mode (root)")
+        with pytest.raises(StepReplayError, match="cannot be read"):
+            store.read(record)
+    finally:
+        path.chmod(0o644)
 
 
 def test_usage_counts_the_store(stores):
