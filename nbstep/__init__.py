@@ -22,8 +22,10 @@ from .errors import (
     StepNotPersistedWarning,
     StepReplayError,
     StoreBusy,
+    StoreDamagedWarning,
     StoreFormatError,
     StoreNotFound,
+    StoreWriteError,
 )
 
 if TYPE_CHECKING:
@@ -66,8 +68,10 @@ __all__ = [
     "StepNotPersistedWarning",
     "StepReplayError",
     "StoreBusy",
+    "StoreDamagedWarning",
     "StoreFormatError",
     "StoreNotFound",
+    "StoreWriteError",
     "__version__",
     "configure",
     "load_ipython_extension",

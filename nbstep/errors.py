@@ -32,6 +32,23 @@ class StoreNotFound(NotFound):
     """A command that only reads was pointed at a store that does not exist."""
 
 
+class StoreWriteError(NbstepError):
+    """Writing to the store failed (a full disk, a read-only store): nothing was recorded."""
+
+    def __init__(self, path: object, error: OSError) -> None:
+        import errno
+
+        reason = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
+                  errno.EACCES: "permission denied", errno.EDQUOT: "the disk quota is used up",
+                  errno.EPERM: "permission denied"}.get(error.errno or 0,
+                                                        error.strerror or str(error))
+        super().__init__(
+            f"could not write {path}: {reason}; nothing was recorded. Free disk space or "
+            "fix the permissions, then run the step again (or point NBSTEP_STORE elsewhere)."
+        )
+        self.errno = error.errno
+
+
 class StoreFormatError(NbstepError):
     """The store on disk was written in a format this nbstep cannot read."""
 
@@ -58,3 +75,7 @@ class NotPersistable(NbstepError):
 
 class StepNotPersistedWarning(UserWarning):
     """A step's result was returned but could not be recorded."""
+
+
+class StoreDamagedWarning(UserWarning):
+    """Part of the store was damaged; it was set aside and everything intact kept."""

@@ -20,7 +20,7 @@ import nbstep
 from nbstep import step
 from nbstep.cli import cli
 from nbstep.engine.runtime import Runtime
-from nbstep.storage.duckdb import DuckDBStore
+from nbstep.storage.local import LocalStore
 
 NB = "nb/analysis.ipynb"
 FRAME = pd.DataFrame({"a": range(100), "b": np.arange(100) * 1.5, "c": ["x"] * 100})
@@ -66,7 +66,7 @@ def invoke(root, *args, input=None, code=0):
 
 
 def current_keys(root, namespace=NB):
-    store = DuckDBStore(root)
+    store = LocalStore(root)
     try:
         return [(r.key, r.sequence) for r in store.current(namespace)]
     finally:
@@ -74,7 +74,7 @@ def current_keys(root, namespace=NB):
 
 
 def object_file(root, key="big"):
-    store = DuckDBStore(root)
+    store = LocalStore(root)
     try:
         (record,) = [r for r in store.current(NB) if r.key == key]
         assert record.object_sha256, "the fixture's big array should be an object file"
@@ -432,17 +432,20 @@ def test_gc_dry_run_changes_nothing_then_gc_frees(root):
     assert invoke(root, "gc").output.startswith("drop 0 events")
 
 
-def test_gc_reports_the_database_file_as_well_as_object_files(root):
+def test_gc_reports_the_event_logs_as_well_as_object_files(root):
     from nbstep.cli.text import size
 
-    db = root / "steps.duckdb"
-    before = db.stat().st_size
+    def logs_size():
+        return sum(p.stat().st_size for p in (root / "logs").glob("*.log"))
+
+    before = logs_size()
     dry = invoke(root, "gc", "--dry-run", "--grace", "0").output
     assert "would free 0 B of object files" in dry
-    assert f"database steps.duckdb: {size(before)}\n" in dry
+    assert f"event logs: {size(before)}\n" in dry
     out = invoke(root, "gc", "--grace", "0").output  # drops other.ipynb's old inline x
     assert "drop 1 event" in out and "freed 0 B of object files" in out
-    assert f"database steps.duckdb: {size(before)} -> {size(db.stat().st_size)}" in out
+    assert logs_size() < before
+    assert f"event logs: {size(before)} -> {size(logs_size())}" in out
 
 
 def test_gc_keeps_young_unreferenced_files_and_says_so(root):
@@ -481,14 +484,21 @@ def test_verify_finds_a_missing_object_file(root):
     assert "is missing" in out
 
 
-def damage_inline_value(root, key):
-    import duckdb
+def damage_inline_value(root, key, namespace=NB):
+    """Rewrite a record's inline value in its log as garbage, the frame itself intact."""
+    from nbstep.storage.local import frames
+    from nbstep.storage.local.namespace_log import log_name
 
-    con = duckdb.connect(str(root / "steps.duckdb"))
-    try:
-        con.execute("UPDATE events SET result_blob = 'garbage'::BLOB WHERE key = ?", [key])
-    finally:
-        con.close()
+    log = root / "logs" / f"{log_name(namespace)}.log"
+    data = log.read_bytes()
+    parts = []
+    for item in frames.scan(data):
+        raw = data[item.offset:item.end]
+        if isinstance(item, frames.Frame) and item.event.get("key") == key:
+            raw = frames.encode(item.event, b"garbage")
+        parts.append(raw)
+    log.write_bytes(b"".join(parts))
+    (root / "logs" / f"{log_name(namespace)}.idx").unlink(missing_ok=True)
 
 
 def test_verify_finds_an_inline_value_that_does_not_decode(root):

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from nbstep.cli import cli
-from nbstep.storage.duckdb import DuckDBStore
+from nbstep.storage.local import LocalStore
 
 pytestmark = pytest.mark.kernel
 
@@ -100,7 +100,7 @@ def test_first_run_computes_second_replays(project):
 
     # The store was found as the kernel finds it (next to pyproject.toml), and the
     # namespace is the notebook's path relative to the store's folder.
-    store = DuckDBStore(project / ".nbstep")
+    store = LocalStore(project / ".nbstep")
     try:
         assert store.admin().namespaces() == ["notebooks/analysis.ipynb"]
         assert [r.key for r in store.current("notebooks/analysis.ipynb")] == [
@@ -160,7 +160,7 @@ def test_failure_outside_a_step_in_process(project, monkeypatch):
     assert "0 replayed, 1 computed, 0 failed" in result.stdout
     assert "cell 2 of 2 failed: NameError" in result.stderr
     assert "in a step" not in result.stderr
-    assert (project / "store" / "steps.duckdb").exists()  # --store reached the kernel
+    assert (project / "store" / "format").exists()  # --store reached the kernel
 
 
 def test_on_mismatch_and_rerun_reach_the_kernel(project):

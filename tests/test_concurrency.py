@@ -72,9 +72,9 @@ def shared_store(store_dir, tmp_path, monkeypatch):
 def _events(root):
     import duckdb
 
-    # Opening the store folds what a worker left in its journal at exit (durable, but
-    # not yet in the table); then let go of it for the read-only look at the table.
-    Runtime.instance().store().admin().namespaces()
+    # The table mirrors the logs once a query has brought it up to date; then let go of
+    # it for the read-only look at the table.
+    Runtime.instance().store().admin().summary()
     Runtime.instance().drop_store()
     con = duckdb.connect(str(root / "steps.duckdb"), read_only=True)
     try:
@@ -219,6 +219,7 @@ HOLDER = textwrap.dedent(
 
     nbstep.configure(namespace="held", linger=3600)
     step.run("k", lambda: 1)
+    step.inspect()  # attaches the table, and keeps it (linger)
     print("attached", flush=True)
     sys.stdin.readline()
     Runtime.instance().store().release()
@@ -247,15 +248,15 @@ def test_the_store_lock_is_held_for_a_whole_attachment(shared_store, tmp_path):
         with pytest.raises(BlockingIOError):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         nbstep.configure(namespace="held", busy_timeout=0.3)
+        assert step.run("k", lambda: 2) == 1  # steps never wait for the table
         with pytest.raises(nbstep.StoreBusy, match=f"held by nbstep process {holder.pid} "):
-            step.run("k", lambda: 2)
+            step.inspect()
         holder.stdin.write("\n")
         holder.stdin.flush()
         assert holder.stdout.readline().strip() == "released"
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again once it detached
         fcntl.flock(fd, fcntl.LOCK_UN)
-        nbstep.reset()
-        assert step.run("k", lambda: 2) == 1
+        assert step.inspect()["key"].tolist() == ["k"]
     finally:
         if fd is not None:
             os.close(fd)

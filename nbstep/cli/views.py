@@ -237,9 +237,8 @@ def summary(value: Any, width: int = 60) -> str:
 
 def gc_text(report: GcReport, dry_run: bool, before: Usage, after: Usage | None,
             grace_seconds: float) -> str:
-    """The gc report. The store's bytes freed are the object and temp files gc removed;
-    the database file, where dropped inline values lived, is reported on its own line,
-    since DuckDB decides whether it shrinks (it keeps freed blocks for reuse)."""
+    """The gc report: the object and temp files removed and the bytes they freed, and
+    apart from them the events' own storage (where dropped inline values lived)."""
     would = "would " if dry_run else ""
     lines = [
         f"{would}drop {text.plural(report.events_dropped, 'event')} "
@@ -257,12 +256,9 @@ def gc_text(report: GcReport, dry_run: bool, before: Usage, after: Usage | None,
             "later `nbstep gc` frees them (or --grace 0 when no kernel runs)."
         )
     if before.database_bytes is not None:
-        database = f"database {before.database_name}: {text.size(before.database_bytes)}"
+        database = f"{before.database_name}: {text.size(before.database_bytes)}"
         if after is not None and after.database_bytes is not None:
             database += f" -> {text.size(after.database_bytes)}"
-            if after.database_bytes > before.database_bytes:
-                database += (" (DuckDB rewrote its tables; it keeps the freed space in the "
-                             "file and reuses it for new records)")
         lines.append(database)
     if after is None:
         lines.append(f"store size: {text.size(before.total_bytes)}")

@@ -1,7 +1,7 @@
 """Where steps are kept: the :class:`StepStore` seam and its backends.
 
 ``open_store`` is the one place that picks a backend; everything above this layer
-works with the interfaces of :mod:`.base` only. ``duckdb/`` is the local backend.
+works with the interfaces of :mod:`.base` only. ``local/`` is the local backend.
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ def open_store(location: str | os.PathLike[str], settings: Settings, *,
     ``create=False`` is for commands that only look: a store that does not exist yet
     is :class:`~nbstep.errors.StoreNotFound` rather than created empty.
     """
-    from .duckdb import DB_NAME, DuckDBStore
+    from .local import DB_NAME, FORMAT_NAME, LocalStore
 
     root = Path(location)
-    if not create and not (root / DB_NAME).is_file():
+    if not create and not ((root / FORMAT_NAME).is_file() or (root / DB_NAME).is_file()):
         where = "(from --store / NBSTEP_STORE)" if os.environ.get("NBSTEP_STORE") else ""
         raise StoreNotFound(
             f"no nbstep store at {root} {where}".rstrip()
-            + f" (no {DB_NAME} there). Pass --store DIR or set NBSTEP_STORE to the store "
+            + " (no `format` file there). Pass --store DIR or set NBSTEP_STORE to the store "
             "directory (the `.nbstep` folder); a store is created by the first recorded step."
         )
-    return DuckDBStore(root, linger=settings.linger, busy_timeout=settings.busy_timeout,
-                       inline_limit=settings.inline_limit)
+    return LocalStore(root, linger=settings.linger, busy_timeout=settings.busy_timeout,
+                      inline_limit=settings.inline_limit)

@@ -118,10 +118,11 @@ class CheckReport:
     object_bytes: int = 0
     problems: list[Problem] = field(default_factory=list)
     unreferenced: int = 0
+    damage: list[str] = field(default_factory=list)  # what was found damaged, as text
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.damage
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ class Usage:
     """The store's footprint."""
 
     total_bytes: int
-    database_bytes: int | None  # the event table's own file, where a backend has one
+    database_bytes: int | None  # where the events themselves are, where a backend says
     database_name: str = "database"
 
 

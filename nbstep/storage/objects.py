@@ -12,12 +12,15 @@ files, files no record references) is removed by gc, never by a reader.
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import hashlib
 import mmap
 import os
 import random
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +50,82 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot; Linux), else None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: count after the last ")".
+    return stat[stat.rindex(b")") + 2:].split()[19].decode()
+
+
+def _owner() -> str:
+    """This process as a temp file's owner: its pid and start time."""
+    return _owner_of(os.getpid())  # a forked child asks for its own pid
+
+
+@functools.cache
+def _owner_of(pid: int) -> str:
+    return f"{pid}.{_start_time(pid) or 0}"
+
+
+def _owner_alive(name: str) -> bool:
+    """Whether the process that named a temp file ``<pid>.<start>.<random>`` still runs."""
+    parts = name.split(".")
+    if len(parts) < 3 or not parts[0].isdigit():
+        return False  # an older nbstep's name (<pid>.<random>): gc's grace period decides
+    pid, start = int(parts[0]), parts[1]
+    now = _start_time(pid)
+    if now is not None:
+        return now == start
+    try:
+        os.kill(pid, 0)  # no /proc: a live process with that pid (it may be another one)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class ObjectFiles:
     """The ``objects/`` folder of a store."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.lock_path = root.parent / "objects.lock"
+
+    @contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Hold off gc while a value file is written and its record appended.
+
+        A shared lock: writers do not wait for each other. gc takes it exclusively
+        while it decides which files nothing references and removes them, so it never
+        removes a file a record is about to point to.
+        """
+        fd = self._lock_fd()
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """No writer between its value file and its record (for gc)."""
+        fd = self._lock_fd()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _lock_fd(self) -> int:
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
@@ -116,7 +190,7 @@ class ObjectFiles:
     def _write_tmp(self, view: memoryview) -> Path:
         tmp_dir = self.root / TMP
         tmp_dir.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_dir / f"{os.getpid()}.{random.getrandbits(64):016x}"
+        tmp = tmp_dir / f"{_owner()}.{random.getrandbits(64):016x}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             written = 0
@@ -201,11 +275,14 @@ class ObjectFiles:
         """Remove stale temporary files and value files ``live`` does not name.
 
         Files modified after ``cutoff`` (a time.time()) are kept: a writer may be about
-        to commit a record that points to one. Returns the counts for a gc report.
+        to commit a record that points to one; so are temporary files whose writer still
+        runs, however old. Returns the counts for a gc report.
         """
         report = {"objects_removed": 0, "tmp_removed": 0, "bytes_freed": 0,
                   "young_kept": 0, "young_kept_bytes": 0}
         for path in self.temporary():
+            if _owner_alive(path.name):
+                continue  # a writer is writing it, however long that takes
             stat = _stat(path)
             if stat is not None and stat.st_mtime < cutoff:
                 report["tmp_removed"] += 1

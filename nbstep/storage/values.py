@@ -13,7 +13,7 @@ from typing import Any
 
 from nbstep import codecs
 from nbstep.core.record import NewRecord, Record
-from nbstep.errors import StepReplayError
+from nbstep.errors import StepReplayError, StoreWriteError
 
 from .objects import Damaged, ObjectFiles
 
@@ -29,17 +29,29 @@ class Placed:
     checksum: str | None = None
 
 
+def needs_object(new: NewRecord, inline_limit: int) -> bool:
+    """Whether the value goes to an object file rather than into the record."""
+    return new.codec != "json" and _size(new.data) > inline_limit
+
+
 def place(new: NewRecord, inline_limit: int, objects: ObjectFiles) -> Placed:
     """JSON stays readable text; other values up to ``inline_limit`` bytes stay inline;
     larger ones go to an object file, durable before the record is written."""
     data = new.data
     if new.codec == "json":
         return Placed(len(data), result_json=bytes(data).decode("utf-8"))
-    size = len(memoryview(data).cast("B"))
+    size = _size(data)
     if size > inline_limit:
-        sha256, digest = objects.write(data)
+        try:
+            sha256, digest = objects.write(data)
+        except OSError as e:
+            raise StoreWriteError(objects.root, e) from e
         return Placed(size, object_sha256=sha256, checksum=digest)
     return Placed(size, result_blob=bytes(data))
+
+
+def _size(data: Any) -> int:
+    return len(data) if type(data) is bytes else memoryview(data).nbytes
 
 
 def recompute_hint(record: Record) -> str:

@@ -14,14 +14,14 @@ from nbstep.core.record import NewRecord
 from nbstep.hashing import input_hash, step_identity
 from nbstep.storage.base import StepStore
 
-BACKENDS = ["duckdb"]
+BACKENDS = ["local"]
 
 
 def open_store(name: str, location: str, **options: Any) -> StepStore:
-    if name == "duckdb":
-        from nbstep.storage.duckdb import DuckDBStore
+    if name == "local":
+        from nbstep.storage.local import LocalStore
 
-        return DuckDBStore(location, **options)
+        return LocalStore(location, **options)
     raise ValueError(f"no backend {name!r}")
 
 

@@ -19,7 +19,7 @@ def main() -> None:
     import nbstep
     from nbstep import step
     from nbstep.engine.runtime import Runtime
-    from nbstep.storage.duckdb import FORMAT_VERSION
+    from nbstep.storage.local import FORMAT_VERSION
 
     target = HERE / f"format-{FORMAT_VERSION}"
     if target.exists():
@@ -31,10 +31,13 @@ def main() -> None:
     step.run("blob", lambda: bytes(range(256)) * 16)   # 4 KiB: an object file
     step.run("json", {"n": 2}, lambda x: "second occurrence")
     Runtime.instance().drop_store()
-    for leftover in ("lock.want", "journal"):
-        path = target / leftover
-        if path.exists() and path.stat().st_size == 0:
-            path.unlink()
+    # Only what a store keeps: derived files (the DuckDB mirror, slot indexes) and locks
+    # are made again by whoever opens it.
+    for leftover in ("lock.want", "journal", "steps.lock", "objects.lock", "steps.duckdb",
+                     "steps.duckdb.wal"):
+        (target / leftover).unlink(missing_ok=True)
+    for index in (target / "logs").glob("*.idx"):
+        index.unlink()
     shutil.rmtree(target / "objects" / "tmp", ignore_errors=True)
     print(f"wrote {target}")
 

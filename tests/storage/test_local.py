@@ -1,4 +1,4 @@
-"""The storage seam: format versions, damage, the journal, gc, and settings."""
+"""The local backend through the engine: formats, logs, damage, gc, processes, settings."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from nbstep.engine import occurrence as occurrences
 from nbstep.engine.runtime import Runtime
 from nbstep.errors import ConfigError
 from nbstep.settings import load, project_table, store_dir
-from nbstep.storage.duckdb import FORMAT_VERSION, DuckDBStore
-from nbstep.storage.duckdb import journal as journal_module
+from nbstep.storage.local import FORMAT_VERSION, LocalStore, frames, namespace_log, slots
+from nbstep.storage.local.namespace_log import log_name
 from nbstep.storage.objects import ObjectFiles
 
 
@@ -43,15 +43,22 @@ def _raw(path, sql, params=()):
 def test_a_store_from_a_newer_format_is_refused_untouched(store):
     step.run("k", lambda: 1)
     Runtime.instance().drop_store()
-    db = store / "steps.duckdb"
-    _raw(db, "UPDATE meta SET value = ? WHERE name = 'format_version'", [str(FORMAT_VERSION + 1)])
-    before = db.read_bytes()
+    (store / "format").write_text(f"nbstep store {FORMAT_VERSION + 1}\n")
+    log = store / "logs" / f"{log_name('nb')}.log"
+    before = log.read_bytes()
     nbstep.reset()
     with pytest.raises(StoreFormatError, match=f"newer nbstep \\(store format {FORMAT_VERSION + 1}"):
         step.run("k", lambda: 2)
+    assert log.read_bytes() == before
+
+
+def test_a_garbled_format_file_is_a_clear_error(store):
+    step.run("k", lambda: 1)
     Runtime.instance().drop_store()
-    assert _raw(db, "SELECT count(*) FROM events") == [(1,)]
-    assert db.read_bytes() == before
+    (store / "format").write_bytes(b"\x00\xffgarbage")
+    nbstep.reset()
+    with pytest.raises(StoreFormatError, match="should say `nbstep store 3` but says"):
+        step.run("k", lambda: 2)
 
 
 def test_a_duckdb_file_that_is_not_a_store_is_refused(store):
@@ -78,7 +85,7 @@ def test_missing_and_damaged_objects_are_clear_errors_that_spare_other_steps(sto
     assert step.run("a", lambda: "fixed", rerun=True) == "fixed"
 
 
-def test_journal_left_by_a_killed_process_is_folded_by_the_next_one(store, tmp_path):
+def test_steps_of_a_killed_process_replay_and_never_touched_duckdb(store, tmp_path):
     child = tmp_path / "child.py"
     child.write_text(textwrap.dedent(
         """
@@ -95,41 +102,41 @@ def test_journal_left_by_a_killed_process_is_folded_by_the_next_one(store, tmp_p
     result = subprocess.run([sys.executable, str(child)], env={**os.environ}, cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == -signal.SIGKILL and "done" in result.stdout
-    assert (store / "journal").stat().st_size > 0
-    # No record was folded into the table before the kill ...
-    assert _raw(store / "steps.duckdb", "SELECT count(*) FROM events") == [(0,)]
-    # ... yet every step that returned replays.
+    # Recording wrote the namespace's log only: DuckDB was never opened.
+    assert not (store / "steps.duckdb").exists()
     values = [step.run("k", i, lambda x: "recomputed") for i in range(20)]
     assert values == [i * 2 for i in range(20)]
-    Runtime.instance().drop_store()
-    assert (store / "journal").stat().st_size == 0
-    assert _raw(store / "steps.duckdb", "SELECT count(*) FROM events") == [(20,)]
+    assert len(step.inspect()) == 20  # the table is built from the log when asked
 
 
-def test_a_torn_journal_tail_is_dropped_and_the_entries_before_it_kept(store):
+def test_a_torn_log_tail_is_set_aside_and_the_frames_before_it_kept(store):
+    from nbstep.hashing import input_hash
+
     step.run("k", 1, lambda x: x)
     Runtime.instance().drop_store()
+    log = store / "logs" / f"{log_name('nb')}.log"
 
-    def row(event_id, key):
-        return [event_id, "recorded", "nb", key, 1, "i", "h", "json", "1", None, None, 1, 0.0,
-                0, "first", None, 1, "h", None]
+    def event(event_id, key):
+        return {"event_id": event_id, "kind": "recorded", "key": key, "sequence": 1,
+                "identity": "i", "deterministic_inputs_hash": input_hash(None), "codec": "json",
+                "result_json": "1", "size_bytes": 1, "occurred_at_us": 0, "reason": "first"}
 
-    # A holder killed mid-write: one complete entry, then one cut short.
-    journal = journal_module.Journal(store / "journal")
-    assert journal.open() is None
-    journal.append(row(2, "kept"))
-    journal.append(row(3, "torn"))
-    size = os.fstat(journal.fd).st_size
-    os.ftruncate(journal.fd, size - 3)
-    journal.close()
+    # A process killed mid-append: one complete frame, then one cut short.
+    torn = frames.encode(event(3, "torn"))
+    with open(log, "ab") as f:
+        f.write(frames.encode(event(2, "kept")) + torn[:-3])
     nbstep.reset()
     assert step.run("k", 1, lambda x: "again") == 1
-    assert step.inspect()["key"].tolist() == ["k", "kept"]
-    assert (store / "journal").stat().st_size == 0
+    assert step.run("kept", lambda: "again") == 1
+    assert step.run("torn", lambda: "recorded") == "recorded"  # appended after the cut
+    assert step.inspect()["key"].tolist() == ["k", "kept", "torn"]
+    assert list((store / "quarantine").iterdir())  # the torn bytes, kept aside
 
 
-def test_a_foreign_holder_is_waited_out_then_reported(store, tmp_path):
+def test_steps_go_on_while_another_program_holds_the_table(store, tmp_path):
     step.run("k", lambda: 1)
+    Runtime.instance().store().admin().namespaces()
+    step.inspect()  # the table exists
     Runtime.instance().drop_store()
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
@@ -145,13 +152,14 @@ def test_a_foreign_holder_is_waited_out_then_reported(store, tmp_path):
         assert holder.stdout.readline().strip() == "holding"
         nbstep.configure(busy_timeout=0.2)
         nbstep.reset()
-        with pytest.raises(StoreBusy, match=f"held by process {holder.pid} for more than 0.2 s"):
-            step.run("k", lambda: 2)
-        nbstep.configure(busy_timeout=30)
-        nbstep.reset()  # the failed attempt used up occurrence 1, as a failed step does
         started = time.monotonic()
-        assert step.run("k", lambda: 2) == 1  # waited for the holder to let go
-        assert time.monotonic() - started < 25
+        assert step.run("k", lambda: 2) == 1  # replay and record never wait for DuckDB
+        assert step.run("new", lambda: 3) == 3
+        assert time.monotonic() - started < 0.5
+        with pytest.raises(StoreBusy, match=f"held by process {holder.pid} for more than 0.2 s"):
+            step.inspect()
+        nbstep.configure(busy_timeout=30)
+        assert step.inspect()["key"].tolist() == ["k", "new"]  # waited for the holder
     finally:
         holder.wait(timeout=30)
         holder.stdout.close()
@@ -224,7 +232,7 @@ def test_bad_settings_say_what_to_do(tmp_path, monkeypatch):
 def test_an_unwritable_store_location_is_a_clear_error(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    s = DuckDBStore(blocker / ".nbstep")
+    s = LocalStore(blocker / ".nbstep")
     with pytest.raises(nbstep.NbstepError, match="cannot create the store directory"):
         s.lookup("nb", "k", 1)
 
@@ -272,7 +280,7 @@ def test_a_store_path_that_is_a_file_is_a_clear_error(tmp_path):
     blocker = tmp_path / "store-file"
     blocker.write_text("x")
     with pytest.raises(nbstep.NbstepError, match="exists and is not a directory"):
-        DuckDBStore(blocker).lookup("nb", "k", 1)
+        LocalStore(blocker).lookup("nb", "k", 1)
 
 
 def test_a_damaged_object_of_the_right_size_is_caught_and_recording_again_repairs_it(store):
@@ -294,22 +302,22 @@ def test_a_damaged_object_of_the_right_size_is_caught_and_recording_again_repair
     assert step.run("arr", lambda: "never") == bytes(range(200)) * 1000
 
 
-def test_an_older_format_is_migrated_in_place(store, tmp_path):
+def test_an_older_format_is_upgraded_in_place(store, tmp_path):
     import shutil
     from pathlib import Path
 
     shutil.copytree(Path(__file__).parents[1] / "stores" / "format-1", store)
     nbstep.configure(namespace="analysis.ipynb")
     assert step.run("json", {"n": 1}, lambda x: "never") == {"rows": [1, 2, 3], "label": "ok"}
-    step.run("new", lambda: b"z" * 200_000)  # a format-2 record, with a checksum
+    step.run("new", lambda: b"z" * 200_000)  # a record of this format, with a checksum
+    assert "new" in step.inspect()["key"].tolist()
     Runtime.instance().drop_store()
-    assert _raw(store / "steps.duckdb", "SELECT value FROM meta WHERE name = 'format_version'") == [
-        (str(FORMAT_VERSION),)
-    ]
-    checksums = _raw(store / "steps.duckdb",
-                     "SELECT key, checksum IS NOT NULL FROM events WHERE object_sha256 IS NOT NULL "
-                     "ORDER BY event_id")
-    assert checksums == [("blob", False), ("new", True)]
+    assert (store / "format").read_text() == f"nbstep store {FORMAT_VERSION}\n"
+    log = (store / "logs" / f"{log_name('analysis.ipynb')}.log").read_bytes()
+    objects = {item.event["key"]: item.event.get("checksum") for item in frames.scan(log)
+               if isinstance(item, frames.Frame) and item.event.get("object_sha256")}
+    assert objects["blob"] is None and objects["new"].startswith("xxh3-128:")
+    assert _raw(store / "steps.duckdb", "SELECT count(*) FROM events WHERE key = 'new'") == [(1,)]
 
 
 @pytest.mark.filterwarnings("ignore:.*multi-threaded.*fork:DeprecationWarning")
@@ -318,8 +326,7 @@ def test_a_forked_child_uses_the_store_on_its_own(store):
 
     step.run("parent", lambda: "p")
     s = Runtime.instance().store()
-    with s.attachment.lock:
-        assert s.attachment.attached  # the parent holds the file while the child is forked
+    assert s.log("nb").lookup("parent", 1) is not None  # the parent has the log open
 
     def child(queue):
         nbstep.reset()
@@ -367,49 +374,56 @@ def test_steps_journaled_after_a_torn_entry_survive_the_next_crash(store, tmp_pa
     assert [step.run(f"k{i}", lambda: "lost") for i in range(3)] == [42, 42, 42]
 
 
-def test_a_failed_fold_in_a_loop_loses_nothing_and_is_reported(store, monkeypatch):
-    monkeypatch.setattr(journal_module, "FOLD_AT", 5)
-    s = Runtime.instance().store()
-    real_fold = DuckDBStore.fold
+def test_a_slot_index_that_cannot_be_written_loses_nothing_and_is_reported(store, monkeypatch):
+    monkeypatch.setattr(namespace_log, "INDEX_AFTER", 5)
     failures = []
+    real_write = slots.write
 
-    def flaky_fold(self, con):
-        if len(self.journal.pending) == 5 and not failures:
+    def failing_write(path, *args):
+        if not failures:
             failures.append(1)
-            raise nbstep.NbstepError("simulated commit failure")
-        return real_fold(self, con)
+            raise OSError(28, "No space left on device")
+        return real_write(path, *args)
 
-    monkeypatch.setattr(DuckDBStore, "fold", flaky_fold)
-    with pytest.warns(RuntimeWarning, match="simulated commit failure.*safe in"):
+    monkeypatch.setattr(slots, "write", failing_write)
+    with pytest.warns(nbstep.StoreDamagedWarning, match="could not write the slot index"):
         values = [step.run(f"k{i}", i, lambda x: x) for i in range(12)]
     assert values == list(range(12)) and failures == [1]
-    s.release()
+    assert (store / "logs" / f"{log_name('nb')}.idx").exists()  # written on the next try
+    Runtime.instance().drop_store()
     nbstep.reset()
     assert [step.run(f"k{i}", i, lambda x: "lost") for i in range(12)] == list(range(12))
-    assert len(step.inspect()) == 12
-    ids = step.inspect()["event_id"].tolist()
-    assert len(set(ids)) == 12
+    assert step.inspect()["event_id"].tolist() == list(range(1, 13))
 
 
-def test_an_object_file_gc_removed_after_the_reuse_check_is_written_again(store, monkeypatch):
+def test_gc_waits_for_a_step_between_its_value_file_and_its_record(store, monkeypatch, tmp_path):
     nbstep.configure(inline_limit=10)
     payload = b"y" * 5000
     step.run("a", lambda: payload)
-    (path,) = [p for p in (store / "objects").rglob("*") if p.is_file()]
+    step.forget("a")  # its value file is now unreferenced: gc --grace 0 would remove it
+    (path,) = [p for p in (store / "objects").rglob("*") if p.is_file() and p.parent.name != "tmp"]
     real_reuse = ObjectFiles._reuse
+    gcs = []
 
     def reuse_then_gc(self, digest, size, checksum):
         reused = real_reuse(self, digest, size, checksum)
-        if reused:
-            path.unlink()  # gc, in another process, deletes it right after the check
+        if reused and not gcs:
+            # gc in another process, right after this step found the file to reuse.
+            gcs.append(subprocess.Popen(
+                [sys.executable, "-m", "nbstep", "--store", str(store), "gc", "--grace", "0"],
+                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            time.sleep(1.0)  # long enough for it to remove the file, were it not held off
+            assert path.exists()
         return reused
 
     monkeypatch.setattr(ObjectFiles, "_reuse", reuse_then_gc)
-    step.run("b", lambda: payload)
-    monkeypatch.setattr(ObjectFiles, "_reuse", real_reuse)
     nbstep.reset()
-    assert step.run("a", lambda: "never") == payload
+    step.run("b", lambda: payload)
+    out, err = gcs[0].communicate(timeout=120)
+    assert gcs[0].returncode == 0, err
+    nbstep.reset()
     assert step.run("b", lambda: "never") == payload
+    assert path.exists()
 
 
 def test_a_slot_forgotten_while_its_step_reran_takes_the_new_value(store):

@@ -52,6 +52,18 @@ DEFAULT_LINGER = 0.05
 _LOCK_PID = re.compile(r"PID (\d+)")
 
 
+class DatabaseUnreadable(NbstepError):
+    """The database file cannot be opened: damaged, truncated, not DuckDB, no access."""
+
+    def __init__(self, path: Path, error: Exception) -> None:
+        super().__init__(
+            f"cannot open {path}: {type(error).__name__}: {str(error).splitlines()[0]}. "
+            "Check the path and its permissions, or point NBSTEP_STORE elsewhere."
+        )
+        self.path = path
+        self.error = error
+
+
 def _is_lock_conflict(error: Exception) -> bool:
     # DuckDB has no distinct exception class for "another process holds the file":
     # it raises IOException with this text (duckdb 1.x-2.0).
@@ -200,13 +212,10 @@ class Attachment:
                 try:
                     self._con.execute(f"ATTACH '{path}' AS {ALIAS}")
                     return
-                except duckdb.IOException as e:
+                except duckdb.Error as e:
                     self._drop_file_lock()
-                    if not _is_lock_conflict(e):
-                        raise NbstepError(
-                            f"cannot open the store {self.db_path}: {e}. Check the path and "
-                            "its permissions, or point NBSTEP_STORE elsewhere."
-                        ) from e
+                    if not (isinstance(e, duckdb.IOException) and _is_lock_conflict(e)):
+                        raise DatabaseUnreadable(self.db_path, e) from e
                     match = _LOCK_PID.search(str(e))
                     holder = f"process {match.group(1)}" if match else "another process"
             now = time.monotonic()

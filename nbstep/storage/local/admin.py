@@ -1,0 +1,165 @@
+"""Looking after a local store: listing, history, gc, checks and repair.
+
+Listing and history are questions to the DuckDB mirror (brought up to date first);
+gc and checks read the logs themselves, so they work even when the mirror cannot.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from nbstep.core.record import RECORDED, Record
+from nbstep.errors import StepReplayError
+from nbstep.storage.base import (
+    CheckReport,
+    GcReport,
+    NamespaceSummary,
+    Problem,
+    StoreAdmin,
+    Usage,
+)
+from nbstep.storage.objects import ObjectFiles
+
+from . import events, frames
+from .layout import Layout
+from .mirror import Mirror
+from .mirror import queries as mirror_queries
+from .namespace_log import NamespaceLog, log_name
+
+
+class LocalAdmin(StoreAdmin):
+    """The StoreAdmin side of :class:`.store.LocalStore`, which inherits it."""
+
+    root: Path
+    layout: Layout
+    objects: ObjectFiles
+    mirror: Mirror
+
+    def log(self, namespace: str) -> NamespaceLog:
+        raise NotImplementedError
+
+    def read(self, record: Record) -> Any:
+        raise NotImplementedError
+
+    # -- listing ----------------------------------------------------------------------
+
+    def namespaces(self) -> list[str]:
+        return sorted(namespace for namespace, _path in self._log_files())
+
+    def _log_files(self) -> Iterator[tuple[str, Path]]:
+        """(namespace, log path) of every log, from the logs' own headers."""
+        for path in sorted(self.layout.logs.glob("*.log")):
+            try:
+                with open(path, "rb") as f:
+                    header = frames.decode_at(f.read(1 << 16), 0)
+            except FileNotFoundError:
+                continue
+            if header is not None and "namespace" in header.event:
+                yield header.event["namespace"], path
+
+    def summary(self) -> list[NamespaceSummary]:
+        with self.mirror.using() as con:
+            rows = mirror_queries.summary(con)
+        return [NamespaceSummary(namespace, int(steps), int(keys), int(size), int(old),
+                                 None if last is None else int(last))
+                for namespace, steps, keys, size, old, last in rows]
+
+    def history(self, namespace: str, *, values: bool = True) -> Any:
+        with self.mirror.using({f"{log_name(namespace)}.log"}) as con:
+            return mirror_queries.history(con, namespace, values)
+
+    # -- gc ---------------------------------------------------------------------------
+
+    def gc(self, *, dry_run: bool = False, grace_seconds: float = 3600.0) -> GcReport:
+        report = GcReport()
+        # gc's own exclusive lock on value files first: no writer is between writing a
+        # value file and appending its record while gc decides what is referenced.
+        with self.objects.exclusive():
+            live: set[str] = set()
+            for namespace, _path in self._log_files():
+                dropped, used = self.log(namespace).compact(dry_run=dry_run)
+                report.events_dropped += dropped
+                live |= used
+            swept = self.objects.sweep(live, time.time() - grace_seconds, dry_run=dry_run)
+        for name, count in swept.items():
+            setattr(report, name, count)
+        return report
+
+    # -- checks -----------------------------------------------------------------------
+
+    def check(self, *, decode: bool = False) -> CheckReport:
+        report = CheckReport()
+        by_object: dict[str, list[tuple[Record, bool]]] = {}
+        for namespace, path in self._log_files():
+            for record, current in self._recorded(namespace, path, report):
+                report.records += 1
+                if record.object_sha256 is None:
+                    report.inline += 1
+                    problem = self._decode_problem(record)
+                    if problem:
+                        report.problems.append(Problem(record, current, problem))
+                else:
+                    by_object.setdefault(record.object_sha256, []).append((record, current))
+        for sha256, users in by_object.items():
+            report.object_files += 1
+            problem = self.objects.verify(sha256, users[0][0].size_bytes)
+            if problem is None:
+                report.object_bytes += users[0][0].size_bytes
+                if decode:
+                    for record, current in users:
+                        decoded = self._decode_problem(record)
+                        if decoded:
+                            report.problems.append(Problem(record, current, decoded))
+                continue
+            report.problems.extend(Problem(record, current, problem) for record, current in users)
+        report.unreferenced = sum(1 for p in self.objects.files() if p.name not in by_object)
+        return report
+
+    def _recorded(self, namespace: str, path: Path, report: CheckReport
+                  ) -> list[tuple[Record, bool]]:
+        """Every recorded event of a log as a Record with its value, and whether current."""
+        data = path.read_bytes()
+        recorded: list[Record] = []
+        latest: dict[tuple[str, int], int] = {}
+        for item in frames.scan(data):
+            if isinstance(item, frames.Damage):
+                what = "a torn last frame" if item.torn else "damaged frames"
+                report.damage.append(f"{path}: {item.end - item.offset} bytes of {what} at "
+                                     f"offset {item.offset} (namespace `{namespace}`)")
+                continue
+            event = item.event
+            if "event_id" not in event:
+                continue
+            latest[events.slot(event)] = event["event_id"]
+            if event["kind"] == RECORDED:
+                blob = data[item.blob_start:item.end] if item.has_blob else None
+                recorded.append(events.to_record(namespace, event, blob))
+        return [(r, latest[(r.key, r.sequence)] == r.event_id) for r in recorded]
+
+    def _decode_problem(self, record: Record) -> str | None:
+        try:
+            self.read(record)
+        except StepReplayError as e:
+            cause = e.__cause__ or e
+            return f"the value does not decode as {record.codec} ({type(cause).__name__}: {cause})"
+        return None
+
+    def usage(self) -> Usage:
+        total = 0
+        for folder, _dirs, files in os.walk(self.root):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(folder, name)).st_size
+                except FileNotFoundError:
+                    pass
+        logs = 0
+        for path in self.layout.logs.glob("*.log"):
+            try:
+                logs += path.stat().st_size
+            except FileNotFoundError:
+                pass
+        return Usage(total, logs, "event logs")

@@ -1,0 +1,51 @@
+"""An event of a namespace log as JSON, and back to a Record.
+
+The JSON names are the columns of ``nbstep.core.record.RECORD_COLUMNS`` (the
+namespace is the log's, an inline value's bytes follow the JSON in the frame), plus
+``kind``, ``pid`` and ``host``. docs/record-format.md lists them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+from nbstep.core.record import FORGOTTEN, RECORD_COLUMNS, RECORDED, NewRecord, Record
+from nbstep.storage.values import Placed
+
+HOST = socket.gethostname()
+# Values up to this size stay in memory with their record; larger inline values are
+# read from the log when replayed, so a namespace of big values does not fill memory.
+CACHED_VALUE_LIMIT = 4096
+
+
+def recorded(event_id: int, new: NewRecord, placed: Placed) -> dict[str, Any]:
+    return {
+        "event_id": event_id, "kind": RECORDED, "key": new.key, "sequence": new.sequence,
+        "identity": new.identity, "deterministic_inputs_hash": new.input_hash,
+        "codec": new.codec, "result_json": placed.result_json,
+        "object_sha256": placed.object_sha256, "size_bytes": placed.size,
+        "duration_s": new.duration_s, "occurred_at_us": time.time_ns() // 1000,
+        "reason": new.reason, "details": new.details, "checksum": placed.checksum,
+        "pid": os.getpid(), "host": HOST,
+    }
+
+
+def forgotten(event_id: int, key: str, sequence: int) -> dict[str, Any]:
+    return {
+        "event_id": event_id, "kind": FORGOTTEN, "key": key, "sequence": sequence,
+        "occurred_at_us": time.time_ns() // 1000, "reason": "forget", "pid": os.getpid(),
+        "host": HOST,
+    }
+
+
+def to_record(namespace: str, event: dict[str, Any], blob: bytes | None) -> Record:
+    """A recorded event's Record; ``blob`` is its inline value when it is kept in memory."""
+    values = dict(event, namespace=namespace, result_blob=blob)
+    return Record.from_row([values.get(column) for column in RECORD_COLUMNS])
+
+
+def slot(event: dict[str, Any]) -> tuple[str, int]:
+    return event["key"], event["sequence"]

@@ -1,0 +1,119 @@
+"""Bringing the mirror up to date with the logs: only what was appended since last time.
+
+The ``logs`` table remembers, per log file, its generation, inode and how many bytes
+of it are in ``events``. A log that grew is read from there on; one that gc
+compacted (a new generation or inode) is read again whole, its namespace's rows
+replaced; a log that is gone takes its rows with it. Frames are read with the same
+parser as every reader (:mod:`..frames`); a torn tail is left for the next sync.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from nbstep.storage.local import frames
+
+from .schema import EVENTS, LOGS, transaction
+
+_COLUMNS = ("event_id", "kind", "namespace", "key", "sequence", "identity",
+            "deterministic_inputs_hash", "codec", "result_json", "result_blob",
+            "object_sha256", "size_bytes", "duration_s", "occurred_at_us", "reason",
+            "details", "pid", "host", "checksum")
+_INSERT = (
+    f"INSERT INTO {EVENTS} SELECT event_id, kind, namespace, key, sequence, identity, "
+    "deterministic_inputs_hash, codec, result_json, result_blob, object_sha256, size_bytes, "
+    "duration_s, make_timestamptz(occurred_at_us), reason, details, pid, host, checksum "
+    "FROM batch"
+)
+
+
+def sync(con: Any, folder: Path, db_path: Path, only: set[str] | None = None) -> None:
+    """Update the table from the logs in ``folder`` (``only``: these file names)."""
+    known = {row[0]: row[1:] for row in con.execute(
+        f"SELECT file, namespace, generation, inode, synced FROM {LOGS}").fetchall()}
+    present = {p.name: p for p in folder.glob("*.log")} if folder.is_dir() else {}
+    for name in sorted(set(known) - set(present)):
+        if only is None or name in only:
+            with transaction(con, "drop a removed log's rows", db_path):
+                con.execute(f"DELETE FROM {EVENTS} WHERE namespace = ?", [known[name][0]])
+                con.execute(f"DELETE FROM {LOGS} WHERE file = ?", [name])
+    for name, path in sorted(present.items()):
+        if only is None or name in only:
+            _sync_one(con, path, known.get(name), db_path)
+
+
+def _sync_one(con: Any, path: Path, known: tuple[Any, ...] | None, db_path: Path) -> None:
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return  # compacted away between listing and reading: the next sync sees it
+    with f:
+        stat = os.fstat(f.fileno())
+        header = frames.decode_at(f.read(1 << 16), 0)
+        if header is None or "nbstep_log" not in header.event:
+            return  # not a log (check() reports it)
+        namespace = header.event["namespace"]
+        generation = int(header.event["generation"])
+        if known is not None and (known[1], known[2]) == (generation, stat.st_ino):
+            start, replace = known[3], False
+            if start >= stat.st_size:
+                return
+        else:
+            start, replace = header.end, True
+        f.seek(start)
+        data = f.read()
+    rows, synced = _rows(data, namespace)
+    with transaction(con, f"copy {path.name} into the mirror", db_path):
+        if replace:
+            con.execute(f"DELETE FROM {EVENTS} WHERE namespace = ?", [namespace])
+        if rows:
+            _insert(con, rows)
+        con.execute(f"INSERT OR REPLACE INTO {LOGS} VALUES (?, ?, ?, ?, ?)",
+                    [path.name, namespace, generation, stat.st_ino, start + synced])
+
+
+def _rows(data: bytes, namespace: str) -> tuple[list[list[Any]], int]:
+    """The table rows of the frames in ``data``, and where the last complete one ends."""
+    rows = []
+    synced = 0
+    for item in frames.scan(data):
+        if isinstance(item, frames.Damage):
+            if item.torn:
+                break  # an append in progress, or a torn tail: a later sync sees it
+            synced = item.end
+            continue
+        event = item.event
+        synced = item.end
+        if "event_id" not in event:
+            continue
+        blob = data[item.blob_start:item.end] if item.has_blob else None
+        details = event.get("details")
+        rows.append([
+            event["event_id"], event["kind"], namespace, event["key"], event["sequence"],
+            event.get("identity"), event.get("deterministic_inputs_hash"), event.get("codec"),
+            event.get("result_json"), blob, event.get("object_sha256"), event.get("size_bytes"),
+            event.get("duration_s"), event["occurred_at_us"], event.get("reason"),
+            json.dumps(details, sort_keys=True) if details else None, event.get("pid"),
+            event.get("host"), event.get("checksum"),
+        ])
+    return rows, synced
+
+
+def _insert(con: Any, rows: list[list[Any]]) -> None:
+    """Insert many rows at once, through an Arrow table (far faster than executemany)."""
+    import pyarrow as pa
+
+    columns = list(zip(*rows, strict=True))
+    types = {"result_blob": pa.binary(), "event_id": pa.int64(), "sequence": pa.int64(),
+             "size_bytes": pa.int64(), "duration_s": pa.float64(),
+             "occurred_at_us": pa.int64(), "pid": pa.int32()}
+    batch = pa.table({name: pa.array(values, type=types.get(name, pa.string()))
+                      for name, values in zip(_COLUMNS, columns, strict=True)})
+    con.register("batch", batch)
+    try:
+        con.execute(_INSERT)
+    finally:
+        con.unregister("batch")

@@ -1,0 +1,560 @@
+"""One namespace's log: its events appended by any process, read by all without locks.
+
+``logs/<id>.log`` starts with a header frame (the namespace, the log's generation,
+and the event id floor), then one frame per event, appended. Appending holds an
+``flock`` on the log itself for a fraction of a millisecond: catch up with what other
+processes appended, compare-and-set the slot, write the frame, fdatasync, let go.
+So processes recording in different notebooks never wait for each other, and two
+racing for one slot record it once. Reading takes no lock: the log only grows
+(within a generation), so a process parses what was appended since it last looked.
+gc compacts a log by writing the next generation beside it and renaming it over;
+processes notice the new file and read it again.
+
+A lookup never reads the whole log of a big namespace: the slot index
+(:mod:`.slots`) says where a slot's current frame is, and only the part of the log
+the index does not cover yet is parsed.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import random
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from nbstep.core.record import FORGOTTEN, RECORDED, NewRecord, Record
+from nbstep.errors import (
+    NbstepError,
+    StoreBusy,
+    StoreDamagedWarning,
+    StoreFormatError,
+    StoreWriteError,
+)
+from nbstep.storage.objects import fsync_dir
+from nbstep.storage.values import Placed
+
+from . import events, frames, slots
+from .quarantine import Quarantine
+
+LOG_FORMAT = 3
+# Re-index when this many events lie beyond the slot index.
+INDEX_AFTER = 2048
+# How often (seconds) a reader checks whether gc replaced the log.
+RECHECK = 0.05
+
+Slot = tuple[str, int]
+
+
+def log_name(namespace: str) -> str:
+    """The file name of a namespace's log, without extension (a hash: any text fits)."""
+    return hashlib.sha256(namespace.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+class NamespaceLog:
+    """The log of one namespace, as this process sees it."""
+
+    # Every open log, for fork(): see _before_fork below.
+    _open_logs: weakref.WeakSet[NamespaceLog] = weakref.WeakSet()
+
+    def __init__(self, folder: Path, namespace: str, *, busy_timeout: float,
+                 quarantine: Quarantine) -> None:
+        self.namespace = namespace
+        name = log_name(namespace)
+        self.path = folder / f"{name}.log"
+        self.index_path = folder / f"{name}.idx"
+        self.busy_timeout = busy_timeout
+        self.quarantine = quarantine
+        self.lock = threading.RLock()
+        self._fd: int | None = None
+        self._inode: int | None = None
+        self._checked = 0.0
+        self._reset()
+        NamespaceLog._open_logs.add(self)
+
+    def _reset(self) -> None:
+        self.generation = 0
+        self.max_event_id = 0
+        self.parsed_to = 0  # offset up to which frames beyond the index are parsed
+        self.index: slots.SlotIndex | None = None
+        # Slots whose latest event lies beyond the index: (record or None if
+        # forgotten, frame offset).
+        self.recent: dict[Slot, tuple[Record | None, int]] = {}
+        self.cached: dict[Slot, Record] = {}  # read through the index
+        self.values_at: dict[int, int] = {}  # event id -> frame offset, values not kept
+
+    # -- reading -----------------------------------------------------------------------
+
+    def lookup(self, key: str, sequence: int) -> Record | None:
+        with self.lock:
+            self._refresh()
+            return self._current((key, sequence))
+
+    def _current(self, slot: Slot) -> Record | None:
+        recent = self.recent.get(slot)
+        if recent is not None:
+            return recent[0]
+        record = self.cached.get(slot)
+        if record is None and self.index is not None:
+            for offset in self.index.offsets(*slot):
+                frame = self._frame_at(offset)
+                if frame is not None and events.slot(frame.event) == slot:
+                    record = self._record(frame, self._blob(frame))
+                    self.cached[slot] = record
+                    break
+        return record
+
+    def current(self) -> list[Record]:
+        """Every current record, in append order (reads the whole log)."""
+        with self.lock:
+            self._refresh()
+            if self._fd is None:
+                return []  # nothing recorded in this namespace yet
+            latest: dict[Slot, Record | None] = {}
+            for frame in self._frames(self._header_end(), self._size()):
+                event = frame.event
+                latest[events.slot(event)] = (self._record(frame, self._blob(frame))
+                                              if event["kind"] == RECORDED else None)
+            return sorted((r for r in latest.values() if r is not None),
+                          key=lambda r: r.event_id)
+
+    def inline_value(self, record: Record) -> tuple[str | None, bytes | None]:
+        """A value the record was loaded without (too big to keep in memory)."""
+        with self.lock:
+            offset = self.values_at.get(record.event_id)
+            frame = self._frame_at(offset) if offset is not None else None
+            if frame is None or frame.event.get("event_id") != record.event_id:
+                raise NbstepError(
+                    f"the log {self.path} no longer holds event {record.event_id} of "
+                    f"{record.where} (`nbstep gc` compacted it meanwhile); run the step again"
+                )
+            blob = self._read(frame.blob_start, frame.end) if frame.has_blob else None
+            return frame.event.get("result_json"), blob
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    # -- appending ----------------------------------------------------------------------
+
+    def append(self, new: NewRecord, placed: Placed, expected: int | None
+               ) -> tuple[Record, bool]:
+        """Compare-and-set the slot, then append its record durably."""
+        slot = (new.key, new.sequence)
+        with self._writing():
+            current = self._current(slot)
+            if current is not None and current.event_id != expected:
+                return current, False
+            event = events.recorded(self.max_event_id + 1, new, placed)
+            offset = self._append([frames.encode(event, placed.result_blob)])
+            frame = frames.Frame(offset, 0, event, 0)
+            record = self._record(frame, placed.result_blob)
+            self.recent[slot] = (record, offset)
+            self.max_event_id = event["event_id"]
+            self._maybe_index()
+            return record, True
+
+    def forget(self, key: str | None) -> int:
+        """Append a ``forgotten`` event for each current record (of ``key``, or all)."""
+        if not self.path.exists():
+            return 0
+        with self._writing():
+            targets = [r for r in self._all_current() if key is None or r.key == key]
+            if not targets:
+                return 0
+            batch = []
+            for i, record in enumerate(targets, start=self.max_event_id + 1):
+                batch.append(frames.encode(events.forgotten(i, record.key, record.sequence)))
+            offset = self._append(batch)
+            for record, frame in zip(targets, batch, strict=True):
+                self.recent[(record.key, record.sequence)] = (None, offset)
+                offset += len(frame)
+            self.max_event_id += len(targets)
+            return len(targets)
+
+    def _all_current(self) -> list[Record]:
+        slots_seen: set[Slot] = set(self.recent)
+        found = [r for r, _ in self.recent.values() if r is not None]
+        if self.index is not None:
+            for _h, _seq, offset in self.index.entries():
+                frame = self._frame_at(offset)
+                if frame is None:
+                    continue
+                slot = events.slot(frame.event)
+                if slot not in slots_seen:
+                    slots_seen.add(slot)
+                    found.append(self._record(frame, self._blob(frame)))
+        return found
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """The log locked, opened (created if new) and read to its end."""
+        with self.lock:
+            fd = self._lock_for_write()
+            try:
+                self._catch_up_for_write(fd)
+                yield
+            finally:
+                if self._fd == fd:  # (compaction closes it: closing let the lock go)
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _lock_for_write(self) -> int:
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.0005
+        while True:
+            fd = self._open(create=True)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StoreBusy(
+                        f"the log {self.path} of namespace `{self.namespace}` has been locked "
+                        f"for more than {self.busy_timeout:g} s; a process holding it is "
+                        "stuck (nbstep holds it well under a millisecond per step). Find it "
+                        "with `fuser` and stop it, or raise nbstep.configure(busy_timeout=)."
+                    ) from None
+                time.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 0.005)
+                continue
+            if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                return fd
+            fcntl.flock(fd, fcntl.LOCK_UN)  # gc replaced the log meanwhile: the new one
+            self._close()
+
+    def _catch_up_for_write(self, fd: int) -> None:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            self._write_header(fd)
+            return
+        if self.generation == 0:
+            self._load()
+        else:
+            self._parse(self.parsed_to, size, final=False)
+        # Nobody appends while we hold the lock: what is left unparsed is a torn tail.
+        for item in self._scan(self.parsed_to, size):
+            if isinstance(item, frames.Damage) and item.torn:
+                # What a process killed mid-append left (its step never returned):
+                # keep the bytes aside, and append after the last valid frame.
+                self.quarantine.keep(self.path, self.generation, item.offset,
+                                     self._read(item.offset, item.end), "torn tail")
+                os.ftruncate(fd, item.offset)
+                os.fsync(fd)
+
+    def _append(self, batch: list[bytes]) -> int:
+        """Write frames at the end, durably; return where the first one starts."""
+        fd = self._fd
+        assert fd is not None
+        data = b"".join(batch)
+        offset = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, "short write (the disk is full?)")
+            os.fdatasync(fd)
+        except OSError as e:
+            # A partial frame must not stay: later frames would follow a torn one.
+            try:
+                os.ftruncate(fd, offset)
+            except OSError:
+                pass  # the next writer cuts it off (a torn tail), under the lock
+            raise StoreWriteError(self.path, e) from e
+        self.parsed_to = offset + len(data)
+        return offset
+
+    def _write_header(self, fd: int) -> None:
+        header = frames.encode({"nbstep_log": LOG_FORMAT, "namespace": self.namespace,
+                                "generation": 1, "floor": 0})
+        try:
+            os.write(fd, header)
+            os.fsync(fd)
+            fsync_dir(self.path.parent)  # the new file's name survives power loss
+        except OSError as e:
+            os.ftruncate(fd, 0)
+            raise StoreWriteError(self.path, e) from e
+        self._reset()
+        self.generation = 1
+        self.parsed_to = len(header)
+
+    def _maybe_index(self) -> None:
+        if len(self.recent) < INDEX_AFTER:
+            return
+        try:
+            self.reindex()
+        except OSError as e:
+            # The index is an optimisation: the log is intact without it.
+            warnings.warn(f"nbstep: could not write the slot index {self.index_path} ({e}); "
+                          "lookups read more of the log until it is written",
+                          StoreDamagedWarning, stacklevel=5)
+
+    def reindex(self) -> None:
+        """Write the slot index for the whole log as this process has read it."""
+        entries: dict[tuple[int, int], int] = {}
+        if self.index is not None:
+            entries = {(h, seq): offset for h, seq, offset in self.index.entries()}
+        for (key, seq), (record, offset) in self.recent.items():
+            hashed = (slots.key_hash(key), seq)
+            if record is None:
+                entries.pop(hashed, None)
+            else:
+                entries[hashed] = offset
+        slots.write(self.index_path, self.generation, self.parsed_to, self.max_event_id,
+                    [(h, seq, offset) for (h, seq), offset in entries.items()])
+        index = slots.SlotIndex.open(self.index_path, self.generation)
+        if index is not None:
+            for (_key, _seq), (record, _offset) in self.recent.items():
+                if record is not None:
+                    self.cached[(record.key, record.sequence)] = record
+            self.index, self.recent = index, {}
+
+    # -- gc ----------------------------------------------------------------------------------
+
+    def compact(self, *, dry_run: bool = False) -> tuple[int, set[str]]:
+        """Drop superseded records, forgotten ones and their marks: the next generation.
+
+        Returns how many events were (or would be) dropped, and the object files the
+        kept records use. The new log is written beside the old one and renamed over
+        it; other processes notice and read it anew. Event ids go on from the old
+        log's highest (its ``floor``), so none is ever handed out twice.
+        """
+        if not self.path.exists():
+            return 0, set()
+        with self._writing():
+            kept: dict[Slot, frames.Frame] = {}
+            total = 0
+            for frame in self._frames(self._header_end(), self._size()):
+                total += 1
+                slot = events.slot(frame.event)
+                kept.pop(slot, None)
+                if frame.event["kind"] == RECORDED:
+                    kept[slot] = frame
+            ordered = sorted(kept.values(), key=lambda f: f.offset)
+            live = {f.event["object_sha256"] for f in ordered if f.event.get("object_sha256")}
+            dropped = total - len(ordered)
+            if dry_run or dropped == 0:
+                return dropped, live
+            self._rewrite(ordered)
+            return dropped, live
+
+    def _rewrite(self, kept: list[frames.Frame]) -> None:
+        """Write the next generation holding ``kept`` and make it the log; lock held."""
+        generation = self.generation + 1
+        header = frames.encode({"nbstep_log": LOG_FORMAT, "namespace": self.namespace,
+                                "generation": generation, "floor": self.max_event_id})
+        parts, entries, offset = [header], [], len(header)
+        for frame in kept:
+            raw = self._read(frame.offset, frame.end)
+            parts.append(raw)
+            entries.append((slots.key_hash(frame.event["key"]), frame.event["sequence"], offset))
+            offset += len(raw)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(b"".join(parts))
+            f.flush()
+            os.fsync(f.fileno())
+        slots.write(self.index_path, generation, offset, self.max_event_id, entries)
+        os.replace(tmp, self.path)
+        fsync_dir(self.path.parent)
+        self._close()  # the old generation: read the new one from the start
+
+    # -- the file -------------------------------------------------------------------------
+
+    def _open(self, create: bool) -> int:
+        if self._fd is None:
+            flags = os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0)
+            try:
+                self._fd = os.open(self.path, flags, 0o644)
+            except FileNotFoundError:
+                raise
+            except OSError as e:
+                if e.errno in (errno.EROFS, errno.EACCES) and not create:
+                    self._fd = os.open(self.path, os.O_RDONLY)
+                else:
+                    raise StoreWriteError(self.path, e) from e
+            self._inode = os.fstat(self._fd).st_ino
+            self._checked = time.monotonic()
+        return self._fd
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = None
+        self._inode = None
+        if self.index is not None:
+            self.index.close()
+        self._reset()
+
+    def close(self) -> None:
+        with self.lock:
+            self._close()
+
+    def _size(self) -> int:
+        return os.fstat(self._fd).st_size if self._fd is not None else 0
+
+    def _read(self, start: int, end: int) -> bytes:
+        assert self._fd is not None
+        return os.pread(self._fd, end - start, start)
+
+    def _refresh(self) -> None:
+        """See what was appended (or replaced) since this process last looked."""
+        if self._fd is None:
+            try:
+                self._open(create=False)
+            except FileNotFoundError:
+                return  # no step of this namespace recorded yet
+            self._load()
+            return
+        now = time.monotonic()
+        if now - self._checked >= RECHECK:
+            self._checked = now
+            try:
+                replaced = os.stat(self.path).st_ino != self._inode
+            except FileNotFoundError:
+                replaced = True
+            if replaced:
+                self._close()
+                self._refresh()
+                return
+        size = self._size()
+        if size > self.parsed_to:
+            self._parse(self.parsed_to, size, final=False)
+
+    def _load(self) -> None:
+        """Read the header, the slot index if it fits, and the log beyond it."""
+        size = self._size()
+        header = frames.decode_at(self._read(0, min(size, 1 << 16)), 0) if size else None
+        if header is None or header.event.get("nbstep_log") is None:
+            raise StoreFormatError(
+                f"{self.path} is not an nbstep log (its first bytes are no log header). "
+                "Move it into the store's quarantine/ folder; `nbstep verify --repair` "
+                "rebuilds what it can."
+            )
+        info = header.event
+        if info["nbstep_log"] > LOG_FORMAT:
+            raise StoreFormatError(
+                f"{self.path} was written by a newer nbstep (log format {info['nbstep_log']}; "
+                f"this nbstep reads {LOG_FORMAT}). Upgrade nbstep (pip install -U nbstep)."
+            )
+        self._reset()
+        self.generation = int(info["generation"])
+        self.max_event_id = int(info.get("floor", 0))
+        self.parsed_to = header.end
+        index = slots.SlotIndex.open(self.index_path, self.generation)
+        if index is not None and header.end <= index.covered <= size:
+            self.index = index
+            self.parsed_to = index.covered
+            self.max_event_id = max(self.max_event_id, index.max_event_id)
+        elif index is not None:
+            index.close()
+        self._parse(self.parsed_to, size, final=False)
+
+    def _header_end(self) -> int:
+        header = frames.decode_at(self._read(0, min(self._size(), 1 << 16)), 0)
+        return header.end if header is not None else self._size()
+
+    def _parse(self, start: int, end: int, final: bool) -> None:
+        for item in self._scan(start, end):
+            if isinstance(item, frames.Damage):
+                if item.torn and not final:
+                    break  # an append in progress, or a torn tail the next writer cuts
+                continue
+            event = item.event
+            if "event_id" not in event:
+                continue
+            self.max_event_id = max(self.max_event_id, event["event_id"])
+            if event["kind"] == RECORDED:
+                record = self._record(item, self._blob(item))
+                self.recent[events.slot(event)] = (record, item.offset)
+            elif event["kind"] == FORGOTTEN:
+                self.recent[events.slot(event)] = (None, item.offset)
+            self.parsed_to = item.end
+
+    def _scan(self, start: int, end: int) -> Iterator[frames.Frame | frames.Damage]:
+        """Frames (offsets in the log) of ``[start, end)``; damage is set aside once."""
+        if end <= start:
+            return
+        data = self._read(start, end)
+        for item in frames.scan(data):
+            if isinstance(item, frames.Frame):
+                yield frames.Frame(item.offset + start, item.end + start, item.event,
+                                   item.blob_start + start)
+                continue
+            damage = frames.Damage(item.offset + start, item.end + start, item.torn)
+            if not damage.torn:
+                self.quarantine.keep(self.path, self.generation, damage.offset,
+                                     data[item.offset:item.end], "damaged frame")
+            yield damage
+
+    def _frames(self, start: int, end: int) -> Iterator[frames.Frame]:
+        for item in self._scan(start, end):
+            if isinstance(item, frames.Frame) and "event_id" in item.event:
+                yield item
+
+    def _frame_at(self, offset: int) -> frames.Frame | None:
+        head = self._read(offset, offset + frames.HEAD_SIZE)
+        if len(head) < frames.HEAD_SIZE:
+            return None
+        length = int.from_bytes(head[4:8], "little")
+        if length > frames.MAX_BODY:
+            return None
+        frame = frames.decode_at(self._read(offset, offset + frames.HEAD_SIZE + length), 0)
+        if frame is None:
+            return None
+        return frames.Frame(offset, offset + (frame.end - frame.offset), frame.event,
+                            offset + frame.blob_start)
+
+    def _blob(self, frame: frames.Frame) -> bytes | None:
+        """The inline value of a frame, when small enough to keep in memory."""
+        if not frame.has_blob or frame.end - frame.blob_start > events.CACHED_VALUE_LIMIT:
+            return None
+        return self._read(frame.blob_start, frame.end)
+
+    def _record(self, frame: frames.Frame, blob: bytes | None) -> Record:
+        event = frame.event
+        size = event.get("size_bytes") or 0
+        kept = size <= events.CACHED_VALUE_LIMIT
+        if not kept:
+            self.values_at[event["event_id"]] = frame.offset
+            event = dict(event, result_json=None)
+        return events.to_record(self.namespace, event, blob if kept else None)
+
+
+# fork(): a child shares its parent's open logs, and an flock belongs to the open file,
+# so a child that appended through an inherited descriptor while the parent held the
+# lock would write at the same time. So no append is in progress at the fork (every
+# log's lock is held across it), and the child opens the logs again itself.
+_forking: list[NamespaceLog] = []
+
+
+def _before_fork() -> None:
+    _forking[:] = list(NamespaceLog._open_logs)
+    for log in _forking:
+        log.lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    for log in _forking:
+        log.lock.release()
+    _forking.clear()
+
+
+def _after_fork_in_child() -> None:
+    for log in _forking:
+        log.lock = threading.RLock()
+        if log._fd is not None:
+            os.close(log._fd)  # the parent's lock, if it had one, is not released by this
+        log._fd = None
+        log._inode = None
+        if log.index is not None:
+            log.index.close()
+        log._reset()
+    _forking.clear()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
