@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nbstep.core.names import plain_text
+
 from .errors import ConfigError
 
 STORE_DIR_NAME = ".nbstep"
@@ -137,6 +139,11 @@ def load(overrides: Mapping[str, Any], start: Path | None = None) -> Settings:
             values[name], sources[name] = value, f"{pyproject} [tool.nbstep]"
         else:
             sources[name] = DEFAULT
+    if values.get("namespace") is not None:
+        try:
+            values["namespace"] = plain_text(values["namespace"], "the namespace")
+        except ValueError as e:
+            raise ConfigError(f"{e} ({sources['namespace']})") from None
     return Settings(**values, sources=sources)
 
 

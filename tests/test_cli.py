@@ -511,9 +511,10 @@ def test_verify_finds_an_inline_value_that_does_not_decode(root):
 def test_inspect_still_lists_records_when_a_value_is_damaged(root):
     damage_inline_value(root, "load")
     result = invoke(root, "inspect", NB)
-    assert "values not shown" in result.stderr
+    assert "1 value cannot be read back (shown as <unreadable>)" in result.stderr
     rows = result.stdout.splitlines()[1:]
     assert [row.split()[1] for row in rows] == ["load", "params", "big", "fetch", "fetch"]
+    assert "<unreadable" in rows[0] and "{'lr': 0.1" in rows[1]  # the others still show
 
 
 # -- real processes -------------------------------------------------------------------------

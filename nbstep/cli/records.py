@@ -9,9 +9,8 @@ import click  # noqa: TID253
 
 from nbstep.codecs.cell import CellRecord, is_cell_record, read_cell
 from nbstep.core.record import Record
-from nbstep.engine.inspect import records_frame
+from nbstep.engine.inspect import Unreadable, records_frame
 from nbstep.engine.lookup import pick_one, resolve_namespace, resolve_records
-from nbstep.errors import StepReplayError
 from nbstep.storage import StepStore
 
 from . import export as exporting
@@ -84,13 +83,12 @@ def inspect(state: State, notebook: str, key: str | None, include_all: bool, fmt
     store = state.store()
     namespace = resolve_namespace(store, state.namespace_root(), notebook)
     results = not no_results
-    try:
-        frame = _inspect_frame(store, namespace, key, include_all, results)
-    except StepReplayError as e:
-        # One damaged value should not hide every record: show them without values.
-        click.echo(f"note: values not shown, one cannot be read back: {e}", err=True)
-        results = False
-        frame = _inspect_frame(store, namespace, key, include_all, results)
+    frame = _inspect_frame(store, namespace, key, include_all, results)
+    unreadable = [r for r in frame["result"] if isinstance(r, Unreadable)] if results else []
+    if unreadable:
+        # One damaged value does not hide the others: it shows as unreadable.
+        click.echo(f"note: {text.plural(len(unreadable), 'value')} cannot be read back "
+                   f"(shown as <unreadable>): {unreadable[0].reason}", err=True)
     if frame.empty and key is not None and not include_all and fmt == "table":
         click.echo(f"step `{key}` has no current record in `{namespace}`; --all shows its history")
         return

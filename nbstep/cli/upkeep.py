@@ -5,9 +5,27 @@ from __future__ import annotations
 import click  # noqa: TID253
 
 from nbstep.engine.lookup import resolve_namespace, resolve_records
+from nbstep.storage.base import check_grace
 
 from . import text, views
 from .state import CONTEXT, State, confirm
+
+
+class GraceSeconds(click.ParamType):
+    """A finite number of seconds, at least 0 (click's FloatRange lets nan through)."""
+
+    name = "seconds"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        try:
+            seconds = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            self.fail(f"expected a number of seconds, got {value!r}", param, ctx)
+        try:
+            return check_grace(seconds)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
 
 
 @click.command(context_settings=CONTEXT)
@@ -62,7 +80,7 @@ def forget(state: State, notebook: str, keys: tuple[str, ...], yes: bool) -> Non
 
 @click.command(context_settings=CONTEXT)
 @click.option("--dry-run", is_flag=True, help="Report what would be freed; change nothing.")
-@click.option("--grace", "grace_seconds", type=click.FloatRange(min=0), default=3600.0,
+@click.option("--grace", "grace_seconds", type=GraceSeconds(), default=3600.0,
               show_default=True, metavar="SECONDS",
               help="Keep unreferenced files younger than this: a running kernel may be "
                    "about to record one. 0 only when no notebook is running.")
@@ -95,21 +113,36 @@ def gc(state: State, dry_run: bool, grace_seconds: float) -> None:
 @click.command(context_settings=CONTEXT)
 @click.option("--decode", is_flag=True,
               help="Also decode every value stored in an object file (slower).")
+@click.option("--repair", is_flag=True,
+              help="Rebuild what can be rebuilt and set the rest aside (see above).")
 @click.pass_context
-def verify(ctx: click.Context, decode: bool) -> None:
-    """Check that every recorded value can be read back; exit 1 on damage.
+def verify(ctx: click.Context, decode: bool, repair: bool) -> None:
+    """Check that every record and value can be read back; exit 1 on damage.
 
-    Every object file must exist with the recorded size and sha256, and every inline
-    value must decode. Damaged steps are listed with the `nbstep forget` line that
-    makes them recompute.
+    Every log frame must be intact, every object file must exist with the recorded
+    size and sha256, and every inline value must decode. Damaged steps are listed with
+    the `nbstep forget` line that makes them recompute.
+
+    With --repair: logs are written again without their damaged bytes, value files
+    that do not match their hash are moved into the store's quarantine/ folder, current
+    records whose value is lost are forgotten (so they recompute instead of failing),
+    and the query table is rebuilt; then the store is checked again. Nothing is
+    deleted: damaged bytes and files stay in quarantine/.
 
     \b
     Examples:
       nbstep verify
       nbstep verify --decode
+      nbstep verify --repair
     """
     state: State = ctx.obj
-    report = state.store().admin().check(decode=decode)
+    admin = state.store().admin()
+    report = admin.check(decode=decode)
     click.echo(views.verify_text(report))
+    if repair and not report.ok:
+        click.echo("")
+        click.echo(views.repair_text(admin.repair()))
+        report = admin.check(decode=decode)
+        click.echo(views.verify_text(report))
     if not report.ok:
         ctx.exit(1)

@@ -10,7 +10,7 @@ from typing import Any
 
 from nbstep.codecs.cell import ModuleName
 from nbstep.core.record import Record
-from nbstep.storage.base import CheckReport, GcReport, NamespaceSummary, Usage
+from nbstep.storage.base import CheckReport, GcReport, NamespaceSummary, RepairReport, Usage
 
 from . import text
 
@@ -281,8 +281,15 @@ def verify_text(report: CheckReport) -> str:
             f"{text.plural(report.unreferenced, 'object file')} no record references "
             "(harmless; `nbstep gc` removes them)"
         )
-    if report.ok:
+    for damage in report.damage:
+        lines.append(f"DAMAGED LOG: {damage}")
+    if report.damage:
+        lines.append("Damaged bytes are skipped (every intact record around them is kept); "
+                     "`nbstep verify --repair` writes the logs again without them.")
+    if not report.problems and not report.damage:
         lines.append("all values are intact")
+        return "\n".join(lines)
+    if not report.problems:
         return "\n".join(lines)
     lines.append(f"DAMAGED: {text.plural(len(report.problems), 'record')}")
     for p in report.problems:
@@ -293,7 +300,8 @@ def verify_text(report: CheckReport) -> str:
         )
     fixes = sorted({(p.record.namespace, p.record.key) for p in report.problems if p.current})
     if fixes:
-        lines.append("To recompute the damaged steps on the next run:")
+        lines.append("To recompute the damaged steps on the next run (or all of them at "
+                     "once: nbstep verify --repair):")
         lines += [f"  nbstep forget {_quote(ns)} {_quote(key)}" for ns, key in fixes]
     if any(not p.current for p in report.problems):
         lines.append("Damaged superseded records are never replayed; `nbstep gc` drops them.")
@@ -304,3 +312,17 @@ def _quote(word: str) -> str:
     import shlex
 
     return shlex.quote(word)
+
+
+def repair_text(report: RepairReport) -> str:
+    lines = [
+        f"repair: rewrote {text.plural(report.logs_rewritten, 'log')} without "
+        f"{text.size(report.damaged_bytes)} of damaged bytes",
+        f"repair: moved {text.plural(report.objects_quarantined, 'damaged value file')} "
+        "into quarantine/",
+        f"repair: forgot {text.plural(report.records_forgotten, 'record')} whose value was "
+        "lost (those steps recompute on the next run)",
+    ]
+    if report.table_rebuilt:
+        lines.append("repair: rebuilt the query table from the records")
+    return "\n".join(lines)

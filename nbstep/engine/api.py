@@ -81,6 +81,8 @@ class StepAPI:
         """Make a namespace's steps (or one key's) recompute next time; returns how many."""
         parse_forget(key, namespace)
         runtime = self.runtime
+        key = None if key is None else str.__str__(key)
+        namespace = None if namespace is None else str.__str__(namespace)
         return runtime.store().forget(runtime.resolve_namespace(namespace), key)
 
     def __repr__(self) -> str:

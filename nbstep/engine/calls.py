@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nbstep.core.names import plain_text
 from nbstep.settings import ON_MISMATCH_MODES
 
 RUN_OPTIONS = ("namespace", "on_mismatch", "rerun")
@@ -54,7 +55,7 @@ def _option_namespace(builtin: str, options: dict[str, Any]) -> str | None:
         )
     if not namespace.strip():
         raise ValueError(f"{builtin}: options.namespace cannot be empty")
-    return namespace
+    return plain_text(namespace, f"{builtin}: options.namespace")
 
 
 def _merge_options(builtin: str, options: Any, keywords: dict[str, Any]) -> dict[str, Any]:
@@ -83,6 +84,7 @@ def parse_run(builtin: str, args: tuple[Any, ...], keywords: dict[str, Any]) -> 
         raise TypeError(f"{builtin}: key must be a string, got {_type_name(key)}")
     if not key.strip():
         raise ValueError(f"{builtin}: key cannot be empty")
+    key = plain_text(key, f"{builtin}: key")
     second = args[1]
     if callable(second):
         handler, value, supplied, options_index = second, None, False, 2
@@ -166,7 +168,7 @@ def parse_inspect(args: tuple[Any, ...], results: Any, namespace: str | None
     elif isinstance(arg, str):
         if not arg.strip():
             raise ValueError(f"{builtin}: namespace cannot be empty")
-        chosen = arg
+        chosen = plain_text(arg, f"{builtin}: namespace")
     elif isinstance(arg, dict):
         _check_options(builtin, arg, INSPECT_OPTIONS)
         chosen = _option_namespace(builtin, arg)
@@ -191,3 +193,4 @@ def parse_forget(key: Any, namespace: Any) -> None:
             raise TypeError(f"{builtin}: {what} must be a string or None, got {_type_name(value)}")
         if not value.strip():
             raise ValueError(f"{builtin}: {what} cannot be empty")
+        plain_text(value, f"{builtin}: {what}")

@@ -13,6 +13,7 @@ from typing import Any
 
 from nbstep.codecs.cell import readable_value
 from nbstep.core.record import RECORD_COLUMNS, Record
+from nbstep.errors import StepReplayError
 from nbstep.storage import StepStore
 
 COLUMNS = [
@@ -30,11 +31,8 @@ def records_frame(store: StepStore, namespace: str, *, results: bool = True,
 
     frame = store.admin().history(namespace, values=results)
     if results:
-        # A %%step record's value is the cell's container; show its variables instead.
-        frame["result"] = [
-            readable_value(store.read(Record.from_row(row)), user_ns)
-            for row in frame[list(RECORD_COLUMNS)].itertuples(index=False)
-        ]
+        frame["result"] = [_value(store, Record.from_row(row), user_ns)
+                           for row in frame[list(RECORD_COLUMNS)].itertuples(index=False)]
     else:
         frame["result"] = pd.Series([None] * len(frame), dtype=object)
     frame["current"] = frame["status"] == "current"
@@ -42,3 +40,23 @@ def records_frame(store: StepStore, namespace: str, *, results: bool = True,
     frame["occurred_at"] = pd.to_datetime(frame["occurred_at_us"], unit="us", utc=True).astype(
         "datetime64[us, UTC]")
     return frame[COLUMNS].reset_index(drop=True)
+
+
+def _value(store: StepStore, record: Record, user_ns: dict[str, Any] | None) -> Any:
+    """A record's value as the frame shows it; one that cannot be read says why."""
+    try:
+        value = store.read(record)
+    except StepReplayError as e:
+        return Unreadable(str(e))
+    # A %%step record's value is the cell's container: show its variables instead.
+    return readable_value(value, user_ns)
+
+
+class Unreadable:
+    """Stands for a value that cannot be read back (its file is missing or damaged)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"<unreadable: {self.reason}>"

@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nbstep.core.record import NewRecord, Record
-from nbstep.errors import NotPersistable, StepInputMismatch, StepNotPersistedWarning
+from nbstep.errors import (
+    NotPersistable,
+    StepInputMismatch,
+    StepNotPersistedWarning,
+    StoreWriteError,
+)
 
 from .runtime import Runtime
 
@@ -156,17 +161,10 @@ class Occurrence:
             try:
                 encoded = codecs.encode(value)
             except NotPersistable as e:
-                warnings.warn(
-                    StepNotPersistedWarning(
-                        f"step `{self.key}` occurrence {self.sequence} in namespace "
-                        f"`{self.namespace}` was not recorded: {e} The result is returned and "
-                        "the step will run again next time; return a value that pickles "
-                        "(plain data, a DataFrame, an array) to make it durable."
-                    ),
-                    stacklevel=stacklevel,
-                )
-                stats["not_persisted"] += 1
-                return Outcome(value, False, None, previous, persisted=False)
+                return self._not_recorded(value, f"{e} The result is returned and the step "
+                                          "will run again next time; return a value that "
+                                          "pickles (plain data, a DataFrame, an array) to make "
+                                          "it durable.", stacklevel)
         if previous is None:
             reason = "first"
         elif self.rerun:
@@ -180,7 +178,12 @@ class Occurrence:
         for _attempt in range(8):
             new = NewRecord(self.namespace, self.key, self.sequence, identity, self.input_hash,
                             encoded.codec, encoded.data, duration_s, reason, details)
-            record, inserted = self.store.append(new, expected)
+            try:
+                record, inserted = self.store.append(new, expected)
+            except StoreWriteError as e:
+                # A full disk or a read-only store: the value was computed; hand it back.
+                return self._not_recorded(value, f"{e} The result is returned; the step "
+                                          "runs again next time.", stacklevel)
             if inserted:
                 return Outcome(value, False, record, previous)
             # Another process recorded this occurrence while the handler ran.
@@ -191,3 +194,14 @@ class Occurrence:
                 raise mismatch_error(self.builtin, record, self.input_hash)
             expected = record.event_id
         raise RuntimeError(f"{self.builtin}: the record for `{self.key}` kept changing")
+
+    def _not_recorded(self, value: Any, why: str, stacklevel: int) -> Outcome:
+        warnings.warn(
+            StepNotPersistedWarning(
+                f"step `{self.key}` occurrence {self.sequence} in namespace "
+                f"`{self.namespace}` was not recorded: {why}"
+            ),
+            stacklevel=stacklevel + 1,
+        )
+        self.runtime.stats["not_persisted"] += 1
+        return Outcome(value, False, None, self.record, persisted=False)

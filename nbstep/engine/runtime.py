@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from nbstep import settings as settings_module
 from nbstep.core import location
+from nbstep.core.names import plain_text
+from nbstep.errors import ConfigError
 from nbstep.settings import Settings
 
 if TYPE_CHECKING:
@@ -147,7 +149,11 @@ class Runtime:
         if explicit is not None:
             return explicit
         if self._namespace is None:
-            self._namespace = self._detect_namespace()
+            try:
+                self._namespace = plain_text(self._detect_namespace(), "the notebook's path")
+            except ValueError as e:
+                raise ConfigError(f"{e}. Give this notebook a namespace: NBSTEP_NAMESPACE, "
+                                  "or nbstep.configure(namespace=...)") from None
         return self._namespace
 
     def _detect_namespace(self) -> str:

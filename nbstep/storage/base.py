@@ -122,7 +122,9 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
-        return not self.problems and not self.damage
+        """No damage, and every current record's value reads back (a superseded one
+        that does not is never replayed: gc drops it)."""
+        return not self.damage and not any(p.current for p in self.problems)
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,17 @@ class Usage:
     total_bytes: int
     database_bytes: int | None  # where the events themselves are, where a backend says
     database_name: str = "database"
+
+
+@dataclass
+class RepairReport:
+    """What ``repair`` (``nbstep verify --repair``) did."""
+
+    logs_rewritten: int = 0  # written again without their damaged bytes
+    damaged_bytes: int = 0  # left out of them (kept in quarantine)
+    objects_quarantined: int = 0  # value files that did not match their hash, moved aside
+    records_forgotten: int = 0  # current records whose value was lost: they recompute
+    table_rebuilt: bool = False  # the query table, built again from the records
 
 
 # The columns of StoreAdmin.history, in order: a record's fields plus its status.
@@ -171,5 +184,27 @@ class StoreAdmin(ABC):
         """Check every recorded value can be read back (``decode``: decode them all)."""
 
     @abstractmethod
+    def repair(self) -> RepairReport:
+        """Rebuild what can be rebuilt, set the rest aside, and say what was done.
+
+        Damaged records are left out (their bytes kept aside), value files that do not
+        match their hash are moved aside, and current records whose value is gone are
+        forgotten, so their steps recompute instead of failing to replay.
+        """
+
+    @abstractmethod
     def usage(self) -> Usage:
         """How much space the store takes."""
+
+
+def check_grace(grace_seconds: object) -> float:
+    """gc's grace period: a finite number of seconds, at least 0."""
+    import math
+
+    if (isinstance(grace_seconds, bool) or not isinstance(grace_seconds, (int, float))
+            or not math.isfinite(grace_seconds) or grace_seconds < 0):
+        raise ValueError(
+            f"gc's grace period must be a finite number of seconds >= 0, got {grace_seconds!r}"
+            " (0 removes unreferenced files at once: only when no kernel is recording)"
+        )
+    return float(grace_seconds)

@@ -160,7 +160,7 @@ class ObjectFiles:
                 tmp.unlink(missing_ok=True)
                 return digest, digest_of_view
         final = self.path(digest)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        _folder(final.parent)
         os.replace(tmp, final)
         fsync_dir(final.parent)
         return digest, digest_of_view
@@ -189,7 +189,7 @@ class ObjectFiles:
 
     def _write_tmp(self, view: memoryview) -> Path:
         tmp_dir = self.root / TMP
-        tmp_dir.mkdir(parents=True, exist_ok=True)
+        _folder(tmp_dir)
         tmp = tmp_dir / f"{_owner()}.{random.getrandbits(64):016x}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
@@ -305,6 +305,17 @@ class ObjectFiles:
                 path.unlink(missing_ok=True)
         return report
 
+
+
+def _folder(path: Path) -> None:
+    """Make a folder of the store; a file in its place is an error that says so."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        import errno
+
+        raise OSError(errno.ENOTDIR, f"{path} is a file where a folder belongs (move it "
+                                     "aside; nbstep makes the folder again)") from None
 
 
 def _stat(path: Path) -> os.stat_result | None:

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from nbstep.core.record import RECORDED, Record
-from nbstep.errors import StepReplayError
+from nbstep.errors import StepReplayError, StoreDamagedWarning
 from nbstep.storage.base import (
     CheckReport,
     GcReport,
     NamespaceSummary,
     Problem,
+    RepairReport,
     StoreAdmin,
     Usage,
+    check_grace,
 )
 from nbstep.storage.objects import ObjectFiles
 
@@ -29,6 +32,7 @@ from .layout import Layout
 from .mirror import Mirror
 from .mirror import queries as mirror_queries
 from .namespace_log import NamespaceLog, log_name
+from .quarantine import Quarantine
 
 
 class LocalAdmin(StoreAdmin):
@@ -38,6 +42,7 @@ class LocalAdmin(StoreAdmin):
     layout: Layout
     objects: ObjectFiles
     mirror: Mirror
+    quarantine: Quarantine
 
     def log(self, namespace: str) -> NamespaceLog:
         raise NotImplementedError
@@ -75,6 +80,7 @@ class LocalAdmin(StoreAdmin):
     # -- gc ---------------------------------------------------------------------------
 
     def gc(self, *, dry_run: bool = False, grace_seconds: float = 3600.0) -> GcReport:
+        check_grace(grace_seconds)
         report = GcReport()
         # gc's own exclusive lock on value files first: no writer is between writing a
         # value file and appending its record while gc decides what is referenced.
@@ -147,6 +153,35 @@ class LocalAdmin(StoreAdmin):
             cause = e.__cause__ or e
             return f"the value does not decode as {record.codec} ({type(cause).__name__}: {cause})"
         return None
+
+    def repair(self) -> RepairReport:
+        report = RepairReport()
+        with warnings.catch_warnings(), self.objects.exclusive():
+            # The damage is what is being repaired; the report counts it.
+            warnings.simplefilter("ignore", StoreDamagedWarning)
+            for namespace, _path in self._log_files():
+                damaged = self.log(namespace).rewrite_intact()
+                if damaged:
+                    report.logs_rewritten += 1
+                    report.damaged_bytes += damaged
+            check = self.check()
+            lost: dict[str, set[int]] = {}
+            for problem in check.problems:
+                sha = problem.record.object_sha256
+                path = self.objects.path(sha) if sha else None
+                if path is not None and path.is_file():
+                    self.quarantine.move(path, "value file")
+                    report.objects_quarantined += 1
+                if problem.current:
+                    lost.setdefault(problem.record.namespace, set()).add(problem.record.event_id)
+            for namespace, event_ids in lost.items():
+                report.records_forgotten += self.log(namespace).forget(
+                    None, only=event_ids, reason="repair")
+        for index in self.layout.logs.glob("*.idx"):
+            index.unlink(missing_ok=True)  # derived: written again as needed
+        self.mirror.rebuild()
+        report.table_rebuilt = True
+        return report
 
     def usage(self) -> Usage:
         total = 0

@@ -33,10 +33,11 @@ def recorded(event_id: int, new: NewRecord, placed: Placed) -> dict[str, Any]:
     }
 
 
-def forgotten(event_id: int, key: str, sequence: int) -> dict[str, Any]:
+def forgotten(event_id: int, key: str, sequence: int, reason: str = "forget"
+              ) -> dict[str, Any]:
     return {
         "event_id": event_id, "kind": FORGOTTEN, "key": key, "sequence": sequence,
-        "occurred_at_us": time.time_ns() // 1000, "reason": "forget", "pid": os.getpid(),
+        "occurred_at_us": time.time_ns() // 1000, "reason": reason, "pid": os.getpid(),
         "host": HOST,
     }
 

@@ -160,17 +160,21 @@ class NamespaceLog:
             self._maybe_index()
             return record, True
 
-    def forget(self, key: str | None) -> int:
-        """Append a ``forgotten`` event for each current record (of ``key``, or all)."""
+    def forget(self, key: str | None, *, only: set[int] | None = None,
+               reason: str = "forget") -> int:
+        """Append a ``forgotten`` event for each current record (of ``key``, or all;
+        ``only``: just the current records with these event ids)."""
         if not self.path.exists():
             return 0
         with self._writing():
-            targets = [r for r in self._all_current() if key is None or r.key == key]
+            targets = [r for r in self._all_current()
+                       if (key is None or r.key == key) and (only is None or r.event_id in only)]
             if not targets:
                 return 0
             batch = []
             for i, record in enumerate(targets, start=self.max_event_id + 1):
-                batch.append(frames.encode(events.forgotten(i, record.key, record.sequence)))
+                batch.append(frames.encode(events.forgotten(i, record.key, record.sequence,
+                                                            reason)))
             offset = self._append(batch)
             for record, frame in zip(targets, batch, strict=True):
                 self.recent[(record.key, record.sequence)] = (None, offset)
@@ -341,17 +345,38 @@ class NamespaceLog:
             self._rewrite(ordered)
             return dropped, live
 
+    def rewrite_intact(self) -> int:
+        """Write the log again without its damaged bytes (kept in quarantine/); how many
+        bytes were left out. Every valid frame stays, history included."""
+        if not self.path.exists():
+            return 0
+        with self._writing():
+            end = self._size()
+            start = self._header_end()
+            kept = list(self._frames(start, end))
+            intact = sum(frame.end - frame.offset for frame in kept)
+            damaged = end - start - intact
+            if damaged:
+                self._rewrite(kept)
+            return damaged
+
     def _rewrite(self, kept: list[frames.Frame]) -> None:
         """Write the next generation holding ``kept`` and make it the log; lock held."""
         generation = self.generation + 1
         header = frames.encode({"nbstep_log": LOG_FORMAT, "namespace": self.namespace,
                                 "generation": generation, "floor": self.max_event_id})
-        parts, entries, offset = [header], [], len(header)
+        data = self._read(0, self._size())
+        parts, offset = [header], len(header)
+        latest: dict[Slot, int] = {}
         for frame in kept:
-            raw = self._read(frame.offset, frame.end)
+            raw = data[frame.offset:frame.end]
             parts.append(raw)
-            entries.append((slots.key_hash(frame.event["key"]), frame.event["sequence"], offset))
+            slot = events.slot(frame.event)
+            latest.pop(slot, None)
+            if frame.event["kind"] == RECORDED:
+                latest[slot] = offset
             offset += len(raw)
+        entries = [(slots.key_hash(key), seq, at) for (key, seq), at in latest.items()]
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
             f.write(b"".join(parts))

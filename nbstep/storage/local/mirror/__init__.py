@@ -98,6 +98,17 @@ class Mirror:
             finally:
                 self._upgrading = False
 
+    def rebuild(self) -> None:
+        """Build the table again from the logs (whatever state it was in)."""
+        with self._guard:
+            try:
+                with self.attachment.use() as con:
+                    schema.create(con, self.db_path)
+            except DatabaseUnreadable as e:
+                self._set_aside(e)
+            with self.using():
+                pass
+
     def foreign_tables(self) -> set[str]:
         """The tables of a ``steps.duckdb`` that is no nbstep store at all."""
         with self._guard:
