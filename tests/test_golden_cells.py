@@ -77,6 +77,9 @@ def test_committed_cell_records_replay(released, tmp_path, monkeypatch, capsys):
     config = Config()
     config.HistoryManager.hist_file = ":memory:"
     config.InteractiveShell.colors = "nocolor"
+    # The shell makes its own __main__; the classes its cells define must not outlive
+    # this test (other tests read records whose classes are *not* defined).
+    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])
     shell = InteractiveShell.instance(config=config)
     try:
         shell.run_cell("%load_ext nbstep")

@@ -56,15 +56,19 @@ class LocalAdmin(StoreAdmin):
         return sorted(namespace for namespace, _path in self._log_files())
 
     def _log_files(self) -> Iterator[tuple[str, Path]]:
-        """(namespace, log path) of every log, from the logs' own headers."""
+        """(namespace, log path) of every log, from the logs' headers (or, where a
+        header is damaged, the first event that names its namespace)."""
         for path in sorted(self.layout.logs.glob("*.log")):
             try:
                 with open(path, "rb") as f:
-                    header = frames.decode_at(f.read(1 << 16), 0)
+                    head = f.read(1 << 16)
             except FileNotFoundError:
                 continue
-            if header is not None and "namespace" in header.event:
-                yield header.event["namespace"], path
+            named = next((item.event["namespace"] for item in frames.scan(head)
+                          if isinstance(item, frames.Frame) and "namespace" in item.event),
+                         None)
+            if named is not None:
+                yield named, path
 
     def summary(self) -> list[NamespaceSummary]:
         with self.mirror.using() as con:

@@ -1,8 +1,9 @@
 """An event of a namespace log as JSON, and back to a Record.
 
-The JSON names are the columns of ``nbstep.core.record.RECORD_COLUMNS`` (the
-namespace is the log's, an inline value's bytes follow the JSON in the frame), plus
-``kind``, ``pid`` and ``host``. docs/record-format.md lists them.
+The JSON names are the columns of ``nbstep.core.record.RECORD_COLUMNS`` (an inline
+value's bytes follow the JSON in the frame), plus ``kind``, ``pid`` and ``host``.
+Every event names its namespace, so a log whose header was damaged still says whose
+it is. docs/record-format.md lists them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ CACHED_VALUE_LIMIT = 4096
 
 def recorded(event_id: int, new: NewRecord, placed: Placed) -> dict[str, Any]:
     return {
-        "event_id": event_id, "kind": RECORDED, "key": new.key, "sequence": new.sequence,
+        "event_id": event_id, "kind": RECORDED, "namespace": new.namespace, "key": new.key,
+        "sequence": new.sequence,
         "identity": new.identity, "deterministic_inputs_hash": new.input_hash,
         "codec": new.codec, "result_json": placed.result_json,
         "object_sha256": placed.object_sha256, "size_bytes": placed.size,
@@ -33,10 +35,11 @@ def recorded(event_id: int, new: NewRecord, placed: Placed) -> dict[str, Any]:
     }
 
 
-def forgotten(event_id: int, key: str, sequence: int, reason: str = "forget"
+def forgotten(event_id: int, namespace: str, key: str, sequence: int, reason: str = "forget"
               ) -> dict[str, Any]:
     return {
-        "event_id": event_id, "kind": FORGOTTEN, "key": key, "sequence": sequence,
+        "event_id": event_id, "kind": FORGOTTEN, "namespace": namespace, "key": key,
+        "sequence": sequence,
         "occurred_at_us": time.time_ns() // 1000, "reason": reason, "pid": os.getpid(),
         "host": HOST,
     }

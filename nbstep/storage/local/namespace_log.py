@@ -173,8 +173,8 @@ class NamespaceLog:
                 return 0
             batch = []
             for i, record in enumerate(targets, start=self.max_event_id + 1):
-                batch.append(frames.encode(events.forgotten(i, record.key, record.sequence,
-                                                            reason)))
+                batch.append(frames.encode(events.forgotten(i, self.namespace, record.key,
+                                                            record.sequence, reason)))
             offset = self._append(batch)
             for record, frame in zip(targets, batch, strict=True):
                 self.recent[(record.key, record.sequence)] = (None, offset)
@@ -452,20 +452,19 @@ class NamespaceLog:
     def _load(self) -> None:
         """Read the header, the slot index if it fits, and the log beyond it."""
         size = self._size()
-        header = frames.decode_at(self._read(0, min(size, 1 << 16)), 0) if size else None
-        if header is None or header.event.get("nbstep_log") is None:
-            raise StoreFormatError(
-                f"{self.path} is not an nbstep log (its first bytes are no log header). "
-                "Move it into the store's quarantine/ folder; `nbstep verify --repair` "
-                "rebuilds what it can."
-            )
+        head = self._read(0, min(size, 1 << 16))
+        header = frames.decode_at(head, 0) if size else None
+        self._reset()
+        if header is None or "nbstep_log" not in header.event:
+            self._damaged_header(head)
+            self._parse(0, size, final=False)
+            return
         info = header.event
         if info["nbstep_log"] > LOG_FORMAT:
             raise StoreFormatError(
                 f"{self.path} was written by a newer nbstep (log format {info['nbstep_log']}; "
                 f"this nbstep reads {LOG_FORMAT}). Upgrade nbstep (pip install -U nbstep)."
             )
-        self._reset()
         self.generation = int(info["generation"])
         self.max_event_id = int(info.get("floor", 0))
         self.parsed_to = header.end
@@ -478,9 +477,19 @@ class NamespaceLog:
             index.close()
         self._parse(self.parsed_to, size, final=False)
 
+    def _damaged_header(self, head: bytes) -> None:
+        """A log whose header is damaged still holds its events: read them (generation
+        0: no slot index applies); `nbstep verify --repair` writes a new header."""
+        following = next((item.offset for item in frames.scan(head)
+                          if isinstance(item, frames.Frame)), len(head))
+        if following:
+            self.quarantine.keep(self.path, 0, 0, head[:following], "damaged log header")
+        self.generation = 0
+
     def _header_end(self) -> int:
+        """Where events start: after the header, or at 0 when the header is damaged."""
         header = frames.decode_at(self._read(0, min(self._size(), 1 << 16)), 0)
-        return header.end if header is not None else self._size()
+        return header.end if header is not None and "nbstep_log" in header.event else 0
 
     def _parse(self, start: int, end: int, final: bool) -> None:
         for item in self._scan(start, end):
@@ -489,7 +498,8 @@ class NamespaceLog:
                     break  # an append in progress, or a torn tail the next writer cuts
                 continue
             event = item.event
-            if "event_id" not in event:
+            if "event_id" not in event or event.get("namespace", self.namespace) != self.namespace:
+                self.parsed_to = item.end
                 continue
             self.max_event_id = max(self.max_event_id, event["event_id"])
             if event["kind"] == RECORDED:
@@ -517,7 +527,8 @@ class NamespaceLog:
 
     def _frames(self, start: int, end: int) -> Iterator[frames.Frame]:
         for item in self._scan(start, end):
-            if isinstance(item, frames.Frame) and "event_id" in item.event:
+            if (isinstance(item, frames.Frame) and "event_id" in item.event
+                    and item.event.get("namespace", self.namespace) == self.namespace):
                 yield item
 
     def _frame_at(self, offset: int) -> frames.Frame | None:

@@ -88,7 +88,7 @@ def _write_log(path: Path, namespace: str, rows: list[list[Any]]) -> None:
     for row in rows:
         values = dict(zip(_COLUMNS, row, strict=True))
         blob = values.pop("result_blob")
-        values.pop("namespace")
+        values["namespace"] = namespace
         details = values.get("details")
         values["details"] = json.loads(details) if isinstance(details, str) and details else None
         event = {k: v for k, v in values.items() if v is not None}

@@ -52,17 +52,25 @@ def _sync_one(con: Any, path: Path, known: tuple[Any, ...] | None, db_path: Path
         return  # compacted away between listing and reading: the next sync sees it
     with f:
         stat = os.fstat(f.fileno())
-        header = frames.decode_at(f.read(1 << 16), 0)
-        if header is None or "nbstep_log" not in header.event:
-            return  # not a log (check() reports it)
-        namespace = header.event["namespace"]
-        generation = int(header.event["generation"])
+        head = f.read(1 << 16)
+        header = frames.decode_at(head, 0)
+        if header is not None and "nbstep_log" in header.event:
+            namespace = header.event["namespace"]
+            generation, events_start = int(header.event["generation"]), header.end
+        else:
+            # A damaged header: the events name their namespace (generation 0 until
+            # `nbstep verify --repair` writes a new header).
+            first = next((item for item in frames.scan(head) if isinstance(item, frames.Frame)
+                          and "namespace" in item.event), None)
+            if first is None:
+                return  # nothing readable (check() reports it)
+            namespace, generation, events_start = first.event["namespace"], 0, 0
         if known is not None and (known[1], known[2]) == (generation, stat.st_ino):
             start, replace = known[3], False
             if start >= stat.st_size:
                 return
         else:
-            start, replace = header.end, True
+            start, replace = events_start, True
         f.seek(start)
         data = f.read()
     rows, synced = _rows(data, namespace)
