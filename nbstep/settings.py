@@ -23,15 +23,12 @@ script paths are made relative to it to form namespaces, so ``./a.ipynb`` and
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import functools
 import os
-import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from nbstep.core.names import plain_text
 
@@ -43,9 +40,12 @@ CONFIGURED = "%step_config / nbstep.configure"
 DEFAULT = "default"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """One resolved set of settings: every default is here and only here."""
+class Settings(NamedTuple):
+    """One resolved set of settings: every default is here and only here.
+
+    A named tuple (immutable) rather than a dataclass: dataclasses import
+    ``inspect``, some 10 ms that a script replaying its steps need not pay.
+    """
 
     store: str | None = None  # an explicit store location; None: found from the cwd
     namespace: str | None = None  # None: the running notebook's path
@@ -58,10 +58,10 @@ class Settings:
     inline_limit: int = 64 * 1024  # values up to this many bytes live in the event table
     # Where each value came from ("default", "%step_config / nbstep.configure",
     # "environment NBSTEP_STORE", "<pyproject.toml> [tool.nbstep]").
-    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    sources: Mapping[str, str] = MappingProxyType({})
 
 
-NAMES = tuple(f.name for f in dataclasses.fields(Settings) if f.name != "sources")
+NAMES = tuple(name for name in Settings._fields if name != "sources")
 # The type each setting must have, in configure() and in [tool.nbstep].
 TYPES: dict[str, type | tuple[type, ...]] = {
     "store": str,
@@ -82,6 +82,8 @@ ENVIRONMENT = {"store": "NBSTEP_STORE", "namespace": "NBSTEP_NAMESPACE"}
 def validate(name: str, value: Any, source: str) -> Any:
     """Check one setting's name, type and value; return it normalized (None unsets)."""
     if name not in TYPES:
+        import difflib
+
         close = difflib.get_close_matches(name, TYPES, n=1)
         hint = f" Did you mean `{close[0]}`?" if close else ""
         known = ", ".join(sorted(TYPES))
@@ -192,6 +194,8 @@ def project_table(start: Path) -> tuple[dict[str, Any], Path | None]:
 
 @functools.lru_cache(maxsize=8)
 def _read_table(pyproject: Path, _mtime_ns: int, _size: int, _inode: int) -> dict[str, Any]:
+    import tomllib  # only where a project has a pyproject.toml
+
     # `rerun` is for one run (`nbstep run --rerun`, configure(rerun=True)): set for a
     # project, nothing would ever replay.
     try:

@@ -145,9 +145,9 @@ def module_level_function(x: int) -> int:
 # -- the Encoded record and the API surface ------------------------------------
 
 
-def test_encoded_is_a_frozen_slotted_record() -> None:
+def test_encoded_is_an_immutable_slotted_record() -> None:
     encoded = Encoded("json", b"1")
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         encoded.codec = "pickle"  # type: ignore[misc]
     assert not hasattr(encoded, "__dict__")
     assert encoded.size == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click  # noqa: TID253
 
 from nbstep.engine.lookup import resolve_namespace, resolve_records
-from nbstep.storage.base import check_grace
+from nbstep.storage.reports import check_grace
 
 from . import text, views
 from .state import CONTEXT, State, confirm

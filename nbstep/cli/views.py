@@ -10,7 +10,7 @@ from typing import Any
 
 from nbstep.codecs.cell import ModuleName
 from nbstep.core.record import Record
-from nbstep.storage.base import CheckReport, GcReport, NamespaceSummary, RepairReport, Usage
+from nbstep.storage.reports import CheckReport, GcReport, NamespaceSummary, RepairReport, Usage
 
 from . import text
 

@@ -27,18 +27,15 @@ modules, ...): :class:`~nbstep.errors.NotPersistable`, naming the type and the r
 
 from __future__ import annotations
 
-import difflib
 import sys
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import arrow, npy, pickled, plain
 
 CODECS: tuple[str, ...] = ("json", "arrow", "npy", "bytes", "pickle", "cloudpickle")
 
 
-@dataclass(frozen=True, slots=True)
-class Encoded:
+class Encoded(NamedTuple):
     """A value as bytes, and the codec that reads them back."""
 
     codec: str  # one of CODECS
@@ -97,6 +94,8 @@ def decode(codec: str, data: Any) -> Any:
         return npy.decode(data)
     if codec == "bytes":
         return data if type(data) is bytes else bytes(data)
+    import difflib
+
     close = difflib.get_close_matches(str(codec), CODECS, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ValueError(

@@ -9,7 +9,6 @@ records nothing but has used up its occurrence; a recorded step is durable befor
 
 from __future__ import annotations
 
-import inspect as _inspect
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,7 +59,7 @@ class StepAPI:
             return _replay(runtime, occurrence)
         with _computing(runtime) as timer:
             value = call.handler(*handler_args(call))
-            if _inspect.isawaitable(value):
+            if _is_awaitable(value):
                 value = await value
         return occurrence.finish(value, timer.seconds, stacklevel=3).value
 
@@ -142,3 +141,14 @@ def configure(**settings: Any) -> None:
     ``None`` unsets a setting. See the README for every setting.
     """
     Runtime.instance().configure(**settings)
+
+
+def _is_awaitable(value: Any) -> bool:
+    """``inspect.isawaitable`` without importing inspect (6 ms) for every process."""
+    import collections.abc
+    import types
+
+    return isinstance(value, collections.abc.Awaitable) or (
+        isinstance(value, types.GeneratorType)
+        and bool(value.gi_code.co_flags & 0x100)  # CO_ITERABLE_COROUTINE
+    )

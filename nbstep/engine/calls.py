@@ -9,10 +9,8 @@ handler would actually run, not on replay.
 
 from __future__ import annotations
 
-import inspect as _inspect
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from nbstep.core.names import plain_text
 from nbstep.settings import ON_MISMATCH_MODES
@@ -25,8 +23,7 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
-@dataclass(slots=True)
-class Call:
+class Call(NamedTuple):
     """A validated ``step.run`` call."""
 
     builtin: str
@@ -122,8 +119,10 @@ def parse_run(builtin: str, args: tuple[Any, ...], keywords: dict[str, Any]) -> 
 
 def handler_args(call: Call) -> tuple[Any, ...]:
     """The arguments to call a handler with (checked only when it is about to run)."""
+    import inspect  # only when a handler runs: a replay never needs it
+
     try:
-        signature = _inspect.signature(call.handler)
+        signature = inspect.signature(call.handler)
     except (TypeError, ValueError):
         return (call.input,) if call.input_supplied else ()
     required = 0

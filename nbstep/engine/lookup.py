@@ -7,7 +7,6 @@ there is to choose from.
 
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 
@@ -46,6 +45,8 @@ def resolve_namespace(store: StepStore, root: Path, notebook: str) -> str:
 
 
 def close_matches(name: str, choices: list[str]) -> str:
+    import difflib
+
     matches = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
     base = os.path.basename(name)
     matches += [c for c in choices if os.path.basename(c) == base and c not in matches]

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from nbstep.core.record import NewRecord, Record
 from nbstep.errors import (
@@ -28,8 +27,7 @@ from .runtime import Runtime
 if TYPE_CHECKING:
     from nbstep.storage import StepStore
 
-@dataclass(slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What happened to one step: replayed, or computed (and recorded or not)."""
 
     value: Any

@@ -15,10 +15,26 @@ order and are never reused.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nbstep.core.record import RECORD_COLUMNS, NewRecord, Record
+from nbstep.core.record import NewRecord, Record
+
+if TYPE_CHECKING:
+    from .reports import CheckReport, GcReport, NamespaceSummary, RepairReport, Usage
+
+# What housekeeping reports lives in .reports, loaded when first used: a process that
+# only replays steps does not pay for building those classes. Importing them from
+# here keeps working.
+_REPORTS = ("NamespaceSummary", "GcReport", "Problem", "CheckReport", "Usage", "RepairReport",
+            "HISTORY_COLUMNS", "check_grace")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _REPORTS:
+        from . import reports
+
+        return getattr(reports, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class StepStore(ABC):
@@ -74,83 +90,6 @@ class StepStore(ABC):
         """Release everything; the store cannot be used afterwards."""
 
 
-@dataclass(frozen=True)
-class NamespaceSummary:
-    """One notebook's line in ``nbstep ls``."""
-
-    namespace: str
-    steps: int  # current records
-    keys: int
-    size_bytes: int  # of the current records' values
-    old_bytes: int  # of superseded records' values, which gc would free
-    last_recorded_us: int | None
-
-
-@dataclass
-class GcReport:
-    """What ``gc`` dropped (or would drop, in a dry run)."""
-
-    events_dropped: int = 0
-    objects_removed: int = 0
-    tmp_removed: int = 0
-    bytes_freed: int = 0
-    # Unreferenced value files kept because they are younger than the grace period.
-    young_kept: int = 0
-    young_kept_bytes: int = 0
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A record whose value cannot be read back, and why."""
-
-    record: Record
-    current: bool
-    what: str
-
-
-@dataclass
-class CheckReport:
-    """What ``check`` (``nbstep verify``) found."""
-
-    records: int = 0
-    inline: int = 0
-    object_files: int = 0
-    object_bytes: int = 0
-    problems: list[Problem] = field(default_factory=list)
-    unreferenced: int = 0
-    damage: list[str] = field(default_factory=list)  # what was found damaged, as text
-
-    @property
-    def ok(self) -> bool:
-        """No damage, and every current record's value reads back (a superseded one
-        that does not is never replayed: gc drops it)."""
-        return not self.damage and not any(p.current for p in self.problems)
-
-
-@dataclass(frozen=True)
-class Usage:
-    """The store's footprint."""
-
-    total_bytes: int
-    database_bytes: int | None  # where the events themselves are, where a backend says
-    database_name: str = "database"
-
-
-@dataclass
-class RepairReport:
-    """What ``repair`` (``nbstep verify --repair``) did."""
-
-    logs_rewritten: int = 0  # written again without their damaged bytes
-    damaged_bytes: int = 0  # left out of them (kept in quarantine)
-    objects_quarantined: int = 0  # value files that did not match their hash, moved aside
-    records_forgotten: int = 0  # current records whose value was lost: they recompute
-    table_rebuilt: bool = False  # the query table, built again from the records
-
-
-# The columns of StoreAdmin.history, in order: a record's fields plus its status.
-HISTORY_COLUMNS = (*RECORD_COLUMNS, "status")
-
-
 class StoreAdmin(ABC):
     """Looking after a store: listing, history, gc and checks."""
 
@@ -195,16 +134,3 @@ class StoreAdmin(ABC):
     @abstractmethod
     def usage(self) -> Usage:
         """How much space the store takes."""
-
-
-def check_grace(grace_seconds: object) -> float:
-    """gc's grace period: a finite number of seconds, at least 0."""
-    import math
-
-    if (isinstance(grace_seconds, bool) or not isinstance(grace_seconds, (int, float))
-            or not math.isfinite(grace_seconds) or grace_seconds < 0):
-        raise ValueError(
-            f"gc's grace period must be a finite number of seconds >= 0, got {grace_seconds!r}"
-            " (0 removes unreferenced files at once: only when no kernel is recording)"
-        )
-    return float(grace_seconds)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from nbstep import codecs
 from nbstep.core.record import NewRecord, Record
@@ -18,8 +17,7 @@ from nbstep.errors import StepReplayError, StoreWriteError
 from .objects import Damaged, ObjectFiles
 
 
-@dataclass(frozen=True, slots=True)
-class Placed:
+class Placed(NamedTuple):
     """A new record's value as a store keeps it."""
 
     size: int

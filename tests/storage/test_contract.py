@@ -19,7 +19,7 @@ from backends import new_record
 
 from nbstep.core.record import RECORD_COLUMNS, Record
 from nbstep.errors import StepReplayError
-from nbstep.storage.base import HISTORY_COLUMNS
+from nbstep.storage.reports import HISTORY_COLUMNS
 
 BIG = bytes(range(256)) * 1024  # 256 KiB: above any inline limit used here
 

@@ -461,3 +461,55 @@ def test_event_ids_are_never_reused_after_gc(store):
     frame = step.inspect()
     assert frame["event_id"].is_unique
     assert frame[frame.key == "k"]["result"].tolist() == ["B"]
+
+
+def test_lookups_through_the_slot_index_agree_with_a_model(tmp_path, monkeypatch):
+    """Random records, forgets, gc, lookups and reopenings (other processes), with the
+    slot index rewritten every few events: every lookup says what a plain dict says."""
+    import random
+
+    from backends import new_record
+
+    monkeypatch.setattr(namespace_log, "INDEX_AFTER", 3)
+    seed = int(os.environ.get("NBSTEP_TEST_SEED") or random.randrange(2**32))
+    rng = random.Random(seed)
+    root = tmp_path / "store"
+    stores = [LocalStore(root), LocalStore(root)]  # two processes, as it were
+    model: dict[tuple[str, int], object] = {}
+    keys = [f"k{i}" for i in range(6)]
+    try:
+        for step_number in range(1500):
+            store = rng.choice(stores)
+            action = rng.random()
+            key, sequence = rng.choice(keys), rng.randint(1, 3)
+            if action < 0.45:
+                current = store.lookup("nb", key, sequence)
+                expected = None if current is None else current.event_id
+                record, _ = store.append(new_record("nb", key, sequence, step_number),
+                                         expected)
+                model[(key, sequence)] = store.read(record)
+            elif action < 0.55:
+                store.forget("nb", key)
+                for slot in [slot for slot in model if slot[0] == key]:
+                    del model[slot]
+            elif action < 0.57:
+                store.admin().gc(grace_seconds=0)
+            elif action < 0.6:
+                index = stores.index(store)
+                store.close()
+                stores[index] = LocalStore(root)
+            else:
+                record = store.lookup("nb", key, sequence)
+                found = None if record is None else store.read(record)
+                assert found == model.get((key, sequence)), (
+                    f"seed {seed}, step {step_number}: {key}#{sequence} gave {found!r}, "
+                    f"expected {model.get((key, sequence))!r}")
+        for key in keys:
+            for sequence in (1, 2, 3):
+                for store in stores:
+                    record = store.lookup("nb", key, sequence)
+                    assert (None if record is None else store.read(record)) == model.get(
+                        (key, sequence)), f"seed {seed}: {key}#{sequence} at the end"
+    finally:
+        for store in stores:
+            store.close()

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from .layout import FORMAT_NAME, FORMAT_VERSION
-from .mirror import DB_NAME
+from .layout import DB_NAME, FORMAT_NAME, FORMAT_VERSION
 from .store import LocalStore
 
 __all__ = ["DB_NAME", "FORMAT_NAME", "FORMAT_VERSION", "LocalStore"]

@@ -11,28 +11,30 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbstep.core.record import RECORDED, Record
 from nbstep.errors import StepReplayError, StoreDamagedWarning
-from nbstep.storage.base import (
-    CheckReport,
-    GcReport,
-    NamespaceSummary,
-    Problem,
-    RepairReport,
-    StoreAdmin,
-    Usage,
-    check_grace,
-)
+from nbstep.storage.base import StoreAdmin
 from nbstep.storage.objects import ObjectFiles
 
 from . import events, frames
 from .layout import Layout
 from .mirror import Mirror
-from .mirror import queries as mirror_queries
 from .namespace_log import NamespaceLog, log_name
 from .quarantine import Quarantine
+
+if TYPE_CHECKING:
+    from nbstep.storage.reports import (
+        CheckReport,
+        GcReport,
+        NamespaceSummary,
+        RepairReport,
+        Usage,
+    )
+
+# The report classes and the mirror's queries are imported where they are used: this
+# module is part of every LocalStore, and a process that only runs steps needs neither.
 
 
 class LocalAdmin(StoreAdmin):
@@ -71,6 +73,10 @@ class LocalAdmin(StoreAdmin):
                 yield named, path
 
     def summary(self) -> list[NamespaceSummary]:
+        from nbstep.storage.reports import NamespaceSummary
+
+        from .mirror import queries as mirror_queries
+
         with self.mirror.using() as con:
             rows = mirror_queries.summary(con)
         return [NamespaceSummary(namespace, int(steps), int(keys), int(size), int(old),
@@ -78,12 +84,16 @@ class LocalAdmin(StoreAdmin):
                 for namespace, steps, keys, size, old, last in rows]
 
     def history(self, namespace: str, *, values: bool = True) -> Any:
+        from .mirror import queries as mirror_queries
+
         with self.mirror.using({f"{log_name(namespace)}.log"}) as con:
             return mirror_queries.history(con, namespace, values)
 
     # -- gc ---------------------------------------------------------------------------
 
     def gc(self, *, dry_run: bool = False, grace_seconds: float = 3600.0) -> GcReport:
+        from nbstep.storage.reports import GcReport, check_grace
+
         check_grace(grace_seconds)
         report = GcReport()
         # gc's own exclusive lock on value files first: no writer is between writing a
@@ -102,6 +112,8 @@ class LocalAdmin(StoreAdmin):
     # -- checks -----------------------------------------------------------------------
 
     def check(self, *, decode: bool = False) -> CheckReport:
+        from nbstep.storage.reports import CheckReport, Problem
+
         report = CheckReport()
         by_object: dict[str, list[tuple[Record, bool]]] = {}
         for namespace, path in self._log_files():
@@ -159,6 +171,8 @@ class LocalAdmin(StoreAdmin):
         return None
 
     def repair(self) -> RepairReport:
+        from nbstep.storage.reports import RepairReport
+
         report = RepairReport()
         with warnings.catch_warnings(), self.objects.exclusive():
             # The damage is what is being repaired; the report counts it.
@@ -188,6 +202,8 @@ class LocalAdmin(StoreAdmin):
         return report
 
     def usage(self) -> Usage:
+        from nbstep.storage.reports import Usage
+
         total = 0
         for folder, _dirs, files in os.walk(self.root):
             for name in files:

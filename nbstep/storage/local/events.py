@@ -9,14 +9,13 @@ it is. docs/record-format.md lists them.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from typing import Any
 
-from nbstep.core.record import FORGOTTEN, RECORD_COLUMNS, RECORDED, NewRecord, Record
+from nbstep.core.record import FORGOTTEN, RECORDED, NewRecord, Record
 from nbstep.storage.values import Placed
 
-HOST = socket.gethostname()
+HOST = os.uname().nodename  # what socket.gethostname() says, without importing socket
 # Values up to this size stay in memory with their record; larger inline values are
 # read from the log when replayed, so a namespace of big values does not fill memory.
 CACHED_VALUE_LIMIT = 4096
@@ -46,9 +45,19 @@ def forgotten(event_id: int, namespace: str, key: str, sequence: int, reason: st
 
 
 def to_record(namespace: str, event: dict[str, Any], blob: bytes | None) -> Record:
-    """A recorded event's Record; ``blob`` is its inline value when it is kept in memory."""
-    values = dict(event, namespace=namespace, result_blob=blob)
-    return Record.from_row([values.get(column) for column in RECORD_COLUMNS])
+    """A recorded event's Record; ``blob`` is its inline value when it is kept in memory.
+
+    Built field by field (not through ``Record.from_row``): every namespace log event
+    becomes a Record when a process first reads the log, so this is on the path of
+    the first replay after a restart. JSON gives the fields their types already.
+    """
+    get = event.get
+    return Record(
+        event["event_id"], namespace, event["key"], event["sequence"], get("identity"),
+        get("deterministic_inputs_hash"), get("codec"), get("result_json"), blob,
+        get("object_sha256"), get("size_bytes") or 0, get("duration_s"),
+        event["occurred_at_us"], get("reason"), get("details"), get("checksum"),
+    )
 
 
 def slot(event: dict[str, Any]) -> tuple[str, int]:

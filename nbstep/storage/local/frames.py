@@ -23,8 +23,7 @@ import json
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 MAGIC = b"\x93NBF"
 _HEAD = struct.Struct("<4sII")  # magic, length, crc
@@ -37,6 +36,9 @@ MAX_BODY = 1 << 30
 _json_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
                                 check_circular=False, allow_nan=False).encode
 _json_decode = json.JSONDecoder().decode
+_HEAD_UNPACK = _HEAD.unpack_from
+_JSON_UNPACK = _JSON_LENGTH.unpack_from
+_crc32 = zlib.crc32
 
 
 def encode(event: dict[str, Any], blob: bytes | memoryview | None = None) -> bytes:
@@ -46,9 +48,9 @@ def encode(event: dict[str, Any], blob: bytes | memoryview | None = None) -> byt
     return _HEAD.pack(MAGIC, len(body), zlib.crc32(body)) + body
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """A valid frame at ``offset`` (``end`` is where the next one starts)."""
+class Frame(NamedTuple):
+    """A valid frame at ``offset`` (``end`` is where the next one starts); a named
+    tuple, built fast: reading a log makes one per event."""
 
     offset: int
     end: int
@@ -60,8 +62,7 @@ class Frame:
         return self.blob_start < self.end
 
 
-@dataclass(frozen=True, slots=True)
-class Damage:
+class Damage(NamedTuple):
     """Bytes ``[offset, end)`` that are no valid frame; ``torn``: nothing valid follows."""
 
     offset: int
@@ -69,47 +70,53 @@ class Damage:
     torn: bool
 
 
-def decode_at(data: Any, offset: int) -> Frame | None:
-    """The valid frame starting exactly at ``offset`` of ``data``, else None."""
-    if len(data) - offset < HEAD_SIZE:
+def decode_at(data: Any, offset: int, base: int = 0) -> Frame | None:
+    """The valid frame starting exactly at ``offset`` of ``data``, else None.
+
+    ``data`` is bytes read from a log at offset ``base``: the frame's offsets are
+    the log's (``offset + base``).
+    """
+    size = len(data)
+    if size - offset < HEAD_SIZE:
         return None
-    magic, length, crc = _HEAD.unpack_from(data, offset)
+    magic, length, crc = _HEAD_UNPACK(data, offset)
     if magic != MAGIC or length < _JSON_LENGTH.size or length > MAX_BODY:
         return None
     start = offset + HEAD_SIZE
     end = start + length
-    if end > len(data):
+    if end > size:
         return None
-    body = data[start:end]
-    if zlib.crc32(body) != crc:
+    view = memoryview(data)
+    if _crc32(view[start:end]) != crc:
         return None
-    (text_length,) = _JSON_LENGTH.unpack_from(body, 0)
-    text_end = _JSON_LENGTH.size + text_length
-    if text_end > length:
+    text_start = start + _JSON_LENGTH.size
+    text_end = text_start + _JSON_UNPACK(data, start)[0]
+    if text_end > end:
         return None
     try:
-        event = _json_decode(bytes(body[_JSON_LENGTH.size:text_end]).decode("utf-8"))
+        event = _json_decode(str(view[text_start:text_end], "utf-8"))
     except (UnicodeDecodeError, ValueError):
         return None
-    if not isinstance(event, dict):
+    if type(event) is not dict:
         return None
-    return Frame(offset, end, event, start + text_end)
+    return Frame(offset + base, end + base, event, text_end + base)
 
 
-def scan(data: Any, offset: int = 0) -> Iterator[Frame | Damage]:
-    """Every valid frame and every damaged stretch of ``data`` from ``offset`` on."""
+def scan(data: Any, offset: int = 0, base: int = 0) -> Iterator[Frame | Damage]:
+    """Every valid frame and every damaged stretch of ``data`` from ``offset`` on
+    (offsets in the log, where ``data`` starts at ``base``)."""
     size = len(data)
     while offset < size:
-        frame = decode_at(data, offset)
+        frame = decode_at(data, offset, base)
         if frame is not None:
             yield frame
-            offset = frame.end
+            offset = frame.end - base
             continue
         following = _next_frame(data, offset + 1)
         if following is None:
-            yield Damage(offset, size, torn=True)
+            yield Damage(offset + base, size + base, torn=True)
             return
-        yield Damage(offset, following, torn=False)
+        yield Damage(offset + base, following + base, torn=False)
         offset = following
 
 

@@ -28,6 +28,7 @@ from nbstep.errors import NbstepError, StoreFormatError
 # 1, 2: nbstep 0.1 (events in DuckDB). 3: namespace logs; DuckDB mirrors them.
 FORMAT_VERSION = 3
 FORMAT_NAME = "format"
+DB_NAME = "steps.duckdb"  # the DuckDB mirror of the logs (derived, rebuilt when damaged)
 _FORMAT_TEXT = f"nbstep store {FORMAT_VERSION}\n"
 
 

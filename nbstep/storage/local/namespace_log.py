@@ -49,6 +49,10 @@ LOG_FORMAT = 3
 INDEX_AFTER = 2048
 # How often (seconds) a reader checks whether gc replaced the log.
 RECHECK = 0.05
+# The key of the frame gc and repair append to a log file they replaced.
+MOVED = "nbstep_log_moved"
+# Bytes read at once when frames are found through the slot index.
+WINDOW = 256 * 1024
 
 Slot = tuple[str, int]
 
@@ -89,6 +93,10 @@ class NamespaceLog:
         self.recent: dict[Slot, tuple[Record | None, int]] = {}
         self.cached: dict[Slot, Record] = {}  # read through the index
         self.values_at: dict[int, int] = {}  # event id -> frame offset, values not kept
+        self.moved = False  # this file was replaced by the log's next generation
+        self._window: tuple[int, bytes] = (0, b"")  # bytes of the log read last, and where
+        self._index_lookups = 0
+        self._index_dict: dict[tuple[int, int], list[int]] | None = None
 
     # -- reading -----------------------------------------------------------------------
 
@@ -103,13 +111,33 @@ class NamespaceLog:
             return recent[0]
         record = self.cached.get(slot)
         if record is None and self.index is not None:
-            for offset in self.index.offsets(*slot):
+            for offset in self._index_offsets(slot):
                 frame = self._frame_at(offset)
                 if frame is not None and events.slot(frame.event) == slot:
                     record = self._record(frame, self._blob(frame))
                     self.cached[slot] = record
                     break
         return record
+
+    def _index_offsets(self, slot: Slot) -> list[int]:
+        """Frame offsets the slot index gives for a slot.
+
+        A binary search in the index file at first; once a process has looked up as
+        many slots as it would take to read the whole index (about 1 in 25 of its
+        entries), the index is read into a dict and later lookups are a dict's.
+        """
+        index = self.index
+        assert index is not None
+        table = self._index_dict
+        if table is None:
+            self._index_lookups += 1
+            if self._index_lookups * 25 < index.count:
+                return index.offsets(*slot)
+            table = {}
+            for h, seq, offset in index.entries():
+                table.setdefault((h, seq), []).append(offset)
+            self._index_dict = table
+        return table.get((slots.key_hash(slot[0]), slot[1]), [])
 
     def current(self) -> list[Record]:
         """Every current record, in append order (reads the whole log)."""
@@ -311,10 +339,17 @@ class NamespaceLog:
                     [(h, seq, offset) for (h, seq), offset in entries.items()])
         index = slots.SlotIndex.open(self.index_path, self.generation)
         if index is not None:
-            for (_key, _seq), (record, _offset) in self.recent.items():
-                if record is not None:
-                    self.cached[(record.key, record.sequence)] = record
-            self.index, self.recent = index, {}
+            # What `recent` said now comes from the index: keep its records, and drop
+            # every forgotten slot from the cache, or a lookup would find the record
+            # the forget superseded.
+            for slot, (record, _offset) in self.recent.items():
+                if record is None:
+                    self.cached.pop(slot, None)
+                else:
+                    self.cached[slot] = record
+            if self.index is not None:
+                self.index.close()
+            self.index, self.recent, self._index_dict = index, {}, None
 
     # -- gc ----------------------------------------------------------------------------------
 
@@ -385,7 +420,25 @@ class NamespaceLog:
         slots.write(self.index_path, generation, offset, self.max_event_id, entries)
         os.replace(tmp, self.path)
         fsync_dir(self.path.parent)
+        self._mark_moved(generation)
         self._close()  # the old generation: read the new one from the start
+
+    def _mark_moved(self, generation: int) -> None:
+        """Tell readers holding the old file open that it was replaced.
+
+        A reader sees the log grow on its next lookup (it checks the size anyway) and
+        reads this frame, so it never answers from the old generation after the new
+        one holds a later event: nothing is appended to the new file before this
+        returns, as the lock is still held. Should the write fail (a full disk), a
+        reader still notices by the file's inode within RECHECK seconds.
+        """
+        assert self._fd is not None
+        try:
+            os.write(self._fd, frames.encode({MOVED: generation}))
+        except OSError as e:
+            warnings.warn(f"nbstep: could not mark {self.path}'s old generation as replaced "
+                          f"({e.strerror}); other kernels see the new one within {RECHECK} s",
+                          StoreDamagedWarning, stacklevel=4)
 
     # -- the file -------------------------------------------------------------------------
 
@@ -448,6 +501,9 @@ class NamespaceLog:
         size = self._size()
         if size > self.parsed_to:
             self._parse(self.parsed_to, size, final=False)
+            if self.moved:  # gc or repair wrote the next generation: read that one
+                self._close()
+                self._refresh()
 
     def _load(self) -> None:
         """Read the header, the slot index if it fits, and the log beyond it."""
@@ -492,21 +548,33 @@ class NamespaceLog:
         return header.end if header is not None and "nbstep_log" in header.event else 0
 
     def _parse(self, start: int, end: int, final: bool) -> None:
-        for item in self._scan(start, end):
-            if isinstance(item, frames.Damage):
+        if end <= start:
+            return
+        data = self._read(start, end)
+        namespace = self.namespace
+        recent = self.recent
+        for item in frames.scan(data, base=start):
+            if type(item) is frames.Damage:
                 if item.torn and not final:
                     break  # an append in progress, or a torn tail the next writer cuts
+                self._set_aside(item, data, start)
                 continue
             event = item.event
-            if "event_id" not in event or event.get("namespace", self.namespace) != self.namespace:
+            if "event_id" not in event or event.get("namespace", namespace) != namespace:
+                self.moved = self.moved or MOVED in event
                 self.parsed_to = item.end
                 continue
-            self.max_event_id = max(self.max_event_id, event["event_id"])
-            if event["kind"] == RECORDED:
-                record = self._record(item, self._blob(item))
-                self.recent[events.slot(event)] = (record, item.offset)
-            elif event["kind"] == FORGOTTEN:
-                self.recent[events.slot(event)] = (None, item.offset)
+            if event["event_id"] > self.max_event_id:
+                self.max_event_id = event["event_id"]
+            kind = event["kind"]
+            if kind == RECORDED:
+                blob = None
+                if item.blob_start < item.end <= item.blob_start + events.CACHED_VALUE_LIMIT:
+                    blob = data[item.blob_start - start:item.end - start]
+                recent[(event["key"], event["sequence"])] = (self._record(item, blob),
+                                                              item.offset)
+            elif kind == FORGOTTEN:
+                recent[(event["key"], event["sequence"])] = (None, item.offset)
             self.parsed_to = item.end
 
     def _scan(self, start: int, end: int) -> Iterator[frames.Frame | frames.Damage]:
@@ -514,16 +582,17 @@ class NamespaceLog:
         if end <= start:
             return
         data = self._read(start, end)
-        for item in frames.scan(data):
-            if isinstance(item, frames.Frame):
-                yield frames.Frame(item.offset + start, item.end + start, item.event,
-                                   item.blob_start + start)
-                continue
-            damage = frames.Damage(item.offset + start, item.end + start, item.torn)
-            if not damage.torn:
-                self.quarantine.keep(self.path, self.generation, damage.offset,
-                                     data[item.offset:item.end], "damaged frame")
-            yield damage
+        for item in frames.scan(data, base=start):
+            if type(item) is frames.Damage:
+                self._set_aside(item, data, start)
+            yield item
+
+    def _set_aside(self, damage: frames.Damage, data: bytes, start: int) -> None:
+        """Keep damaged bytes in quarantine (a torn tail is not damage: it is cut)."""
+        if not damage.torn:
+            self.quarantine.keep(self.path, self.generation, damage.offset,
+                                 data[damage.offset - start:damage.end - start],
+                                 "damaged frame")
 
     def _frames(self, start: int, end: int) -> Iterator[frames.Frame]:
         for item in self._scan(start, end):
@@ -532,22 +601,32 @@ class NamespaceLog:
                 yield item
 
     def _frame_at(self, offset: int) -> frames.Frame | None:
+        """The valid frame at ``offset``, read through a window of the log: a replay
+        usually asks for the frames of one run in order, so one read serves many."""
+        start, window = self._window
+        if not start <= offset <= start + len(window) - frames.HEAD_SIZE:
+            start, window = offset, self._read(offset, offset + WINDOW)
+            self._window = (start, window)
+        frame = frames.decode_at(window, offset - start, base=start)
+        if frame is not None or len(window) - (offset - start) >= frames.MAX_BODY:
+            return frame
+        # Longer than what is left of the window (or not a frame at all): read it whole.
         head = self._read(offset, offset + frames.HEAD_SIZE)
         if len(head) < frames.HEAD_SIZE:
             return None
         length = int.from_bytes(head[4:8], "little")
         if length > frames.MAX_BODY:
             return None
-        frame = frames.decode_at(self._read(offset, offset + frames.HEAD_SIZE + length), 0)
-        if frame is None:
-            return None
-        return frames.Frame(offset, offset + (frame.end - frame.offset), frame.event,
-                            offset + frame.blob_start)
+        return frames.decode_at(self._read(offset, offset + frames.HEAD_SIZE + length), 0,
+                                base=offset)
 
     def _blob(self, frame: frames.Frame) -> bytes | None:
         """The inline value of a frame, when small enough to keep in memory."""
         if not frame.has_blob or frame.end - frame.blob_start > events.CACHED_VALUE_LIMIT:
             return None
+        start, window = self._window
+        if start <= frame.blob_start and frame.end <= start + len(window):
+            return window[frame.blob_start - start:frame.end - start]
         return self._read(frame.blob_start, frame.end)
 
     def _record(self, frame: frames.Frame, blob: bytes | None) -> Record:

@@ -21,8 +21,8 @@ from nbstep.storage.base import StepStore, StoreAdmin
 from nbstep.storage.objects import ObjectFiles
 
 from .admin import LocalAdmin
-from .layout import Layout
-from .mirror import DB_NAME, Mirror
+from .layout import DB_NAME, Layout
+from .mirror import Mirror
 from .namespace_log import NamespaceLog
 from .quarantine import Quarantine
 

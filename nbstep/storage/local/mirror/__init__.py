@@ -14,35 +14,51 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbstep.errors import StoreDamagedWarning
+from nbstep.storage.local.layout import DB_NAME
 from nbstep.storage.local.quarantine import Quarantine
 
-from . import legacy, schema, sync
-from .attachment import DEFAULT_LINGER, Attachment, DatabaseUnreadable
+if TYPE_CHECKING:
+    from .attachment import Attachment, DatabaseUnreadable
 
+# The modules that do the work (and DuckDB) load on the first query: a process that
+# only runs steps never imports them.
 __all__ = ["DB_NAME", "Mirror"]
-DB_NAME = schema.DB_NAME
 
 
 class Mirror:
     """``steps.duckdb`` of a local store, attached only while a query runs."""
 
     def __init__(self, root: Path, logs: Path, quarantine: Quarantine, *,
-                 busy_timeout: float, linger: float = DEFAULT_LINGER) -> None:
+                 busy_timeout: float, linger: float) -> None:
         self.root, self.logs, self.quarantine = root, logs, quarantine
         self.db_path = root / DB_NAME
         self._upgrading = False
         self._guard = threading.RLock()
-        self.attachment = Attachment(root, linger=linger, busy_timeout=busy_timeout,
-                                     on_attach=self._on_attach,
-                                     before_detach=lambda con: None,
-                                     on_reset=lambda forked: None)
+        self._linger, self._busy_timeout = linger, busy_timeout
+        self._attachment: Attachment | None = None
+
+    @property
+    def attachment(self) -> Attachment:
+        if self._attachment is None:
+            from .attachment import Attachment
+
+            with self._guard:
+                if self._attachment is None:
+                    self._attachment = Attachment(
+                        self.root, linger=self._linger, busy_timeout=self._busy_timeout,
+                        on_attach=self._on_attach, before_detach=lambda con: None,
+                        on_reset=lambda forked: None)
+        return self._attachment
 
     @contextmanager
     def using(self, only: set[str] | None = None) -> Iterator[Any]:
         """The attached, up-to-date table (``only``: sync just these log files)."""
+        from . import sync
+        from .attachment import DatabaseUnreadable
+
         with self._guard:
             try:
                 with self.attachment.use():
@@ -55,6 +71,9 @@ class Mirror:
 
     def _on_attach(self, con: Any) -> None:
         import duckdb
+
+        from . import legacy, schema
+        from .attachment import DatabaseUnreadable
 
         if self._upgrading:
             return
@@ -84,6 +103,8 @@ class Mirror:
         """Turn a format 1/2 store's table into logs; None if this is no such store."""
         if not self.db_path.exists():
             return None
+        from . import legacy, schema, sync
+
         with self._guard:
             self._upgrading = True
             try:
@@ -100,6 +121,9 @@ class Mirror:
 
     def rebuild(self) -> None:
         """Build the table again from the logs (whatever state it was in)."""
+        from . import schema
+        from .attachment import DatabaseUnreadable
+
         with self._guard:
             try:
                 with self.attachment.use() as con:
@@ -111,6 +135,8 @@ class Mirror:
 
     def foreign_tables(self) -> set[str]:
         """The tables of a ``steps.duckdb`` that is no nbstep store at all."""
+        from . import schema
+
         with self._guard:
             self._upgrading = True
             try:
@@ -120,10 +146,12 @@ class Mirror:
                 self._upgrading = False
 
     def release(self) -> None:
-        self.attachment.release()
+        if self._attachment is not None:
+            self._attachment.release()
 
     def close(self) -> None:
-        self.attachment.close()
+        if self._attachment is not None:
+            self._attachment.close()
 
 
 def legacy_store_error(path: Path) -> Exception:

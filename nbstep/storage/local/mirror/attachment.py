@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from nbstep.errors import NbstepError, StoreBusy
+from nbstep.storage.local.layout import DB_NAME
 
-from .schema import ALIAS, DB_NAME
+from .schema import ALIAS
 
 LOCK_NAME = "steps.lock"
 WANT_NAME = "lock.want"

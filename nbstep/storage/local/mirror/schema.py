@@ -18,7 +18,6 @@ from nbstep.errors import NbstepError
 
 # Bump when the tables below change: a mirror of another version is rebuilt.
 MIRROR_VERSION = 3
-DB_NAME = "steps.duckdb"
 ALIAS = "nbstep_store"
 EVENTS = f"{ALIAS}.events"
 META = f"{ALIAS}.meta"
