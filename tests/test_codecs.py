@@ -36,14 +36,29 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nbstep.codecs import CODECS, Encoded, decode, encode
+from nbstep.codecs.streamed import Streamed
 from nbstep.errors import NotPersistable
 
 # -- helpers -------------------------------------------------------------------
 
 
+def encoded_bytes(encoded: Encoded, tmp_path: Path) -> bytes:
+    """The encoded bytes; for a Streamed value, also what it writes to a file, which
+    must be the same bytes."""
+    data = encoded.data
+    if not isinstance(data, Streamed):
+        return bytes(memoryview(data))
+    raw = bytes(data)
+    written = tmp_path / f"streamed-{hashlib.sha256(raw).hexdigest()}"
+    written.touch()
+    data.write_to(str(written))
+    assert written.read_bytes() == raw, "the streamed file differs from the bytes"
+    return raw
+
+
 def decode_all_ways(encoded: Encoded, tmp_path: Path) -> list[object]:
     """Decode from bytes, memoryview, and an mmap (read-only and copy-on-write)."""
-    raw = bytes(memoryview(encoded.data))
+    raw = encoded_bytes(encoded, tmp_path)
     results = [decode(encoded.codec, raw), decode(encoded.codec, memoryview(raw))]
     if raw:
         path = tmp_path / f"object-{hashlib.sha256(raw).hexdigest()}"
@@ -82,7 +97,7 @@ def roundtrip(value: object, tmp_path: Path, codec: str | None = None) -> list[o
     if codec is not None:
         assert encoded.codec == codec
     assert encoded.codec in CODECS
-    assert encoded.size == len(memoryview(encoded.data).cast("B"))
+    assert encoded.size == len(encoded_bytes(encoded, tmp_path))
     return decode_all_ways(encoded, tmp_path)
 
 
@@ -312,7 +327,7 @@ def test_every_exact_json_value_gets_the_json_codec(value: object) -> None:
 def test_bytes_are_stored_raw(value: bytes, tmp_path: Path) -> None:
     encoded = encode(value)
     assert encoded.codec == "bytes"
-    assert bytes(memoryview(encoded.data)) == value  # no framing
+    assert bytes(encoded.data) == value  # no framing
     for back in decode_all_ways(encoded, tmp_path):
         assert_same(value, back)
 
@@ -419,7 +434,7 @@ def test_notebook_definitions_are_cloudpickled_and_load_in_a_fresh_process(
     encoded = encode(value)
     assert encoded.codec == "cloudpickle"  # ... but would not in the next one
     path = tmp_path / "object"
-    path.write_bytes(bytes(memoryview(encoded.data)))
+    path.write_bytes(bytes(encoded.data))
     script = textwrap.dedent(f"""
         import mmap
         from nbstep.codecs import decode
@@ -529,9 +544,14 @@ def test_arrays_round_trip_as_npy(array: np.ndarray, tmp_path: Path) -> None:
 def test_npy_bytes_are_what_numpy_load_reads() -> None:
     import io
 
-    array = np.arange(6.0).reshape(2, 3)
-    loaded = np.load(io.BytesIO(bytes(memoryview(encode(array).data))), allow_pickle=False)
-    assert_array_same(array, loaded)
+    c_order = np.arange(6.0).reshape(2, 3)
+    for array in (c_order, np.asfortranarray(c_order), c_order[:, ::2], c_order[::-1]):
+        encoded = bytes(encode(array).data)
+        saved = io.BytesIO()
+        np.save(saved, array, allow_pickle=False)
+        assert encoded == saved.getvalue()  # byte for byte what numpy.save writes
+        loaded = np.load(io.BytesIO(encoded), allow_pickle=False)
+        assert_array_same(array, loaded)
 
 
 def test_object_arrays_and_array_subclasses_are_pickled(tmp_path: Path) -> None:
@@ -548,7 +568,7 @@ def test_object_arrays_and_array_subclasses_are_pickled(tmp_path: Path) -> None:
 def test_decoded_arrays_are_writable_and_independent(tmp_path: Path) -> None:
     array = np.arange(1000.0)
     encoded = encode(array)
-    raw = bytes(memoryview(encoded.data))
+    raw = bytes(encoded.data)
     first, *others = decode_all_ways(encoded, tmp_path)
     for back in [first, *others]:
         back[0] = -1.0  # type: ignore[index]
@@ -558,7 +578,7 @@ def test_decoded_arrays_are_writable_and_independent(tmp_path: Path) -> None:
 def test_npy_from_a_copy_on_write_mmap_is_zero_copy(tmp_path: Path) -> None:
     array = np.arange(100_000.0)
     path = tmp_path / "obj"
-    path.write_bytes(bytes(memoryview(encode(array).data)))
+    path.write_bytes(bytes(encode(array).data))
     with open(path, "rb") as f:
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
     back = decode("npy", mapped)
@@ -775,7 +795,7 @@ def test_decoded_frames_are_writable_and_do_not_share_state(tmp_path: Path) -> N
     frame = _writable_mix(1000)
     encoded = encode(frame)
     assert encoded.codec == "arrow"
-    raw = bytes(memoryview(encoded.data))
+    raw = bytes(encoded.data)
     for back in decode_all_ways(encoded, tmp_path):
         assert isinstance(back, pd.DataFrame)
         for position, column in enumerate(frame.columns):
@@ -799,7 +819,7 @@ def test_decoded_series_is_writable(tmp_path: Path) -> None:
 def test_a_copy_on_write_mmap_is_decoded_zero_copy(tmp_path: Path) -> None:
     frame = pd.DataFrame({"a": np.arange(100_000.0), "b": np.arange(100_000)})
     path = tmp_path / "obj"
-    path.write_bytes(bytes(memoryview(encode(frame).data)))
+    path.write_bytes(bytes(encode(frame).data))
     with open(path, "rb") as f:
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
     back = decode("arrow", mapped)
@@ -812,28 +832,34 @@ def test_a_copy_on_write_mmap_is_decoded_zero_copy(tmp_path: Path) -> None:
 
 def test_bytes_are_decoded_into_fresh_memory() -> None:
     frame = pd.DataFrame({"a": np.arange(1000.0)})
-    raw = bytes(memoryview(encode(frame).data))
+    raw = bytes(encode(frame).data)
     back = decode("arrow", raw)
     assert not np.shares_memory(back["a"].to_numpy(), np.frombuffer(raw, np.uint8))
 
 
 def test_object_files_open_with_plain_pyarrow() -> None:
     frame = FRAMES["numeric"]
-    reader = pa.ipc.open_file(pa.py_buffer(encode(frame).data))
+    reader = pa.ipc.open_file(pa.py_buffer(bytes(encode(frame).data)))
     assert reader.read_all().column_names == list(frame.columns)
 
 
 def test_a_truncated_arrow_object_fails_loudly() -> None:
-    raw = bytes(memoryview(encode(FRAMES["numeric"]).data))
+    raw = bytes(encode(FRAMES["numeric"]).data)
     for cut in (1, 16, len(raw) // 2):
         with pytest.raises(pa.ArrowInvalid):
             decode("arrow", raw[:-cut])
 
 
-def test_arrow_encoding_returns_the_buffer_without_copying_it_to_bytes() -> None:
-    encoded = encode(pd.DataFrame({"a": np.arange(10.0)}))
-    assert not isinstance(encoded.data, bytes)
-    assert encoded.size == memoryview(encoded.data).nbytes
+def test_frames_and_arrays_are_written_straight_from_their_memory() -> None:
+    frame = pd.DataFrame({"a": np.arange(10.0)})
+    array = np.arange(10.0)
+    for value in (frame, array):
+        encoded = encode(value)
+        assert isinstance(encoded.data, Streamed)  # no joined copy of the value's bytes
+        assert encoded.size == len(bytes(encoded.data))
+    # The array's own memory is what gets written, not a copy of it.
+    parts = encode(array).data.parts()
+    assert np.shares_memory(np.frombuffer(parts[-1], dtype=np.uint8), array)
 
 
 # -- hypothesis: frames ------------------------------------------------------------
@@ -892,6 +918,8 @@ def _surrogate_free(text: str) -> bool:
 
 def private_copy(data: object) -> mmap.mmap:
     """The bytes in a writable anonymous mapping: decode's zero-copy path, no file."""
+    if isinstance(data, Streamed):
+        data = bytes(data)
     view = memoryview(data).cast("B")  # type: ignore[arg-type]
     mapped = mmap.mmap(-1, max(len(view), 1))
     mapped[: len(view)] = view

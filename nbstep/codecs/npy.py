@@ -1,7 +1,9 @@
 """The ``npy`` codec: an exact ``numpy.ndarray`` of a dtype without Python objects.
 
-The bytes are what ``numpy.save`` writes (format 1.0, or 2.0 for a long header),
-built with one copy; decoding a private mapping gives a writable view into it.
+The bytes are what ``numpy.save`` writes (format 1.0, or 2.0 for a long header): a
+contiguous array's memory is written to its file as it is (:class:`.Streamed`),
+another array is built with one copy; decoding a private mapping gives a writable
+view into it.
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from .mapping import is_private
+from .streamed import Parts, Streamed
 
 
-def encode(array: Any) -> memoryview | None:
-    """``.npy`` bytes (the format ``numpy.save`` writes), built with one copy."""
+def encode(array: Any) -> Streamed | memoryview | None:
+    """``.npy`` bytes (the format ``numpy.save`` writes): the header and the array's
+    memory when it is contiguous, else built with one copy."""
     import numpy as np
     from numpy.lib import format as npy
 
@@ -27,6 +31,11 @@ def encode(array: Any) -> memoryview | None:
     except (ValueError, UnicodeError):
         return None  # e.g. a structured dtype with non-latin-1 field names
     head = b"".join(header.parts)
+    if array.flags.c_contiguous or array.flags.f_contiguous:
+        # The array's own memory after the header: written to the file as it is, no
+        # copy (np.save's byte order: C order, or F order when fortran_order says so).
+        body = array.ravel(order="K").view(np.uint8) if array.nbytes else b""
+        return Parts([head, body])
     out = bytearray(len(head) + array.nbytes)
     out[: len(head)] = head
     if array.nbytes:

@@ -31,6 +31,7 @@ import sys
 from typing import Any, NamedTuple
 
 from . import arrow, npy, pickled, plain
+from .streamed import Streamed
 
 CODECS: tuple[str, ...] = ("json", "arrow", "npy", "bytes", "pickle", "cloudpickle")
 
@@ -39,7 +40,9 @@ class Encoded(NamedTuple):
     """A value as bytes, and the codec that reads them back."""
 
     codec: str  # one of CODECS
-    data: bytes | memoryview  # for "json", the UTF-8 bytes of the JSON text
+    # For "json", the UTF-8 bytes of the JSON text. A large array or frame is a
+    # Streamed: written to its file when stored (bytes(data) gives the bytes).
+    data: bytes | memoryview | Streamed
 
     @property
     def size(self) -> int:
@@ -79,11 +82,14 @@ def encode(value: Any) -> Encoded:
 def decode(codec: str, data: Any) -> Any:
     """Decode what :func:`encode` produced; a fresh, writable object on every call.
 
-    ``data`` is ``bytes``, a ``memoryview`` or an ``mmap``. An ``mmap`` opened with
+    ``data`` is ``bytes``, a ``memoryview``, an ``mmap`` (or a :class:`.Streamed`
+    from ``encode``, joined first). An ``mmap`` opened with
     ``access=mmap.ACCESS_COPY`` is taken over: arrays and frame columns become
     writable views into it (zero-copy); every other buffer is copied where the
     result must be writable.
     """
+    if isinstance(data, Streamed):
+        data = data.tobytes()
     if codec == "json":
         return plain.decode_json(data)
     if codec == "pickle" or codec == "cloudpickle":

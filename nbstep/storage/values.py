@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from nbstep import codecs
+from nbstep.codecs.streamed import Streamed
 from nbstep.core.record import NewRecord, Record
 from nbstep.errors import StepReplayError, StoreWriteError
 
@@ -49,7 +50,9 @@ def place(new: NewRecord, inline_limit: int, objects: ObjectFiles) -> Placed:
 
 
 def _size(data: Any) -> int:
-    return len(data) if type(data) is bytes else memoryview(data).nbytes
+    if type(data) is bytes:
+        return len(data)
+    return data.nbytes if isinstance(data, Streamed) else memoryview(data).nbytes
 
 
 def recompute_hint(record: Record) -> str:

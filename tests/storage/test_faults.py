@@ -153,6 +153,33 @@ def test_every_write_failing_on_a_full_disk_keeps_the_store_whole(tmp_path, monk
     print(f"\nfull disk (test double): {faults} failed appends, every returned one kept")
 
 
+def test_a_large_value_whose_file_cannot_be_synced_records_nothing(tmp_path, monkeypatch):
+    """A test double of a disk that fails to flush a large value file (written first,
+    then hashed while another thread syncs it): the error reaches the caller as the
+    store's, no temporary file stays, no record is written, the next try works."""
+    from nbstep.storage import objects
+
+    root = tmp_path / "store"
+    store = LocalStore(root, inline_limit=128)
+    value = bytes(range(256)) * 30_000  # 7.7 MB: the write-then-hash path
+    real_fsync = objects._fsync_file
+
+    def failing_fsync(path):
+        if path.parent.name == objects.TMP:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_fsync(path)
+
+    monkeypatch.setattr(objects, "_fsync_file", failing_fsync)
+    with pytest.raises(StoreWriteError, match="Input/output error"):
+        store.append(new_record(NS, "big", 1, value), None)
+    assert not list((root / "objects" / objects.TMP).iterdir())
+    assert store.lookup(NS, "big", 1) is None
+    monkeypatch.setattr(objects, "_fsync_file", real_fsync)
+    record, _ = store.append(new_record(NS, "big", 1, value), None)
+    assert store.read(record) == value
+    store.close()
+
+
 @pytest.fixture
 def tiny_filesystem(tmp_path):
     mount = tmp_path / "tiny"
