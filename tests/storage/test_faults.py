@@ -180,6 +180,37 @@ def test_a_large_value_whose_file_cannot_be_synced_records_nothing(tmp_path, mon
     store.close()
 
 
+def test_a_failing_flush_of_the_log_is_reported_and_the_log_goes_on(tmp_path, monkeypatch):
+    """A test double of a disk whose flush fails once (EIO): the append raises the
+    store's error naming the log; the frame was written, so it may replay (a record of a
+    value the step did compute, never another one); the next appends are flushed."""
+    root = tmp_path / "store"
+    store = LocalStore(root, inline_limit=128)
+    store.append(new_record(NS, "before", 1, "kept"), None)
+    real = namespace_log.os.fdatasync
+    calls = []
+
+    def failing_once(fd):
+        calls.append(fd)
+        if len(calls) == 1:
+            raise OSError(errno.EIO, "Input/output error")
+        return real(fd)
+
+    monkeypatch.setattr(namespace_log.os, "fdatasync", failing_once)
+    with pytest.raises(StoreWriteError, match=f"{log_name(NS)}.log.*Input/output error"):
+        store.append(new_record(NS, "during", 1, "computed"), None)
+    record, _ = store.append(new_record(NS, "after", 1, "recorded"), None)
+    assert len(calls) == 2
+    monkeypatch.setattr(namespace_log.os, "fdatasync", real)
+    store.close()
+    store = LocalStore(root, inline_limit=128)
+    assert store.read(store.lookup(NS, "before", 1)) == "kept"
+    assert store.read(store.lookup(NS, "after", 1)) == "recorded"
+    during = store.lookup(NS, "during", 1)
+    assert during is None or store.read(during) == "computed"
+    store.close()
+
+
 @pytest.fixture
 def tiny_filesystem(tmp_path):
     mount = tmp_path / "tiny"

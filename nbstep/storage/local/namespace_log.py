@@ -80,6 +80,7 @@ class NamespaceLog:
         self._fd: int | None = None
         self._inode: int | None = None
         self._checked = 0.0
+        self._unsynced = False  # frames written under the lock, not yet flushed
         self._reset()
         NamespaceLog._open_logs.add(self)
 
@@ -226,19 +227,36 @@ class NamespaceLog:
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
-        """The log locked, opened (created if new) and read to its end."""
+        """The log locked, opened (created if new) and read to its end.
+
+        What ``_append`` wrote is flushed to disk after the lock is let go, before this
+        returns: other writers append meanwhile, and one flush covers every frame
+        written before it (group commit). Holding the lock through the flush made
+        eight processes on one notebook wait for each other's disk flushes in turn.
+        """
+        sync_fd = None
         with self.lock:
             fd = self._lock_for_write()
             try:
                 self._catch_up_for_write(fd)
+                self._unsynced = False
                 yield
+                if self._unsynced:
+                    sync_fd = os.dup(fd)  # the log may be closed (gc) before the flush
             finally:
                 if self._fd == fd:  # (compaction closes it: closing let the lock go)
                     fcntl.flock(fd, fcntl.LOCK_UN)
+        if sync_fd is not None:
+            try:
+                os.fdatasync(sync_fd)
+            except OSError as e:
+                raise StoreWriteError(self.path, e) from e
+            finally:
+                os.close(sync_fd)
 
     def _lock_for_write(self) -> int:
         deadline = time.monotonic() + self.busy_timeout
-        delay = 0.0005
+        delay = 0.00002  # a writer holds the lock for tens of microseconds
         while True:
             fd = self._open(create=True)
             try:
@@ -252,7 +270,7 @@ class NamespaceLog:
                         "with `fuser` and stop it, or raise nbstep.configure(busy_timeout=)."
                     ) from None
                 time.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, 0.005)
+                delay = min(delay * 1.5, 0.001)
                 continue
             if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
                 return fd
@@ -279,7 +297,8 @@ class NamespaceLog:
                 os.fsync(fd)
 
     def _append(self, batch: list[bytes]) -> int:
-        """Write frames at the end, durably; return where the first one starts."""
+        """Write frames at the end (``_writing`` flushes them to disk before it
+        returns); return where the first one starts."""
         fd = self._fd
         assert fd is not None
         data = b"".join(batch)
@@ -288,7 +307,7 @@ class NamespaceLog:
             written = os.write(fd, data)
             if written != len(data):
                 raise OSError(errno.ENOSPC, "short write (the disk is full?)")
-            os.fdatasync(fd)
+            self._unsynced = True  # flushed by _writing once the lock is let go
         except OSError as e:
             # A partial frame must not stay: later frames would follow a torn one.
             try:
