@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from nbstep.storage.local import frames
 
@@ -30,30 +30,61 @@ _INSERT = (
 )
 
 
+class _Change(NamedTuple):
+    """What one log adds to the table since the last sync."""
+
+    file: str
+    namespace: str
+    generation: int
+    inode: int
+    synced: int  # bytes of the log in the table after this sync
+    replace: bool  # the namespace's rows are replaced (a new log, or gc compacted it)
+    rows: list[list[Any]]
+
+
 def sync(con: Any, folder: Path, db_path: Path, only: set[str] | None = None) -> None:
-    """Update the table from the logs in ``folder`` (``only``: these file names)."""
+    """Update the table from the logs in ``folder`` (``only``: these file names).
+
+    Every change goes in one transaction, whatever the number of logs: a first
+    `nbstep ls` over a thousand notebooks commits once, not a thousand times.
+    """
     known = {row[0]: row[1:] for row in con.execute(
         f"SELECT file, namespace, generation, inode, synced FROM {LOGS}").fetchall()}
     present = {p.name: p for p in folder.glob("*.log")} if folder.is_dir() else {}
-    for name in sorted(set(known) - set(present)):
-        if only is None or name in only:
-            with transaction(con, "drop a removed log's rows", db_path):
-                con.execute(f"DELETE FROM {EVENTS} WHERE namespace = ?", [known[name][0]])
-                con.execute(f"DELETE FROM {LOGS} WHERE file = ?", [name])
-    for name, path in sorted(present.items()):
-        if only is None or name in only:
-            _sync_one(con, path, known.get(name), db_path)
+    removed = [name for name in sorted(set(known) - set(present))
+               if only is None or name in only]
+    changes = [change for name, path in sorted(present.items())
+               if (only is None or name in only)
+               and (change := _read_one(path, known.get(name))) is not None]
+    if not removed and not changes:
+        return
+    with transaction(con, "bring the table up to date with the logs", db_path):
+        gone = [known[name][0] for name in removed]
+        gone += [change.namespace for change in changes if change.replace]
+        if gone:
+            con.execute(f"DELETE FROM {EVENTS} WHERE list_contains(?, namespace)", [gone])
+        if removed:
+            con.execute(f"DELETE FROM {LOGS} WHERE list_contains(?, file)", [removed])
+        rows = [row for change in changes for row in change.rows]
+        if rows:
+            _insert(con, rows)
+        if changes:
+            _upsert_logs(con, changes)
 
 
-def _sync_one(con: Any, path: Path, known: tuple[Any, ...] | None, db_path: Path) -> None:
+def _read_one(path: Path, known: tuple[Any, ...] | None) -> _Change | None:
+    """What ``path`` adds since the table last read it, or None (nothing)."""
     try:
         f = open(path, "rb")
     except FileNotFoundError:
-        return  # compacted away between listing and reading: the next sync sees it
+        return None  # compacted away between listing and reading: the next sync sees it
     with f:
         stat = os.fstat(f.fileno())
-        head = f.read(1 << 16)
+        head = f.read(512)  # the header frame (about 100 bytes), in one small read
         header = frames.decode_at(head, 0)
+        if header is None and len(head) == 512:
+            head += f.read((1 << 16) - 512)  # a long or damaged header: look further
+            header = frames.decode_at(head, 0)
         if header is not None and "nbstep_log" in header.event:
             namespace = header.event["namespace"]
             generation, events_start = int(header.event["generation"]), header.end
@@ -63,24 +94,18 @@ def _sync_one(con: Any, path: Path, known: tuple[Any, ...] | None, db_path: Path
             first = next((item for item in frames.scan(head) if isinstance(item, frames.Frame)
                           and "namespace" in item.event), None)
             if first is None:
-                return  # nothing readable (check() reports it)
+                return None  # nothing readable (check() reports it)
             namespace, generation, events_start = first.event["namespace"], 0, 0
         if known is not None and (known[1], known[2]) == (generation, stat.st_ino):
             start, replace = known[3], False
             if start >= stat.st_size:
-                return
+                return None
         else:
             start, replace = events_start, True
         f.seek(start)
         data = f.read()
     rows, synced = _rows(data, namespace)
-    with transaction(con, f"copy {path.name} into the mirror", db_path):
-        if replace:
-            con.execute(f"DELETE FROM {EVENTS} WHERE namespace = ?", [namespace])
-        if rows:
-            _insert(con, rows)
-        con.execute(f"INSERT OR REPLACE INTO {LOGS} VALUES (?, ?, ?, ?, ?)",
-                    [path.name, namespace, generation, stat.st_ino, start + synced])
+    return _Change(path.name, namespace, generation, stat.st_ino, start + synced, replace, rows)
 
 
 def _rows(data: bytes, namespace: str) -> tuple[list[list[Any]], int]:
@@ -125,3 +150,20 @@ def _insert(con: Any, rows: list[list[Any]]) -> None:
         con.execute(_INSERT)
     finally:
         con.unregister("batch")
+
+
+def _upsert_logs(con: Any, changes: list[_Change]) -> None:
+    import pyarrow as pa
+
+    batch = pa.table({
+        "file": pa.array([c.file for c in changes], pa.string()),
+        "namespace": pa.array([c.namespace for c in changes], pa.string()),
+        "generation": pa.array([c.generation for c in changes], pa.int64()),
+        "inode": pa.array([c.inode for c in changes], pa.int64()),
+        "synced": pa.array([c.synced for c in changes], pa.int64()),
+    })
+    con.register("logs_batch", batch)
+    try:
+        con.execute(f"INSERT OR REPLACE INTO {LOGS} SELECT * FROM logs_batch")
+    finally:
+        con.unregister("logs_batch")
