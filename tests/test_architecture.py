@@ -83,3 +83,19 @@ def test_the_front_door_loads_nothing_heavy(statement):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_replaying_a_step_in_a_fresh_process_never_loads_duckdb(tmp_path):
+    """The replay path reads the namespace's log: the query table (DuckDB) and the
+    data libraries load only when a step needs them (a frame, step.inspect())."""
+    code = (
+        "import sys\nimport nbstep\nfrom nbstep import step\n"
+        f"nbstep.configure(store={str(tmp_path / 'store')!r}, namespace='nb')\n"
+        "print(step.run('k', 3, lambda x: {'v': x}))\n"
+        "print([m for m in ('duckdb', 'pandas', 'pyarrow', 'numpy', 'click') "
+        "if m in sys.modules])"
+    )
+    for run in ("records", "replays"):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120, check=True, cwd=tmp_path)
+        assert done.stdout.split("\n")[:2] == ["{'v': 3}", "[]"], (run, done.stdout)
