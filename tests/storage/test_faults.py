@@ -414,3 +414,90 @@ def test_random_damage_across_many_logs(tmp_path):
         finally:
             store.close()
     print(f"\nrandom damage (seed {seed}): {hits} bytes hit in 20 logs, {kept} of 100 kept")
+
+
+@pytest.fixture
+def read_only_store(tmp_path):
+    """A store with two steps recorded, seen through a read-only bind mount."""
+    source, mount = tmp_path / "source", tmp_path / "read-only"
+    source.mkdir()
+    mount.mkdir()
+    store = LocalStore(source / ".nbstep", inline_limit=128)
+    store.append(new_record("nb", "small", 1, {"v": 1}), None)
+    store.append(new_record("nb", "big", 1, b"b" * 5000), None)
+    store.close()
+    done = subprocess.run(["mount", "--bind", str(source), str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot bind-mount here ({done.stderr.strip()})")
+    try:
+        done = subprocess.run(["mount", "-o", "remount,bind,ro", str(mount)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot make a read-only mount here ({done.stderr.strip()})")
+        yield mount / ".nbstep"
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_read_only_store_replays_and_says_why_it_cannot_record(read_only_store):
+    code = textwrap.dedent(
+        f"""
+        import warnings
+        import nbstep
+        from nbstep import step
+        from nbstep.errors import NbstepError
+        nbstep.configure(store={str(read_only_store)!r}, namespace="nb", inline_limit=128)
+        assert step.run("small", lambda: "recomputed") == {{"v": 1}}
+        assert step.run("big", lambda: "recomputed") == b"b" * 5000
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert step.run("new", lambda: 7) == 7
+        (warning,) = [w for w in caught if w.category is nbstep.StepNotPersistedWarning]
+        print("warning:", warning.message)
+        try:
+            step.inspect()
+        except NbstepError as e:
+            print("inspect:", e)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    warning = done.stdout.split("warning:")[1].splitlines()[0]
+    assert "read-only" in warning and "nothing was recorded" in warning, warning
+    assert "inspect:" in done.stdout and "Read-only" in done.stdout, done.stdout
+    listing = subprocess.run([sys.executable, "-m", "nbstep", "--store", str(read_only_store),
+                              "ls"], capture_output=True, text=True, timeout=120)
+    assert listing.returncode != 0
+    assert "Traceback" not in listing.stderr and "Read-only" in listing.stderr, listing.stderr
+
+
+def test_a_damaged_log_header_loses_nothing_and_repair_writes_a_new_one(tmp_path):
+    root = tmp_path / "store"
+    store = LocalStore(root, inline_limit=128)
+    for key, value in VALUES.items():
+        store.append(new_record(NS, key, 1, value), None)
+    store.close()
+    log = root / "logs" / f"{log_name(NS)}.log"
+    data = bytearray(log.read_bytes())
+    data[20] ^= 0xFF  # inside the header frame's JSON
+    log.write_bytes(bytes(data))
+    (root / "logs" / f"{log_name(NS)}.idx").unlink(missing_ok=True)
+    store = LocalStore(root, inline_limit=128)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert {key: store.read(store.lookup(NS, key, 1)) for key in VALUES} == VALUES
+        assert store.admin().namespaces() == [NS]
+        report = store.admin().check()
+    assert any(issubclass(w.category, StoreDamagedWarning) for w in caught)
+    assert not report.ok and report.damage, report
+    repaired = store.admin().repair()
+    assert repaired.logs_rewritten == 1 and repaired.damaged_bytes > 0, repaired
+    store.close()
+    store = LocalStore(root, inline_limit=128)
+    assert store.admin().check().ok
+    assert {key: store.read(store.lookup(NS, key, 1)) for key in VALUES} == VALUES
+    record, _ = store.append(new_record(NS, "after", 1, "ok"), None)
+    assert store.read(record) == "ok"
+    store.close()

@@ -81,6 +81,7 @@ class NamespaceLog:
         self._inode: int | None = None
         self._checked = 0.0
         self._unsynced = False  # frames written under the lock, not yet flushed
+        self._read_only: OSError | None = None  # why the log could only be opened to read
         self._reset()
         NamespaceLog._open_logs.add(self)
 
@@ -471,10 +472,13 @@ class NamespaceLog:
             except OSError as e:
                 if e.errno in (errno.EROFS, errno.EACCES) and not create:
                     self._fd = os.open(self.path, os.O_RDONLY)
+                    self._read_only = e  # replays work; recording says why it cannot
                 else:
                     raise StoreWriteError(self.path, e) from e
             self._inode = os.fstat(self._fd).st_ino
             self._checked = time.monotonic()
+        if create and self._read_only is not None:
+            raise StoreWriteError(self.path, self._read_only)
         return self._fd
 
     def _close(self) -> None:
@@ -482,6 +486,7 @@ class NamespaceLog:
             os.close(self._fd)
         self._fd = None
         self._inode = None
+        self._read_only = None
         if self.index is not None:
             self.index.close()
         self._reset()
