@@ -18,7 +18,6 @@ would double the cost); they are almost always arrays and frames inside containe
 
 from __future__ import annotations
 
-import pickle
 from typing import Any
 
 from nbstep.errors import NotPersistable
@@ -37,6 +36,8 @@ def not_persistable(value: Any, reason: str) -> NotPersistable:
 
 def encode(value: Any) -> tuple[str, bytes]:
     """``(codec, data)``: a pickle, or a cloudpickle where pickle cannot name a thing."""
+    import pickle  # here, not at import: replaying JSON values never loads it
+
     codec = "pickle"
     try:
         data = pickle.dumps(value, protocol=5)
@@ -70,6 +71,8 @@ def encode(value: Any) -> tuple[str, bytes]:
 
 
 def decode(data: Any) -> Any:
+    import pickle
+
     return pickle.loads(data)
 
 
