@@ -463,14 +463,18 @@ def test_event_ids_are_never_reused_after_gc(store):
     assert frame[frame.key == "k"]["result"].tolist() == ["B"]
 
 
-def test_lookups_through_the_slot_index_agree_with_a_model(tmp_path, monkeypatch):
+@pytest.mark.parametrize("read_whole_after", [8, 10**9], ids=["reads-whole", "index-only"])
+def test_lookups_through_the_slot_index_agree_with_a_model(tmp_path, monkeypatch,
+                                                           read_whole_after):
     """Random records, forgets, gc, lookups and reopenings (other processes), with the
-    slot index rewritten every few events: every lookup says what a plain dict says."""
+    slot index rewritten every few events: every lookup says what a plain dict says,
+    whether a process goes on through the index or reads the log whole."""
     import random
 
     from backends import new_record
 
     monkeypatch.setattr(namespace_log, "INDEX_AFTER", 3)
+    monkeypatch.setattr(namespace_log, "READ_WHOLE_AFTER", read_whole_after)
     seed = int(os.environ.get("NBSTEP_TEST_SEED") or random.randrange(2**32))
     rng = random.Random(seed)
     root = tmp_path / "store"

@@ -53,6 +53,8 @@ RECHECK = 0.05
 MOVED = "nbstep_log_moved"
 # Bytes read at once when frames are found through the slot index.
 WINDOW = 256 * 1024
+# After looking up 1 in this many of an index's slots, a process reads the log whole.
+READ_WHOLE_AFTER = 8
 
 Slot = tuple[str, int]
 
@@ -98,7 +100,9 @@ class NamespaceLog:
         self.moved = False  # this file was replaced by the log's next generation
         self._window: tuple[int, bytes] = (0, b"")  # bytes of the log read last, and where
         self._index_lookups = 0
-        self._index_dict: dict[tuple[int, int], list[int]] | None = None
+        # The cache holds every current record of the part the index covers (so a
+        # slot it lacks has none there): set once a process read that part whole.
+        self.read_whole = False
 
     # -- reading -----------------------------------------------------------------------
 
@@ -112,8 +116,15 @@ class NamespaceLog:
         if recent is not None:
             return recent[0]
         record = self.cached.get(slot)
-        if record is None and self.index is not None:
-            for offset in self._index_offsets(slot):
+        if record is None and self.index is not None and not self.read_whole:
+            self._index_lookups += 1
+            if self._index_lookups * READ_WHOLE_AFTER >= self.index.count:
+                # This process replays much of the namespace (Run All does): reading
+                # the part of the log the index covers, once, costs less than going
+                # on looking up slot after slot through the index.
+                self._read_covered()
+                return self.cached.get(slot)
+            for offset in self.index.offsets(*slot):
                 frame = self._frame_at(offset)
                 if frame is not None and events.slot(frame.event) == slot:
                     record = self._record(frame, self._blob(frame))
@@ -121,25 +132,34 @@ class NamespaceLog:
                     break
         return record
 
-    def _index_offsets(self, slot: Slot) -> list[int]:
-        """Frame offsets the slot index gives for a slot.
-
-        A binary search in the index file at first; once a process has looked up as
-        many slots as it would take to read the whole index (about 1 in 25 of its
-        entries), the index is read into a dict and later lookups are a dict's.
-        """
-        index = self.index
-        assert index is not None
-        table = self._index_dict
-        if table is None:
-            self._index_lookups += 1
-            if self._index_lookups * 25 < index.count:
-                return index.offsets(*slot)
-            table = {}
-            for h, seq, offset in index.entries():
-                table.setdefault((h, seq), []).append(offset)
-            self._index_dict = table
-        return table.get((slots.key_hash(slot[0]), slot[1]), [])
+    def _read_covered(self) -> None:
+        """Every current record of the part of the log the index covers, into the
+        cache (which then answers for that part alone: ``read_whole``)."""
+        assert self.index is not None
+        start, end = self._header_end(), self.index.covered
+        data = self._read(start, end)
+        latest: dict[Slot, Record | None] = {}
+        for item in frames.scan(data, base=start):
+            if type(item) is frames.Damage:
+                self._set_aside(item, data, start)
+                continue
+            event = item.event
+            if "event_id" not in event or event.get("namespace", self.namespace) != self.namespace:
+                continue
+            slot = (event["key"], event["sequence"])
+            if event["kind"] != RECORDED:
+                latest[slot] = None
+                continue
+            blob = None
+            if item.blob_start < item.end <= item.blob_start + events.CACHED_VALUE_LIMIT:
+                blob = data[item.blob_start - start:item.end - start]
+            latest[slot] = self._record(item, blob)
+        for slot, record in latest.items():
+            if record is None:
+                self.cached.pop(slot, None)
+            else:
+                self.cached[slot] = record
+        self.read_whole = True
 
     def current(self) -> list[Record]:
         """Every current record, in append order (reads the whole log)."""
@@ -369,7 +389,7 @@ class NamespaceLog:
                     self.cached[slot] = record
             if self.index is not None:
                 self.index.close()
-            self.index, self.recent, self._index_dict = index, {}, None
+            self.index, self.recent = index, {}
 
     # -- gc ----------------------------------------------------------------------------------
 
