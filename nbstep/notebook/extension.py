@@ -88,7 +88,7 @@ class NotebookExtension:
         from .inputs import produced_part, surely_structural
 
         ns = self.shell.user_ns
-        objects = {name: ns[name] for name in names
+        objects = {name: ns[name] for name in sorted(names)
                    if name in ns and not surely_structural(ns[name])}
         if not objects:
             return
@@ -97,9 +97,13 @@ class NotebookExtension:
             bound = {id(value) for value in ns.values()}
             for key in [k for k in self.products if k not in bound]:
                 del self.products[key]  # no longer a notebook variable's
-            for name, obj in objects.items():
+            noted: set[int] = set()
+            for name, obj in objects.items():  # in order: an object counts by its first name
+                if id(obj) in noted or ns.get(name) is not obj:
+                    continue
+                noted.add(id(obj))
                 digest = state_digest(obj).digest
-                if digest is not None and ns.get(name) is obj:
+                if digest is not None:
                     self.products[id(obj)] = (obj, produced_part(identity, name), digest)
 
         after_result(self.shell, note)

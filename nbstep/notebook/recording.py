@@ -288,8 +288,11 @@ class Recording:
         """The parts of the recorded variables that are inputs too, as the run left them
         (an object without a stable digest: as this record's product)."""
         ns = self.user_ns
+        made: dict[int, str] = {}
+        for name in names:  # an object under two names counts by the first (as noted)
+            if name in ns:
+                made.setdefault(id(ns[name]), name)
         names = [name for name in names if "var:" + name in parts and name in ns]
-        made = {id(ns[name]): name for name in names}
         hasher = PartHasher(ns, self.user_modules)
         hasher.provenance = lambda obj: (produced_part(identity, made[id(obj)])
                                          if id(obj) in made else self.extension.product_part(obj))
