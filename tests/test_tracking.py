@@ -232,6 +232,24 @@ def test_effects_on_modules_classes_and_the_process_replay(notebook):
     assert printed(third, 6) != printed(second, 6)
 
 
+def test_options_a_step_sets_while_importing_their_library_replay(notebook):
+    cells = [LOAD,
+             "%%step options\nimport pandas as pd\nimport numpy as np\n"
+             "import matplotlib.pyplot as plt\nimport warnings\n"
+             "pd.set_option('display.max_rows', 5)\nnp.random.seed(0)\n"
+             "np.set_printoptions(precision=2)\nplt.style.use('ggplot')\n"
+             "warnings.filterwarnings('ignore', message='nbstep-test')",
+             "print(pd.get_option('display.max_rows'), round(np.random.rand(), 6), "
+             "np.array([1 / 3]), plt.rcParams['axes.facecolor'], "
+             "any(f[1] is not None and f[1].pattern == 'nbstep-test' for f in warnings.filters))"]
+    first = run_notebook(notebook, cells)
+    second = run_notebook(notebook, cells)
+    assert_all_ok(first + second)
+    assert said(second, 1, "replayed `options`")
+    assert second[1].stream("stderr") == ""  # no option set that did not change
+    assert printed(first, 2) == printed(second, 2) == ["5 0.548814 [0.33] #E5E5E5 True"]
+
+
 def test_what_nbstep_cannot_track_is_said_and_recomputed(notebook):
     cells = [LOAD, "import logging, sqlite3\ncon = sqlite3.connect(':memory:')",
              "%%step logs\nlogging.basicConfig(level=logging.INFO)\nlevel = 1",

@@ -123,7 +123,7 @@ class CellStep(Recording):
         self.inputs = inputs.Inputs(self.user_ns, self.hidden, self.user_modules,
                                     provenance=self.extension.product_part)
         self.tracker.hasher = self.inputs.hasher
-        self.parts, self.opaque_reads = self.inputs.parts(self.analysis)
+        self.parts, _ = self.inputs.parts(self.analysis)
         self.input_hash = input_hash(self.parts)
         if self.runtime.user_ns is None:
             self.runtime.user_ns = self.user_ns
@@ -440,7 +440,11 @@ class CellStep(Recording):
             self.capture.hold(flush_inline_figures)
         finally:
             outputs, result_at = self.capture.stop_at_held()
-        changes = self.tracker.finish()
+        try:
+            changes = self.tracker.finish()
+        except Exception as e:  # a value's own __reduce__ or __eq__ raising: say so
+            changes = tracking.Changes()
+            self.untrackable = f"comparing what it reads failed ({type(e).__name__}: {e})"
         if analysis.ends_with_semicolon(self.source):
             value = None
         untracked = self._untracked()

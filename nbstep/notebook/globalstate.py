@@ -21,8 +21,10 @@ probe               read                                       replayed by
 ==================  =========================================  ======================
 
 A probe whose module is not imported reads nothing (``None``): nothing can have
-changed it. The random generators are also *inputs*: a cell that draws from them
-without seeding them first depends on the state it found (:mod:`.tracking`).
+changed it. A module the run imported is recorded with its whole state, and a
+replay (which imports it again) sets what differs from it then. The random
+generators are also *inputs*: a cell that draws from them without seeding them
+first depends on the state it found (:mod:`.tracking`).
 """
 
 from __future__ import annotations
@@ -209,8 +211,10 @@ class PandasOptions(Probe):
     def apply(self, change: Any) -> None:
         import pandas
 
+        now = self._read() or {}
         for key, value in change.items():
-            pandas.set_option(key, value)
+            if key not in now or now[key] != value:  # not every option: some are deprecated
+                pandas.set_option(key, value)
 
 
 class MatplotlibRc(Probe):
@@ -230,7 +234,10 @@ class MatplotlibRc(Probe):
     def apply(self, change: Any) -> None:
         import matplotlib
 
-        dict.update(matplotlib.rcParams, change)  # values were validated when set
+        now = self._read()
+        # Values were validated when they were set; dict.update skips that again.
+        dict.update(matplotlib.rcParams, {k: v for k, v in change.items()
+                                          if k not in now or now[k] != v})
 
 
 class WarningFilters(Probe):

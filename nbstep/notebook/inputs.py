@@ -48,18 +48,10 @@ from __future__ import annotations
 
 import builtins
 import os
-import types
 from typing import TYPE_CHECKING, Any
 
 from nbstep.core.names import is_ipython_name, is_shell_value
-from nbstep.hashing.code import (
-    UNHASHABLE_PREFIX,
-    PartHasher,
-    code_globals,
-    code_strings,
-    is_user_object,
-    value_part,
-)
+from nbstep.hashing.code import UNHASHABLE_PREFIX, PartHasher
 from nbstep.hashing.modules import sha
 
 from . import globalstate
@@ -174,78 +166,6 @@ def input_parts(
 
     analysis = CellAnalysis(reads=list(reads), immediate=list(reads), canonical=code)
     return Inputs(user_ns, hidden, user_module_names).parts(analysis)
-
-
-def indirect_reads(reads: list[str], user_ns: dict[str, Any], hidden: dict[str, Any],
-                   user_module_names: set[str] | None = None) -> list[str]:
-    """Module-level names the notebook functions a cell reads (and calls) read in turn.
-
-    Transitively: a helper's helpers, a decorator's wrapper, the methods of a class the
-    cell reads. Only names of ``user_ns`` that are not themselves functions, classes
-    or modules, and that the cell does not read directly (``register`` appending to
-    ``REGISTRY``): their value may change in place while the cell runs.
-    """
-    modules = user_module_names or {"__main__"}
-    missing = object()
-    seen: set[int] = set()
-    found: list[str] = []
-    direct = set(reads)
-    queue: list[Any] = [user_ns.get(name, missing) for name in reads]
-
-    def visit(fn: types.FunctionType) -> None:
-        if fn.__globals__ is not user_ns:
-            return
-        for cell in fn.__closure__ or ():
-            try:
-                queue.append(cell.cell_contents)
-            except ValueError:
-                pass
-        names = code_globals(fn.__code__) | (code_strings(fn.__code__) & user_ns.keys())
-        for name in sorted(names):
-            value = user_ns.get(name, missing)
-            if value is missing or (name in hidden and hidden[name] is value):
-                continue
-            if isinstance(value, (types.FunctionType, type)):
-                queue.append(value)
-            elif (not isinstance(value, types.ModuleType) and name not in direct
-                  and name not in found and not is_shell_value(name, value)):
-                found.append(name)
-
-    while queue:
-        value = queue.pop()
-        if id(value) in seen:
-            continue
-        seen.add(id(value))
-        if isinstance(value, types.FunctionType):
-            visit(value)
-        elif isinstance(value, types.MethodType):
-            queue.append(value.__func__)
-        elif isinstance(value, type) and is_user_object(value, modules):
-            for member in vars(value).values():
-                if isinstance(member, (staticmethod, classmethod)):
-                    member = member.__func__
-                if isinstance(member, property):
-                    queue.extend(f for f in (member.fget, member.fset, member.fdel) if f)
-                elif isinstance(member, types.FunctionType):
-                    queue.append(member)
-        else:
-            if is_user_object(type(value), modules):
-                queue.append(type(value))  # an instance: its methods may be called
-            try:
-                wrapped = getattr(value, "__wrapped__", None)  # lru_cache and the like
-            except Exception:
-                continue
-            if isinstance(wrapped, types.FunctionType):
-                queue.append(wrapped)
-    return found
-
-
-def part_or_none(value: Any, ns: dict[str, Any], user_modules: set[str]) -> str | None:
-    """A value's part, or None when it has none (hashed by type, or its hash raised)."""
-    try:
-        return value_part(value, ns, user_modules)
-    except Exception:  # a value's own __eq__, __len__ or __getattr__ raising
-        return None
 
 
 def describe_changes(old: dict[str, str], new: dict[str, str]) -> str | None:

@@ -153,10 +153,17 @@ class Recording:
         for name in plan.soft:  # `with` targets: kept when they persist
             if why_not(ns[name], pickler) is None:
                 variables[name] = ns[name]
+        in_place: dict[str, Any] = {}
+        for name, kind in plan.in_place.items():
+            try:
+                in_place[name] = capture_state(ns[name], kind)
+            except Exception as e:  # its own __getstate__ raising
+                problems.append((name, f"`{name}` ({_type_label(ns[name])}), changed in place, "
+                                       f"cannot be persisted: its state raised "
+                                       f"{type(e).__name__}: {e}"))
         payload: dict[str, Any] = {
             "variables": variables,
-            "in_place": {name: capture_state(ns[name], kind)
-                         for name, kind in plan.in_place.items()},
+            "in_place": in_place,
             "functions": changes.functions,
             "classes": changes.classes,
             "modules": changes.modules,
