@@ -323,7 +323,7 @@ class CellStep(Recording):
         for fn, (defaults, kwdefaults, cells, attributes) in values.get("functions") or []:
             fn.__defaults__, fn.__kwdefaults__ = defaults, kwdefaults
             for cell, content in zip(fn.__closure__ or (), cells, strict=False):
-                if content != tracking.UNSET:
+                if not tracking.is_unset(content):
                     cell.cell_contents = content
             fn.__dict__.update(attributes)
         for owner, attributes in values.get("classes") or []:
@@ -470,7 +470,6 @@ class CellStep(Recording):
             )
         return value
 
-
     def _untracked(self) -> str | None:
         """What the cell uses that nbstep cannot track, as ``reads ... and calls ...``."""
         if self.untrackable is not None:
@@ -491,7 +490,7 @@ class CellStep(Recording):
 
 def _set_attributes(owner: Any, attributes: dict[str, Any]) -> None:
     for name, value in attributes.items():
-        if value == tracking.UNSET:
+        if tracking.is_unset(value):
             if hasattr(owner, name):
                 delattr(owner, name)
         else:

@@ -123,7 +123,7 @@ class Environ(Probe):
 
     def apply(self, change: Any) -> None:
         for key, value in change.items():
-            if value == _UNSET:
+            if type(value) is tuple and value == _UNSET:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value

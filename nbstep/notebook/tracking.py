@@ -35,12 +35,12 @@ from __future__ import annotations
 
 import sys
 import types
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from nbstep.codecs.cell_pickle import NOT_REFERENCED
-from nbstep.codecs.cell_state import inplace_kind
 from nbstep.core.names import is_ipython_name, is_shell_value
 from nbstep.hashing.code import PartHasher, code_globals, code_strings, is_user_object
 from nbstep.hashing.state import Digest, root_owner, state_digest
@@ -84,7 +84,12 @@ class Changes:
     imports: list[str] = field(default_factory=list)
 
 
-UNSET = ("nbstep-unset",)  # an attribute the run deleted
+UNSET = ("nbstep-unset",)  # an attribute the run deleted (a tuple: it pickles as data)
+
+
+def is_unset(value: Any) -> bool:
+    """Whether a recorded value is :data:`UNSET` (never ``==`` on a user's value)."""
+    return type(value) is tuple and value == UNSET
 
 
 class Tracker:
@@ -141,13 +146,13 @@ class Tracker:
             if not isinstance(value, NOT_REFERENCED):
                 self.refs.setdefault(id(value), name)
         acting = set(used)
-        queue = [(n, n in acting) for n in reads if n in ns]
-        queue += [(n, False) for n in named if n in ns]
+        queue = deque((n, n in acting) for n in reads if n in ns)
+        queue.extend((n, False) for n in named if n in ns)
         for chain in chains:
             self._module_chain(chain)
         seen: dict[str, bool] = {}
         while queue:
-            name, act = queue.pop(0)
+            name, act = queue.popleft()
             if name not in ns or not self.counts(name, ns[name]):
                 continue
             if name in seen and (seen[name] or not act):
@@ -447,4 +452,4 @@ def _importable(name: str) -> bool:
     return spec is not None and getattr(spec, "name", None) == name
 
 
-__all__ = ["UNSET", "UNTRACKED_CALLS", "Changes", "Tracker", "inplace_kind", "untracked_calls"]
+__all__ = ["UNSET", "UNTRACKED_CALLS", "Changes", "Tracker", "is_unset", "untracked_calls"]
