@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import HealthCheck, Phase, given, note, seed, settings
 from hypothesis import strategies as st
 from kernels import Cell, Kernel, plain
 
@@ -275,6 +275,7 @@ def scenarios(draw: Any) -> tuple[str, list[int], list[tuple[str, Any]]]:
 @given(scenarios())
 def test_replay_equals_recompute(scenario):
     name, first, actions = scenario
+    note(f"differential harness seed {SEED}: rerun with NBSTEP_DIFF_SEED={SEED}")
     template = TEMPLATES[name]
     choice = list(first)
     module = 0
