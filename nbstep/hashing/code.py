@@ -50,7 +50,7 @@ from .modules import is_project_file, module_part, sha
 from .recipe import input_hash_and_classes
 from .state import canonical_digest
 
-_MAX_DEPTH = 12
+_MAX_DEPTH = 40
 UNHASHABLE_PREFIX = "type:"
 # The recipe of the parts below; a record made with another one is not compared.
 RECIPE = 2
@@ -219,7 +219,9 @@ class PartHasher:
         self.user_module_names = user_module_names
         self.unhashable: list[str] = []
         self._active: set[int] = set()
-        self._cut = False  # a recursive reference was cut in the part being computed
+        # id -> (value, part): each value is hashed once per hasher. Inside a cycle (f
+        # calls g calls f) a part depends on where the walk entered it; a hasher walks
+        # one cell's names in one order, so the same cell gets the same parts.
         self._memo: dict[int, tuple[Any, str]] = {}
         # The part of an object a step produced and nothing changed since, when its
         # own state digest is not stable across processes (the notebook layer's).
@@ -235,19 +237,13 @@ class PartHasher:
             return module_part(value)
         if key in self._active or depth > _MAX_DEPTH:
             # A recursive reference (f calls itself, two helpers call each other).
-            self._cut = True
             return sha(f"recursive:{getattr(value, '__qualname__', type(value).__qualname__)}")
         self._active.add(key)
-        cut, self._cut = self._cut, False
         try:
             result = self._part(value, depth)
         finally:
             self._active.discard(key)
-        if not self._cut:
-            # Memoized only when no recursion was cut on the way: such a part depends
-            # on where the walk started.
-            self._memo[key] = (value, result)
-        self._cut = self._cut or cut
+        self._memo[key] = (value, result)
         return result
 
     def _part(self, value: Any, depth: int) -> str:

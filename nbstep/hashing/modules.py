@@ -40,14 +40,21 @@ def _roots() -> tuple[str, ...]:
     return tuple(sorted(r.rstrip(os.sep) + os.sep for r in roots))
 
 
+_OWN = os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + os.sep
+
+
 def is_project_file(path: str | None) -> bool:
-    """A source file of the user's project (not the standard library or site-packages)."""
+    """A source file of the user's project (not the standard library or site-packages,
+    and not nbstep's own, wherever it is installed)."""
     if not path or path.startswith("<"):
+        return False
+    if os.path.realpath(path).startswith(_OWN):
         return False
     real = os.path.realpath(path)
     return not any(real.startswith(root) for root in _roots())
 
 
+@functools.cache
 def _distribution_version(name: str) -> str | None:
     try:
         from importlib.metadata import PackageNotFoundError, packages_distributions, version
