@@ -10,6 +10,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import types
 
 import numpy as np
 import pytest
@@ -306,3 +307,32 @@ def test_untracked_calls_are_found_by_the_module_they_belong_to():
                      "get_ipython().run_line_magic('matplotlib', 'inline')").calls
     assert untracked_calls(calls, ns) == ["logging.basicConfig", "tch.manual_seed",
                                           "%matplotlib"]
+
+
+def test_a_project_package_with_cycles_hashes_the_same_and_sees_a_far_edit(tmp_path,
+                                                                            monkeypatch):
+    """Modules that import each other in a ring: each hasher gives the same part, and an
+    edit in the module farthest from the one read changes it."""
+    import importlib
+
+    package = tmp_path / "ringpkg_for_nbstep"
+    package.mkdir()
+    count = 6
+    for i in range(count):
+        (package / f"m{i}.py").write_text(
+            f"from . import m{(i + 1) % count}\nCACHE = {{}}\n"
+            f"def f(x):\n    return m{(i + 1) % count}.f(x - 1) if x > 0 else {i}\n")
+    (package / "__init__.py").write_text(
+        "".join(f"from . import m{i}\n" for i in range(count)))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        ring = importlib.import_module("ringpkg_for_nbstep")
+        first = PartHasher({}, {"__main__"}).part(ring.m0.f)
+        assert PartHasher({}, {"__main__"}).part(ring.m0.f) == first
+        far = ring.m5
+        far.f = types.FunctionType(compile("def f(x):\n    return 99\n", far.__file__,
+                                           "exec").co_consts[0], vars(far), "f")
+        assert PartHasher({}, {"__main__"}).part(ring.m0.f) != first
+    finally:
+        for name in [n for n in sys.modules if n.startswith("ringpkg_for_nbstep")]:
+            del sys.modules[name]
