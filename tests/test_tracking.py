@@ -80,6 +80,17 @@ def test_objects_a_cell_changes_without_binding_them_replay_changed(notebook):
     assert said(third, 3, "recomputing `train`: variable `X`")
 
 
+def test_an_object_changed_then_unbound_stays_changed_for_its_other_holders(notebook):
+    cells = [LOAD, MODELS[1], "%%step fit_then_drop\nclf.fit(X, y)\nbest = clf.w\nclf = None\n"
+                              "items.append(2)\ndel items",
+             "print(holder[0].w, best, clf, 'items' in dir())"]
+    first = run_notebook(notebook, cells)
+    second = run_notebook(notebook, cells)
+    assert_all_ok(first + second)
+    assert printed(first, 3) == printed(second, 3) == ["2.0 2.0 None False"]
+    assert said(second, 2, "replayed `fit_then_drop`")
+
+
 # -- 2. reads static analysis misses ----------------------------------------------------
 
 READS = [

@@ -6,10 +6,11 @@ the cell's input (:mod:`.inputs`); running is watched by :mod:`.tracking` (what 
 cell really read and changed); recording is :mod:`.recording`; the record's value is
 the ``%%step`` codec's (:mod:`nbstep.codecs.cell`).
 
-A replay restores, in this order: deleted names, the working directory, import path
-and environment; the modules the run imported; the recorded objects (one pickle);
-the states written back into objects the notebook holds, and the changed attributes
-of functions, classes and modules; the rest of the process state; the variables.
+A replay restores, in this order: the working directory, import path and
+environment; the modules the run imported; the recorded objects (one pickle); the
+states written back into objects the notebook holds (also those the run changed and
+then unbound), and the changed attributes of functions, classes and modules; the
+rest of the process state; deletions; the variables.
 Then the outputs show again, those a plain run shows after ``Out[n]`` after it.
 
 Which objects an input may stand for: a name the cell both reads and binds
@@ -267,8 +268,6 @@ class CellStep(Recording):
         ns = self.user_ns
         values: dict[str, Any] = {}
         try:
-            for name in container.get("deleted") or []:
-                ns.pop(name, None)
             # Where imports are found first, then modules: the values may need them.
             globalstate.apply_changes(container.get("process") or {})
             self._import_again(container.get("imports") or [])
@@ -279,6 +278,8 @@ class CellStep(Recording):
             if blob is not None:
                 values = decode_values(blob[0], blob[1], ns)
             self._apply(values)
+            for name in container.get("deleted") or []:
+                ns.pop(name, None)
             ns.update(values.get("variables", {}))
         except NbstepError:
             raise

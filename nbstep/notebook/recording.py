@@ -128,6 +128,12 @@ class Recording:
 
         for name in names:
             add(name)
+        for name in changes.left_changed:
+            # The run changed the object, then rebound or deleted the name: its state
+            # goes into the object the name holds on replay, before it is rebound.
+            kind = inplace_kind(before[name], user_class)
+            if kind is not None:
+                plan.in_place[name] = kind
         # An object recorded whole comes back as a new one: every variable of the
         # closure that holds the old one is recorded too, so it holds the new one.
         grew = True
@@ -153,12 +159,18 @@ class Recording:
         for name in plan.soft:  # `with` targets: kept when they persist
             if why_not(ns[name], pickler) is None:
                 variables[name] = ns[name]
+        def in_place_value(name: str) -> Any:
+            # The object changed in place: the one bound now, or the one the run left
+            # behind when it rebound or deleted the name.
+            return ns[name] if name not in changes.left_changed else self.before[name]
+
         in_place: dict[str, Any] = {}
         for name, kind in plan.in_place.items():
             try:
-                in_place[name] = capture_state(ns[name], kind)
+                in_place[name] = capture_state(in_place_value(name), kind)
             except Exception as e:  # its own __getstate__ raising
-                problems.append((name, f"`{name}` ({_type_label(ns[name])}), changed in place, "
+                problems.append((name, f"`{name}` ({_type_label(in_place_value(name))}), "
+                                       "changed in place, "
                                        f"cannot be persisted: its state raised "
                                        f"{type(e).__name__}: {e}"))
         payload: dict[str, Any] = {
@@ -189,7 +201,7 @@ class Recording:
             "result": result,
         }
         parts = {**self.parts, **self.tracker.parts, **changes.process_inputs}
-        restored = sorted({*variables, *modules, *plan.in_place})
+        restored = sorted({*variables, *modules, *(n for n in plan.in_place if n in ns)})
         # The record's input is every part it depends on, the tracker's included.
         self.occurrence.input_hash = input_hash(parts)
         identity = self.occurrence.identity()
@@ -273,7 +285,6 @@ class Recording:
 
     def _problems(self, payload: dict[str, Any], pickler: Context, problems: Problems) -> None:
         """Name each part of ``payload`` (but the result) that does not persist."""
-        ns = self.user_ns
         for name, obj in payload["variables"].items():
             why = why_not(obj, pickler)
             if why is not None:
@@ -282,7 +293,7 @@ class Recording:
         for name, state in payload["in_place"].items():
             why = why_not(state, pickler)
             if why is not None:
-                problems.append((name, f"`{name}` ({_type_label(ns[name])}), changed in "
+                problems.append((name, f"`{name}` ({_qualified(state[1])}), changed in "
                                        f"place, cannot be persisted: {why}"))
         for part in ("functions", "classes", "modules", "process"):
             why = why_not(payload[part], pickler)
@@ -331,7 +342,10 @@ _WHERE = {"functions": "notebook functions", "classes": "classes", "modules": "m
 
 
 def _type_label(value: Any) -> str:
-    kind = type(value)
+    return _qualified(type(value))
+
+
+def _qualified(kind: type) -> str:
     module = kind.__module__
     if module in ("builtins", "__main__"):
         return kind.__qualname__

@@ -75,6 +75,9 @@ class Changes:
     rebound: list[str] = field(default_factory=list)  # bound to another object, or new
     deleted: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)  # the same object, another state
+    # Rebound or deleted after the run changed the object they were bound to
+    # (`clf.fit(X); clf = None`): other holders of that object see the change.
+    left_changed: list[str] = field(default_factory=list)
     refs_after: dict[str, set[str]] = field(default_factory=dict)  # who holds whom
     functions: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)
     classes: list[tuple[type, dict[str, Any]]] = field(default_factory=list)
@@ -290,11 +293,14 @@ class Tracker:
                 changes.rebound.append(name)
         changes.deleted = [n for n in before if n not in ns and not is_ipython_name(n)]
         for name, digest in self.digests.items():
-            value = ns.get(name, _MISSING)
-            if value is not before[name]:
-                continue  # rebound or deleted: recorded as such
             if digest.digest is None:
                 continue  # nothing to compare: opaque() reports it when the cell used it
+            value = ns.get(name, _MISSING)
+            if value is not before[name]:
+                # Rebound or deleted (recorded as such); did the run change its object?
+                if state_digest(before[name], self.refs, self.owners).digest != digest.digest:
+                    changes.left_changed.append(name)
+                continue
             after = state_digest(value, self.refs, self.owners)
             changes.refs_after[name] = after.refs
             if after.digest != digest.digest:
