@@ -10,22 +10,13 @@ Recipe (what is hashed, and what is not):
     literal (``df.query("a > @LIMIT")``); every variable when the cell reads the
     namespace dynamically (``globals()``). A name the cell reads when it runs that is
     not defined is ``absent`` (``builtin`` for a builtin's name): defining it later
-    is a change. See :mod:`nbstep.hashing.code` for the value parts (recipe 2):
-    - a module: its name and version (``__version__``, else its distribution's
-      version, else the Python version for the standard library); a module of the
-      project itself (a file outside ``sys.prefix``/``sys.base_prefix``) by the
-      sha256 of its file, so editing ``helpers.py`` counts as a change;
-    - a function defined in the notebook or in a project module: its source
-      (canonical AST, so comments do not count), its defaults, and, recursively, the
-      parts of the module-level names its code refers to (helpers it calls, constants
-      it reads); an installed library's function: module, qualified name and version;
-      Code a library generated (attrs' methods: its text is in linecache under a
-      ``<...>`` name, or it is a closure of the library's module) counts by its code
-      object's content, not its text: a by-value replay gives it another file name;
-    - a class defined in the notebook: its name, bases and members, the same way;
-    - anything else: ``nbstep.hashing.input_hash(value)``, the canonical structural
-      hash. A value that cannot be hashed counts by its type only (its changes are
-      not detected); the caller notes such names.
+    is a change. The value parts are :class:`nbstep.hashing.code.PartHasher`'s
+    (recipe 2): a module by version, or by the code the kernel runs for a project
+    module; a notebook function by its source, defaults, closure and the globals it
+    uses; data by its structural hash plus the code of the notebook classes it
+    names; another object by its canonical pickle digest, or by the step that
+    produced it while nothing changed it (``provenance``); an object pickle refuses
+    by its type only (the caller notes such names).
 
 ``env:NAME``
     When the cell reads the environment (``os.environ``, ``os.getenv``, ``%env``): each
