@@ -992,14 +992,15 @@ def test_earlier_cells_objects_in_defaults_are_kept_by_reference(tmp_path):
     assert "same True True True [(1,)] 16000000" in second
     size = sum(p.stat().st_size for p in (tmp_path / ".nbstep").rglob("*") if p.is_file())
     assert size < 4_000_000
-    # The record refers to `conn2`, which the cell does not read: without it, the
-    # step recomputes instead of failing.
+    # The record refers to `conn2`, which the cell does not read by name (it holds
+    # the object `objs["c"]` is): an input all the same, so without it the step
+    # recomputes instead of failing.
     setup = ("import sqlite3\nobjs = {'c': sqlite3.connect(':memory:')}\nconn2 = objs['c']",
              "%%step ref\ndef f(c=objs['c']):\n    return c.execute('select 2').fetchall()",
              "print('ref', f())")
     in_new_process(tmp_path, *setup)
     third = in_new_process(tmp_path, setup[0].rsplit("\n", 1)[0], *setup[1:])
-    assert "refers to the notebook variable `conn2`, which is not defined" in third, third
+    assert "recomputing `ref`: variable `conn2` (no longer defined) changed" in third, third
     assert "ref [(2,)]" in third
 
 

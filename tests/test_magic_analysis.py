@@ -32,10 +32,6 @@ def analysis(source: str) -> cellanalysis.CellAnalysis:
         ("[p, q] = t", ["p", "q"]),
         ("x: int = 1", ["x"]),
         ("total += 1", ["total"]),
-        ("df['col'] = 1", ["df"]),
-        ("cfg.lr = 0.1", ["cfg"]),
-        ("cfg.a.b[0] = 0.1", ["cfg"]),
-        ("lst[0] += 1", ["lst"]),
         ("import numpy as np, os.path", ["np", "os"]),
         ("from math import sqrt as root, pi", ["root", "pi"]),
         ("def f(): pass", ["f"]),
@@ -52,6 +48,16 @@ def analysis(source: str) -> cellanalysis.CellAnalysis:
 )
 def test_every_binding_form_binds_its_names(source, bound):
     assert set(analysis(source).bound) == set(bound)
+
+
+@pytest.mark.parametrize("source", ["df['col'] = 1", "cfg.lr = 0.1", "cfg.a.b[0] = 0.1",
+                                    "lst[0] += 1", "del d['k']"])
+def test_assigning_into_an_object_reads_it_and_binds_nothing(source):
+    """The object changes in place: the tracker records its new state, not the name."""
+    result = analysis(source)
+    root = source.split("[")[0].split(".")[0].replace("del ", "")
+    assert result.bound == []
+    assert root in result.reads and root in result.touched
 
 
 def test_annotation_without_value_and_except_name_bind_nothing():
@@ -195,12 +201,14 @@ def test_parts_are_the_code_and_each_variable_read():
     assert changed["code"] == got["code"]
 
 
-def test_names_not_defined_and_hidden_names_are_not_inputs():
+def test_hidden_names_are_not_inputs_and_undefined_ones_are_absent():
     ns = {"get_ipython": object(), "x": 1}
-    result = analysis("y = len(x) + get_ipython()")
+    result = analysis("y = len(x) + get_ipython() + LIMIT")
     got, _ = cellinputs.input_parts(result.canonical, result.reads, ns,
                                     {"get_ipython": ns["get_ipython"]})
-    assert set(got) == {"code", "var:x"}
+    assert set(got) == {"code", "var:x", "var:len", "var:LIMIT"}
+    # Defining either later is a changed input (`try: u = LIMIT` / `except NameError`).
+    assert got["var:len"] == cellinputs.BUILTIN and got["var:LIMIT"] == cellinputs.ABSENT
 
 
 def test_a_user_function_counts_by_source_and_what_it_uses():
@@ -213,24 +221,33 @@ def test_a_user_function_counts_by_source_and_what_it_uses():
     assert code_hashing.value_part(ns["helper"], ns) != first
 
 
-def test_a_project_function_counts_by_source_not_comments(tmp_path, monkeypatch):
+def test_a_project_module_counts_by_the_code_the_kernel_runs(tmp_path, monkeypatch):
+    """Comments and docstrings do not count; an edit not yet reloaded does not either
+    (the kernel still runs the old code); a reloaded edit does."""
     module_path = tmp_path / "helpers_for_nbstep_test.py"
-    module_path.write_text("def clean(v):\n    return v.strip()\n")
+    module_path.write_text("SCALE = 2\ndef clean(v):\n    return v.strip() * SCALE\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     import importlib
 
     module = importlib.import_module("helpers_for_nbstep_test")
     try:
-        before = code_hashing.value_part(module.clean, {})
-        module_part = module_hashing.module_part(module)
-        module_path.write_text("def clean(v):\n    # strip blanks\n    return v.strip()\n")
+        function, whole = (code_hashing.value_part(module.clean, {}),
+                           code_hashing.value_part(module, {}))
+        module_path.write_text('"""Helpers."""\n# scale\nSCALE = 2\ndef clean(v):\n'
+                               '    """Strip, then scale."""\n    # blanks\n'
+                               '    return v.strip() * SCALE\n')
         module = importlib.reload(module)
-        assert code_hashing.value_part(module.clean, {}) == before  # a comment: no change
-        module_path.write_text("def clean(v):\n    return v.strip().lower()\n")
+        assert code_hashing.value_part(module.clean, {}) == function
+        assert code_hashing.value_part(module, {}) == whole
+        module_path.write_text("SCALE = 2\ndef clean(v):\n    return v.strip().lower() * SCALE\n")
+        assert code_hashing.value_part(module, {}) == whole  # edited, not reloaded
         module = importlib.reload(module)
-        assert code_hashing.value_part(module.clean, {}) != before
-        # The module itself counts by its file's bytes.
-        assert module_hashing.module_part(module) != module_part
+        assert code_hashing.value_part(module.clean, {}) != function
+        assert code_hashing.value_part(module, {}) != whole
+        module.SCALE = 3  # what the module holds counts too
+        changed = code_hashing.value_part(module, {})
+        module.SCALE = 2
+        assert changed != code_hashing.value_part(module, {})
     finally:
         sys.modules.pop("helpers_for_nbstep_test", None)
 
@@ -243,18 +260,34 @@ def test_an_installed_module_counts_by_name_and_version():
     assert part != module_hashing.module_part(types)
 
 
-def test_an_unhashable_value_counts_by_type_and_is_reported():
-    class Opaque:
-        pass
+def test_a_value_pickle_cannot_write_counts_by_type_and_is_reported():
+    import threading
 
-    result = analysis("y = model")
+    result = analysis("y = lock")
     got, unhashable = cellinputs.input_parts(result.canonical, result.reads,
-                                             {"model": Opaque()}, {})
-    assert unhashable == ["model"]
-    assert got["var:model"].startswith(code_hashing.UNHASHABLE_PREFIX)
-    # Another instance of the same type is "the same input": changes go unnoticed.
-    again, _ = cellinputs.input_parts(result.canonical, result.reads, {"model": Opaque()}, {})
+                                             {"lock": threading.Lock()}, {})
+    assert unhashable == ["lock"]
+    assert got["var:lock"].startswith(code_hashing.UNHASHABLE_PREFIX)
+    # Another lock is "the same input": changes go unnoticed (the cell is announced).
+    again, _ = cellinputs.input_parts(result.canonical, result.reads,
+                                      {"lock": threading.Lock()}, {})
     assert again == got
+
+
+def test_an_object_without_a_structural_key_counts_by_its_pickled_state():
+    class Model:
+        def __init__(self, w):
+            self.w = w
+
+    result = analysis("y = model.predict()")
+    one, unhashable = cellinputs.input_parts(result.canonical, result.reads,
+                                             {"model": Model([1.0, 2.0])}, {})
+    same, _ = cellinputs.input_parts(result.canonical, result.reads,
+                                     {"model": Model([1.0, 2.0])}, {})
+    other, _ = cellinputs.input_parts(result.canonical, result.reads,
+                                      {"model": Model([1.0, 3.0])}, {})
+    assert unhashable == [] and one["var:model"].startswith("state:")
+    assert one == same and one != other
 
 
 def test_describe_changes_names_what_changed():
@@ -263,6 +296,9 @@ def test_describe_changes_names_what_changed():
     text = cellinputs.describe_changes(old, new)
     assert text == ("the code, variable `fresh` (new input), variable `gone` (no longer "
                     "defined) and variable `threshold`")
+    absent = {"var:LIMIT": cellinputs.ABSENT, "env:HOME": cellinputs.ABSENT}
+    assert cellinputs.describe_changes(absent, {"var:LIMIT": "5", "env:HOME": "x"}) == (
+        "environment variable `HOME` (now defined) and variable `LIMIT` (now defined)")
     assert cellinputs.describe_changes(old, dict(old)) is None
     assert cellinputs.describe_changes({"code": "a"}, {"code": "b"}) == "the code"
 

@@ -1,10 +1,14 @@
 """The value of a ``%%step`` record, and reading it outside a replay.
 
-A cell's record is one value (format ``nbstep_cell: 2``), a dict of plain data
+A cell's record is one value (format ``nbstep_cell: 3``), a dict of plain data
 pickled as such: the transformed source and the name it was compiled under (so
 ``inspect.getsource`` and tracebacks work after a replay in a new kernel), modules
-by name, the deleted names, the ordered outputs, the result, and one blob holding
-every other variable (:mod:`.cell_pickle`). ``step.inspect()``, ``nbstep show`` and
+by name, the modules the run imported, the deleted names, the working directory,
+import path and environment changes, the ordered outputs (and where ``Out[n]`` goes
+among them), the result, and one blob holding every other variable, the states
+written back in place (:mod:`.cell_state`) and the changed attributes of functions,
+classes and modules (:mod:`.cell_pickle`). docs/tracking.md lists what changed from
+format 2. ``step.inspect()``, ``nbstep show`` and
 ``nbstep export`` read it with :func:`read_cell`.
 """
 
@@ -16,9 +20,13 @@ from typing import Any
 
 from nbstep.errors import NbstepError
 
+from .cell_state import apply_state
 from .cell_unpickle import ModuleName, decode_values
 
-FORMAT = 2
+FORMAT = 3
+# Formats read_cell reads (2: nbstep 0.1's; 3 adds states written back in place, the
+# process state, the modules to import again, outputs shown after the result).
+READABLE = (2, 3)
 
 
 class RecordedDisplay:
@@ -59,7 +67,7 @@ def read_cell(value: Any, ns: dict[str, Any] | None = None) -> CellRecord:
     """
     if not is_cell_record(value):
         raise ValueError("not a %%step record")
-    if value.get("nbstep_cell") != FORMAT:
+    if value.get("nbstep_cell") not in READABLE:
         raise NbstepError("this %%step record was made by another version of nbstep; "
                           "run the cell again to record it in this version's format")
     variables: dict[str, Any] = {}
@@ -70,6 +78,8 @@ def read_cell(value: Any, ns: dict[str, Any] | None = None) -> CellRecord:
     if blob is not None:
         loaded = decode_values(blob[0], blob[1], ns, lenient=True)
     variables.update(loaded.get("variables", {}))
+    for name, state in (loaded.get("in_place") or {}).items():
+        variables[name] = apply_state(None, state)  # a new object holding the state
     result = value.get("result")
     if result is None:
         has_result, shown = False, None

@@ -11,6 +11,13 @@ objects shared between variables stay shared (``fig, ax = plt.subplots()``,
 - an object that *is* the value of a notebook variable the cell did not bind (a
   default ``c=conn``, a large array in a closure): by that variable's name
   (:meth:`Context.references`), looked up in the namespace on replay;
+- an array that is a view of a notebook variable's array (``x2[:2, :2]``): as a view
+  of that variable (by name when the record does not hold it, in the same pickle
+  when it does), so it shares that memory again after a replay
+  (:func:`.cell_state.make_view`);
+- a class of an installed module that is not imported yet under its own name
+  (numpy's ``recarray`` lives in ``numpy.rec``, imported lazily): by name, as pickle
+  does for every imported class, never by value;
 - everything else as cloudpickle does (classes of ``__main__`` by value, library
   objects by reference).
 """
@@ -18,8 +25,10 @@ objects shared between variables stay shared (``fig, ax = plt.subplots()``,
 from __future__ import annotations
 
 import functools
+import importlib
 import io
 import pickle
+import sys
 import types
 from typing import Any
 
@@ -32,14 +41,16 @@ from .cell_functions import (
     _make_lru_cache,
     reduce_function,
 )
+from .cell_state import make_view, view_of
 
 _MISSING = object()
-_NOT_REFERENCED = (int, float, complex, str, bytes, tuple, frozenset, range, type(None),
+NOT_REFERENCED = (int, float, complex, str, bytes, tuple, frozenset, range, type(None),
                    type(Ellipsis), type(NotImplemented), types.ModuleType, types.FunctionType,
                    types.BuiltinFunctionType, type)
 
 
 NS_REFERENCE = "nbstep-ns"
+NS_VIEW = "nbstep-view"
 
 
 
@@ -56,6 +67,33 @@ class Context:
         self.recorded = recorded or set()  # the names the record restores
         self.wrote_code = False  # code objects are specific to a Python version
         self.referenced: set[str] = set()  # names the last pickle refers to
+        self._anchors: list[tuple[str, Any, bool]] | None = None
+
+    def anchors(self) -> list[tuple[str, Any, bool]]:
+        """``(name, array, referenced)`` of the notebook's C-contiguous arrays: what a
+        view in the record may be a view of (``referenced``: stored by name)."""
+        if self._anchors is None:
+            numpy = sys.modules.get("numpy")
+            found: list[tuple[str, Any, bool]] = []
+            if numpy is not None and self.ns is not None:
+                refs = self.references()
+                for name, value in self.ns.items():
+                    if (isinstance(value, numpy.ndarray) and not is_ipython_name(name)
+                            and value.flags.c_contiguous):
+                        found.append((name, value, refs.get(id(value)) == name))
+            self._anchors = found
+        return self._anchors
+
+    def view(self, array: Any) -> tuple[str, Any, bool, tuple[Any, ...]] | None:
+        """The notebook array ``array`` is a view of: (name, anchor, referenced,
+        (offset, shape, strides)), else None."""
+        if array.base is None:
+            return None
+        for name, anchor, referenced in self.anchors():
+            geometry = view_of(array, anchor)
+            if geometry is not None:
+                return name, anchor, referenced, geometry
+        return None
 
     def references(self) -> dict[int, str]:
         """``{id(value): name}`` of the notebook's variables a pickle refers to by name.
@@ -75,7 +113,7 @@ class Context:
             if (name in self.recorded or is_ipython_name(name)
                     or self.ns.get(name, _MISSING) is not value
                     or (name in hidden and hidden[name] is value)
-                    or isinstance(value, _NOT_REFERENCED)
+                    or isinstance(value, NOT_REFERENCED)
                     or is_shell_value(name, value)):
                 continue
             refs.setdefault(id(value), name)
@@ -151,14 +189,25 @@ def _cell_pickler_class() -> type:
             # An earlier cell's variable, by its name (see Context.references).
             name = self.refs.get(id(obj))
             if name is None:
+                if _is_view(obj):
+                    view = self.context.view(obj)
+                    if view is not None and view[2]:
+                        # A view of an earlier cell's array: of that very array.
+                        self.referenced.add(view[0])
+                        return (NS_VIEW, view[0], *view[3], obj.dtype)
                 return None
             self.referenced.add(name)
             return (NS_REFERENCE, name)
 
         def reducer_override(self, obj: Any) -> Any:
+            if _is_view(obj):
+                view = self.context.view(obj)
+                if view is not None and not view[2]:
+                    # A view of an array the record holds too: of that one, shared.
+                    return make_view, (view[1], *view[3], obj.dtype)
             if isinstance(obj, (types.FunctionType, type)):
                 context = self.context
-                if context.by_name(obj):
+                if context.by_name(obj) or _importable_by_name(obj, context.user_modules):
                     return NotImplemented  # pickle's own save_global
                 if (isinstance(obj, types.FunctionType) and context.ns is not None
                         and obj.__globals__ is context.ns):
@@ -179,6 +228,29 @@ def _cell_pickler_class() -> type:
             return super().reducer_override(obj)
 
     return CellPickler
+
+
+def _is_view(obj: Any) -> bool:
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and type(obj) is numpy.ndarray and obj.base is not None
+
+
+def _importable_by_name(obj: Any, user_modules: set[str]) -> bool:
+    """An installed module's class or function whose module is not imported yet by its
+    own name (cloudpickle would pickle it by value, a copy of the class)."""
+    module_name = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if (not isinstance(module_name, str) or not isinstance(qualname, str) or "<" in qualname
+            or module_name in user_modules or module_name in sys.modules
+            or module_name.split(".")[0] not in sys.modules):
+        return False
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except Exception:  # not importable after all: cloudpickle decides
+        return False
+    return found is obj
 
 
 def encode_values(payload: Any, context: Context | None = None) -> tuple[str, bytes]:

@@ -16,7 +16,8 @@ from typing import Any
 
 from . import registry
 from .cell_functions import LOADING_INTO
-from .cell_pickle import NS_REFERENCE
+from .cell_pickle import NS_REFERENCE, NS_VIEW
+from .cell_state import make_view
 
 # Modules whose names records made by an earlier nbstep carry (for the functions
 # that rebuild notebook functions), and where those live now.
@@ -47,7 +48,13 @@ def _find_class(unpickler: pickle.Unpickler, module: str, name: str) -> Any:
 
 
 def _load_reference(pid: Any, lenient: bool = False) -> Any:
-    """The notebook variable a pickle refers to by name (``Context.references``)."""
+    """The notebook variable a pickle refers to by name (``Context.references``), or a
+    view of its array."""
+    if isinstance(pid, tuple) and len(pid) == 6 and pid[0] == NS_VIEW:
+        anchor = _load_reference((NS_REFERENCE, pid[1]), lenient)
+        if isinstance(anchor, NotebookVariable):
+            return anchor
+        return make_view(anchor, *pid[2:])
     if not (isinstance(pid, tuple) and len(pid) == 2 and pid[0] == NS_REFERENCE):
         raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
     name = pid[1]

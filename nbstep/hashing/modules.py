@@ -1,9 +1,10 @@
-"""Hashing an imported module: installed ones by version, project ones by content.
+"""Hashing an imported module by its name and version, and telling project code apart.
 
-A module of the user's project (a file outside ``sys.prefix`` / ``sys.base_prefix``
-and site-packages) counts by the sha256 of its file, so editing ``helpers.py``
-counts as a change; any other module by its name and version (``__version__``, else
-its distribution's version, else the Python version for the standard library).
+An installed module counts by its name and version (``__version__``, else its
+distribution's version, else the Python version for the standard library). A module
+of the user's project (:func:`is_project_file`: a file outside ``sys.prefix`` /
+``sys.base_prefix`` and site-packages) counts by the code the kernel runs, not by
+its file: :meth:`nbstep.hashing.code.PartHasher.module`.
 """
 
 from __future__ import annotations
@@ -39,14 +40,21 @@ def _roots() -> tuple[str, ...]:
     return tuple(sorted(r.rstrip(os.sep) + os.sep for r in roots))
 
 
+_OWN = os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + os.sep
+
+
 def is_project_file(path: str | None) -> bool:
-    """A source file of the user's project (not the standard library or site-packages)."""
+    """A source file of the user's project (not the standard library or site-packages,
+    and not nbstep's own, wherever it is installed)."""
     if not path or path.startswith("<"):
+        return False
+    if os.path.realpath(path).startswith(_OWN):
         return False
     real = os.path.realpath(path)
     return not any(real.startswith(root) for root in _roots())
 
 
+@functools.cache
 def _distribution_version(name: str) -> str | None:
     try:
         from importlib.metadata import PackageNotFoundError, packages_distributions, version
@@ -66,35 +74,24 @@ def _distribution_version(name: str) -> str | None:
 
 
 
-# (name, file, mtime) -> part: a project module is hashed again only when it changes.
-_parts: dict[tuple[str, str | None, float | None], str] = {}
+# name -> part: an installed module's version does not change while it is imported.
+_parts: dict[str, str] = {}
 
 
 def module_part(module: types.ModuleType) -> str:
+    """``sha256("module:<name>@<version>")`` of an installed (or built-in) module."""
     name = getattr(module, "__name__", "?")
-    path = getattr(module, "__file__", None)
-    mtime = None
-    if is_project_file(path):
-        try:
-            mtime = os.stat(path).st_mtime  # type: ignore[arg-type]
-        except OSError:
-            mtime = None
-    cache_key = (name, path, mtime)
-    cached = _parts.get(cache_key)
+    cached = _parts.get(name)
     if cached is not None:
         return cached
-    if mtime is not None:
-        with open(path, "rb") as f:  # type: ignore[arg-type]
-            part = sha(b"module-file:" + name.encode() + b"\0" + f.read())
-    else:
-        version = getattr(module, "__version__", None)
-        if not isinstance(version, str):
-            top = sys.modules.get(name.split(".")[0])
-            version = getattr(top, "__version__", None)
-        if not isinstance(version, str):
-            version = _distribution_version(name)
-        if not isinstance(version, str):
-            version = "python-" + ".".join(map(str, sys.version_info[:2]))
-        part = sha(f"module:{name}@{version}")
-    _parts[cache_key] = part
+    version = getattr(module, "__version__", None)
+    if not isinstance(version, str):
+        top = sys.modules.get(name.split(".")[0])
+        version = getattr(top, "__version__", None)
+    if not isinstance(version, str):
+        version = _distribution_version(name)
+    if not isinstance(version, str):
+        version = "python-" + ".".join(map(str, sys.version_info[:2]))
+    part = sha(f"module:{name}@{version}")
+    _parts[name] = part
     return part

@@ -105,7 +105,7 @@ from . import arrays, stdlib  # noqa: F401  (they register their encoders)
 from .sink import FIX, Ctx, HashSink, Unhashable, _noop, _qualname
 from .values import _ENC, _resolve
 
-__all__ = ["input_hash", "step_identity", "structural_key"]
+__all__ = ["input_hash", "input_hash_and_classes", "step_identity", "structural_key"]
 
 
 def _run(value: Any, ctx: Ctx) -> None:
@@ -139,6 +139,15 @@ def input_hash(value: Any) -> str:
     sink = HashSink()
     _run(value, Ctx(sink.buf.extend, sink.big, sink.spill, set()))
     return "sha256:" + sink.hexdigest()
+
+
+def input_hash_and_classes(value: Any) -> tuple[str, set[type]]:
+    """``input_hash(value)``, and the classes whose names its key holds (Enum members,
+    dataclass instances, subclasses of tagged types): their *code* is not in the key."""
+    sink = HashSink()
+    classes: set[type] = set()
+    _run(value, Ctx(sink.buf.extend, sink.big, sink.spill, set(), classes))
+    return "sha256:" + sink.hexdigest(), classes
 
 
 def step_identity(namespace: str, key: str, sequence: int, input_hash: str) -> str:

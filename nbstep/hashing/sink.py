@@ -23,13 +23,17 @@ Write = Callable[[Any], Any]
 class Ctx:
     """Where the encoders write: ``w`` small pieces, ``big`` large buffers."""
 
-    __slots__ = ("w", "big", "spill", "seen")
+    __slots__ = ("w", "big", "spill", "seen", "classes")
 
-    def __init__(self, w: Write, big: Write, spill: Callable[[], None], seen: set[int]) -> None:
+    def __init__(self, w: Write, big: Write, spill: Callable[[], None], seen: set[int],
+                 classes: set[type] | None = None) -> None:
         self.w = w
         self.big = big
         self.spill = spill  # a chance to move buffered bytes into the digest
         self.seen = seen  # ids of the containers being encoded: cycle detection
+        # When a set: the classes whose name a key wrote (Enum, dataclass, subclass
+        # tags), so a caller can add their code (nbstep.hashing.code.PartHasher).
+        self.classes = classes
 
 
 def _noop() -> None:

@@ -95,6 +95,8 @@ def _path(v: Any, ctx: Ctx) -> None:
 
 def _enum(v: Any, ctx: Ctx) -> None:
     ctx.w(_tag(b"E", _qualname(type(v))))
+    if ctx.classes is not None:
+        ctx.classes.add(type(v))
     _enc(v.name, ctx)  # None for a composite Flag on old Pythons
     try:
         _enc(v.value, ctx)
@@ -107,6 +109,8 @@ def _dataclass(v: Any, ctx: Ctx) -> None:
     vid = _enter(v, ctx)
     w = ctx.w
     w(_tag(b"R", _qualname(type(v))))
+    if ctx.classes is not None:
+        ctx.classes.add(type(v))
     # Only the fields that take part in ==: compare=False marks caches and handles.
     for f in sys.modules["dataclasses"].fields(v):
         if not f.compare:

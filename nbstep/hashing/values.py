@@ -22,7 +22,7 @@ from .sink import Ctx, Unhashable, _enter, _key_segment, _noop, _qualname, _shor
 def _sub(value: Any, ctx: Ctx) -> bytes:
     """The key of ``value`` as bytes (for sorting set members and dict entries)."""
     buf = bytearray()
-    sub = Ctx(buf.extend, buf.extend, _noop, ctx.seen)
+    sub = Ctx(buf.extend, buf.extend, _noop, ctx.seen, ctx.classes)
     (_ENC.get(type(value)) or _resolve(value))(value, sub)
     return bytes(buf)
 
@@ -250,6 +250,8 @@ def _subclass(t: type, base: Encoder) -> Encoder:
 
     def encode(v: Any, ctx: Ctx) -> None:
         ctx.w(prefix)
+        if ctx.classes is not None:
+            ctx.classes.add(t)
         base(v, ctx)
 
     return encode

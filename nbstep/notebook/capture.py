@@ -13,6 +13,16 @@ cannot take an instance attribute (a plain ``TextIOWrapper``) is replaced in ``s
 by a tee instead. Output a subprocess writes straight to file descriptor 1 or 2
 reaches the notebook through ipykernel's pipe watcher thread, late and unordered;
 it is recorded when it arrives before the cell ends.
+
+After the result: a plain run shows ``Out[n]`` first and then the figures matplotlib's
+inline backend shows in its ``post_execute`` hook. :meth:`OutputCapture.hold` records
+those figures when the body ends but *holds* their publication, and
+:func:`show_after_result` publishes them in a ``post_execute`` hook of its own, after
+``Out[n]``: the recording run and a replay show them in the order a plain run does.
+The events from :attr:`OutputCapture.held_from` on are those.
+
+Replay writes each recorded stream event and flushes it before the next event, so
+stdout, stderr and rich outputs come back in the order the cell produced them.
 """
 
 from __future__ import annotations
@@ -73,6 +83,9 @@ class OutputCapture:
         self._local = threading.local()
         self._undo: list[Any] = []
         self._lock = threading.Lock()
+        self.holding = False  # publish calls are recorded, and published after Out[n]
+        self.held: list[tuple[Any, Any, tuple[Any, ...], dict[str, Any]]] = []
+        self.held_from: int | None = None  # the index of the first held event
 
     # -- recording ---------------------------------------------------------------
 
@@ -131,6 +144,9 @@ class OutputCapture:
                     "display", dict(data), dict(metadata or {}),
                     dict(kwargs.get("transient") or {}), bool(kwargs.get("update", False)),
                 ))
+                if self.holding:
+                    self.held.append((data, metadata, args, kwargs))
+                    return None
             # The base publisher prints text/plain itself; that is not a second output.
             self._local.publishing = True
             try:
@@ -164,6 +180,24 @@ class OutputCapture:
         self._wrap_display()
         return self
 
+    def hold(self, show: Any) -> None:
+        """Call ``show()`` (the inline backend's flush) recording what it publishes,
+        and keep it for :func:`show_after_result`."""
+        self.held_from = len(self.events)
+        self.holding = True
+        try:
+            show()
+        finally:
+            self.holding = False
+        if self.held:
+            held, publisher = list(self.held), self.shell.display_pub
+
+            def publish_held() -> None:
+                for data, metadata, args, kwargs in held:
+                    publisher.publish(data, metadata, *args, **kwargs)
+
+            after_result(self.shell, publish_held)
+
     def stop(self) -> list[Event]:
         for name in STREAMS:
             stream = getattr(sys, name, None)
@@ -177,9 +211,19 @@ class OutputCapture:
             self._undo.pop()()
         return self.finished()
 
+    def stop_at_held(self) -> tuple[list[Event], int]:
+        """:meth:`stop`, and the index of the first event shown after ``Out[n]``."""
+        held_from = self.held_from if self.held_from is not None else len(self.events)
+        before = len(self._finish(self.events[:held_from]))
+        return self.stop(), before
+
     def finished(self) -> list[Event]:
+        return self._finish(self.events)
+
+    @staticmethod
+    def _finish(raw: list[Event]) -> list[Event]:
         events: list[Event] = []
-        for event in self.events:
+        for event in raw:
             if event[0] == "stream":
                 text = _CARRIAGE_RETURN.sub("", event[2])
                 if text:
@@ -195,6 +239,22 @@ class OutputCapture:
         self.stop()
 
 
+def after_result(shell: Any, action: Any) -> None:
+    """Run ``action`` once, after this cell's ``Out[n]`` (a ``post_execute`` hook)."""
+
+    def once() -> None:
+        shell.events.unregister("post_execute", once)
+        action()
+
+    shell.events.register("post_execute", once)
+
+
+def show_after_result(shell: Any, events: list[Event]) -> None:
+    """Show recorded outputs again once this cell's ``Out[n]`` is shown."""
+    if events:
+        after_result(shell, lambda: show_again(shell, events))
+
+
 def show_again(shell: Any, events: list[Event]) -> None:
     """Show recorded outputs again, in their order."""
     publisher = shell.display_pub
@@ -203,6 +263,9 @@ def show_again(shell: Any, events: list[Event]) -> None:
         if kind == "stream":
             stream = getattr(sys, event[1])
             stream.write(event[2])
+            flush = getattr(stream, "flush", None)
+            if flush is not None:
+                flush()  # one message per event: stdout and stderr keep their order
         elif kind == "display":
             _, data, metadata, transient, update = event
             if WIDGET_MIME in data and len(data) > 1:

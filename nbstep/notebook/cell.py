@@ -2,8 +2,16 @@
 
 The magic (:mod:`.magics`) parses its arguments and makes a :class:`CellStep`;
 deciding uses the engine's occurrences (:func:`nbstep.engine.occurrence.begin`) with
-the cell's input (:mod:`.inputs`); recording is :mod:`.recording`; the record's value
-is the ``%%step`` codec's (:mod:`nbstep.codecs.cell`).
+the cell's input (:mod:`.inputs`); running is watched by :mod:`.tracking` (what the
+cell really read and changed); recording is :mod:`.recording`; the record's value is
+the ``%%step`` codec's (:mod:`nbstep.codecs.cell`).
+
+A replay restores, in this order: the working directory, import path and
+environment; the modules the run imported; the recorded objects (one pickle); the
+states written back into objects the notebook holds (also those the run changed and
+then unbound), and the changed attributes of functions, classes and modules; the
+rest of the process state; deletions; the variables.
+Then the outputs show again, those a plain run shows after ``Out[n]`` after it.
 
 Which objects an input may stand for: a name the cell both reads and binds
 (``x = x + 1``) counts as unchanged only when the namespace holds the very object
@@ -15,7 +23,9 @@ equal value recomputes.
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
+import io
 import sys
 import time
 import types
@@ -24,13 +34,13 @@ from typing import Any
 
 from nbstep.codecs import cell as cell_codec
 from nbstep.codecs.cell import RecordedDisplay
+from nbstep.codecs.cell_state import apply_state
 from nbstep.codecs.cell_unpickle import decode_values
-from nbstep.core.names import is_ipython_name
 from nbstep.engine import occurrence as occurrences
 from nbstep.errors import NbstepError, StepNotPersistedWarning, StepReplayError
 from nbstep.hashing import input_hash
 
-from . import analysis, capture, inputs, recording
+from . import analysis, capture, globalstate, inputs, recording, tracking
 from .execution import (
     PyCF_ALLOW_TOP_LEVEL_AWAIT,
     await_code,
@@ -89,7 +99,9 @@ class CellStep(Recording):
         self.body_done = False  # errors after this are nbstep's, not the cell's
         self._started = 0.0
         self.before: dict[str, Any] = {}
-        self.indirect: dict[str, str] = {}
+        self.tracker = tracking.Tracker(self.user_ns, self.hidden, self.user_modules,
+                                        inputs.PartHasher(self.user_ns, self.user_modules))
+        self.untrackable: str | None = None  # why the tracker could not take the closure
 
     # -- deciding ------------------------------------------------------------------
 
@@ -109,10 +121,10 @@ class CellStep(Recording):
         self.analysis = analysis.analyze(tree)
         transformed = shell.transform_ast(tree)
         self.tree = transformed if transformed is not None else tree
-        self.parts, self.unhashable = inputs.input_parts(
-            self.analysis.canonical, self.analysis.reads, self.user_ns, self.hidden,
-            self.user_modules,
-        )
+        self.inputs = inputs.Inputs(self.user_ns, self.hidden, self.user_modules,
+                                    provenance=self.extension.product_part)
+        self.tracker.hasher = self.inputs.hasher
+        self.parts, _ = self.inputs.parts(self.analysis)
         self.input_hash = input_hash(self.parts)
         if self.runtime.user_ns is None:
             self.runtime.user_ns = self.user_ns
@@ -131,6 +143,14 @@ class CellStep(Recording):
         record = occurrence.record
         if record is None:
             return
+        if not self._comparable(record):
+            # Recorded by an older nbstep, with another recipe: recompute, whatever
+            # on_mismatch says (its parts cannot be compared with these).
+            self.replaying = False
+            occurrence.input_hash = self.input_hash
+            print(f"recomputing `{options.key}`: its record of {record.occurred_at} was made "
+                  "by an older nbstep")
+            return
         why_not = self._unreplayable(record) if self.replaying else None
         if why_not is not None:
             self.replaying = False
@@ -142,11 +162,15 @@ class CellStep(Recording):
             print(f"recomputing `{options.key}`: {self._what_changed(record, hint=False)} "
                   f"changed since the record of {record.occurred_at}")
 
+    @staticmethod
+    def _comparable(record: Any) -> bool:
+        """A record of this format (and so of this input recipe); a record ``step.run``
+        made is comparable too (and then not replayed as a cell)."""
+        return (record.details or {}).get("cell") in (None, cell_codec.FORMAT)
+
     def _unreplayable(self, record: Any) -> str | None:
         """Why a record whose inputs match still cannot be replayed here, else None."""
         details = record.details or {}
-        if details.get("cell") not in (None, cell_codec.FORMAT):
-            return "was made by an older nbstep"  # whose records this one does not replay
         python = details.get("python", recording.PYTHON)
         if python != recording.PYTHON:
             # Functions are recorded with their compiled code, which is Python's own.
@@ -169,11 +193,20 @@ class CellStep(Recording):
                 "give each cell its own key (each of them overwrites the other's record)")
 
     def _adjusted(self, record: Any) -> dict[str, str]:
-        """This cell's parts on the record's terms (:func:`.inputs.adjusted_parts`)."""
-        return inputs.adjusted_parts(self.parts, record, self.user_ns,
+        """This cell's parts on the record's terms (:func:`.inputs.adjusted_parts`):
+        every part the record has, computed now (the tracker's too)."""
+        current = dict(self.parts)
+        for key in inputs.recorded_parts(record) or {}:
+            if key not in current:
+                part = self.inputs.part(key)
+                if part is not None:
+                    current[key] = part
+        return inputs.adjusted_parts(current, record, self.user_ns,
                                      self.extension.produced(record))
 
     def _matches(self, record: Any) -> bool:
+        if not self._comparable(record):
+            return True  # not compared: prepare() recomputes it
         recorded = inputs.recorded_parts(record)
         return recorded is not None and self._adjusted(record) == recorded
 
@@ -218,8 +251,13 @@ class CellStep(Recording):
             stats["saved_s"] -= record.duration_s or 0.0
             stats["failed"] += 1
             raise
-        self.extension.remember_outputs(record, (record.details or {}).get("output_parts") or {})
-        capture.show_again(self.shell, container.get("outputs") or [])
+        details = record.details or {}
+        self.extension.remember_outputs(record, details.get("output_parts") or {})
+        self.extension.note_products(record.identity, details.get("variables") or [])
+        events = container.get("outputs") or []
+        at = container.get("result_at", len(events))
+        capture.show_again(self.shell, events[:at])
+        capture.show_after_result(self.shell, events[at:])  # as a plain run: after Out[n]
         if not self.options.quiet:
             # After the outputs: a replayed clear_output() must not wipe this line.
             print(f"replayed `{key}` (recorded {record.occurred_at}, "
@@ -230,15 +268,18 @@ class CellStep(Recording):
         ns = self.user_ns
         values: dict[str, Any] = {}
         try:
-            for name in container.get("deleted") or []:
-                ns.pop(name, None)
-            # Modules first: the values may need them when they load.
+            # Where imports are found first, then modules: the values may need them.
+            globalstate.apply_changes(container.get("process") or {})
+            self._import_again(container.get("imports") or [])
             for name, module_name in (container.get("modules") or {}).items():
                 ns[name] = importlib.import_module(module_name)
             self._register_source(container)
             blob = container.get("values")
             if blob is not None:
                 values = decode_values(blob[0], blob[1], ns)
+            self._apply(values)
+            for name in container.get("deleted") or []:
+                ns.pop(name, None)
             ns.update(values.get("variables", {}))
         except NbstepError:
             raise
@@ -254,6 +295,43 @@ class CellStep(Recording):
         if result[0] == "value":
             return values.get("result")
         return RecordedDisplay(result[1], result[2])
+
+    def _import_again(self, names: list[str]) -> None:
+        """Import what the recorded run imported (``xml.dom.minidom``, a plotting
+        backend), quietly: a module that prints when imported printed in the run."""
+        failed = []
+        sink = io.StringIO()
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            for name in names:
+                if name in sys.modules:
+                    continue
+                try:
+                    importlib.import_module(name)
+                except Exception as e:  # reported below: the replay goes on without it
+                    failed.append(f"`{name}` ({type(e).__name__}: {e})")
+        if failed:
+            print(f"note: replaying `{self.options.key}` could not import "
+                  f"{', '.join(failed)} again, as its recorded run had")
+
+    def _apply(self, values: dict[str, Any]) -> None:
+        """Write back what the run changed in objects the notebook holds."""
+        ns = self.user_ns
+        for name, state in (values.get("in_place") or {}).items():
+            if name in ns:
+                ns[name] = apply_state(ns[name], state)
+            else:
+                ns[name] = apply_state(None, state)
+        for fn, (defaults, kwdefaults, cells, attributes) in values.get("functions") or []:
+            fn.__defaults__, fn.__kwdefaults__ = defaults, kwdefaults
+            for cell, content in zip(fn.__closure__ or (), cells, strict=False):
+                if not tracking.is_unset(content):
+                    cell.cell_contents = content
+            fn.__dict__.update(attributes)
+        for owner, attributes in values.get("classes") or []:
+            _set_attributes(owner, attributes)
+        for module_name, attributes in (values.get("modules") or {}).items():
+            _set_attributes(importlib.import_module(module_name), attributes)
+        globalstate.apply_changes(values.get("process") or {})
 
     def _register_source(self, container: dict[str, Any]) -> None:
         """Make the recorded cell's code readable under the name it was compiled with.
@@ -302,20 +380,17 @@ class CellStep(Recording):
         return block, expr, self.filename
 
     def start(self) -> None:
-        self.before = dict(self.user_ns)
-        # Names the functions the cell calls read: hashed now, compared after the body.
-        self.indirect = {}
+        """Take the closure of what the cell reads (:mod:`.tracking`), then capture."""
+        found = self.analysis
+        named = list(found.strings)
+        if found.dynamic:
+            named += list(self.user_ns)
         try:
-            names = inputs.indirect_reads(self.analysis.reads, self.user_ns, self.hidden,
-                                              self.user_modules)
-        except Exception:  # a value's own __getattr__ raising: check none of them
-            names = []
-        for name in names:
-            if is_ipython_name(name):
-                continue
-            digest = inputs.part_or_none(self.user_ns[name], self.user_ns, self.user_modules)
-            if digest is not None:
-                self.indirect[name] = digest
+            self.tracker.start(found.reads, found.used, named, found.chains, self.parts)
+        except Exception as e:  # a value's own __getattr__ or __reduce__ raising
+            self.tracker.stop_watching()
+            self.untrackable = f"taking what it reads failed ({type(e).__name__}: {e})"
+        self.before = self.tracker.before or dict(self.user_ns)
         self.capture = capture.OutputCapture(self.shell).start()
         self.extension.body_depth += 1
         self._started = time.perf_counter()
@@ -324,6 +399,7 @@ class CellStep(Recording):
         """The body raised: stop capturing, record nothing."""
         self.extension.body_depth -= 1
         self.runtime.stats["failed"] += 1
+        self.tracker.stop_watching()
         if self.capture is not None:
             self.capture.stop()
 
@@ -335,7 +411,6 @@ class CellStep(Recording):
             if block is not None:
                 run_code(self.shell, block, self.user_ns)
             value = run_code(self.shell, expr, self.user_ns) if expr is not None else None
-            flush_inline_figures()
         except BaseException:
             self.abort()
             raise
@@ -349,23 +424,42 @@ class CellStep(Recording):
             if block is not None:
                 await await_code(self.shell, block, self.user_ns)
             value = await await_code(self.shell, expr, self.user_ns) if expr is not None else None
-            flush_inline_figures()
         except BaseException:
             self.abort()
             raise
         return self.end(value)
 
     def end(self, value: Any) -> Any:
-        """The body finished: record the step (unless it cannot be persisted)."""
+        """The body finished: record the step (unless it cannot be, or must not be)."""
         duration = time.perf_counter() - self._started
         self.extension.body_depth -= 1
         self.body_done = True
         assert self.capture is not None
-        outputs = self.capture.stop()
+        try:
+            # The figures the inline backend would show after Out[n]: recorded now,
+            # shown after Out[n].
+            self.capture.hold(flush_inline_figures)
+        finally:
+            outputs, result_at = self.capture.stop_at_held()
+        try:
+            changes = self.tracker.finish()
+        except Exception as e:  # a value's own __reduce__ or __eq__ raising: say so
+            changes = tracking.Changes()
+            self.untrackable = f"comparing what it reads failed ({type(e).__name__}: {e})"
         if analysis.ends_with_semicolon(self.source):
             value = None
+        untracked = self._untracked()
+        if untracked is not None and not self.options.allow_untracked:
+            stats = self.runtime.stats
+            stats["computed"] += 1
+            stats["compute_s"] += duration
+            key = self.options.key
+            print(f"note: `{key}` is not recorded: it {untracked}, so a replay could "
+                  f"differ from running it; it runs every time (`%%step {key} "
+                  "--allow-untracked` records it anyway)")
+            return value
         try:
-            self.record(value, outputs, duration)
+            self.record(value, outputs, result_at, duration, changes)
         except NotRecorded as e:
             stats = self.runtime.stats
             stats["not_persisted"] += 1
@@ -377,3 +471,28 @@ class CellStep(Recording):
             )
         return value
 
+    def _untracked(self) -> str | None:
+        """What the cell uses that nbstep cannot track, as ``reads ... and calls ...``."""
+        if self.untrackable is not None:
+            return self.untrackable
+        said = []
+        opaque = self.tracker.opaque()
+        if opaque:
+            names = ", ".join(f"`{name}` ({kind})" if kind else f"`{name}`"
+                              for name, kind in opaque)
+            said.append(f"reads {names}, whose state nbstep cannot see (pickle cannot "
+                        "write it)")
+        calls = tracking.untracked_calls(self.analysis.calls, self.user_ns)
+        if calls:
+            names = ", ".join(f"`{call}`" for call in calls)
+            said.append(f"calls {names}, whose effect nbstep cannot record")
+        return " and ".join(said) if said else None
+
+
+def _set_attributes(owner: Any, attributes: dict[str, Any]) -> None:
+    for name, value in attributes.items():
+        if tracking.is_unset(value):
+            if hasattr(owner, name):
+                delattr(owner, name)
+        else:
+            setattr(owner, name, value)

@@ -64,7 +64,8 @@ def flush_inline_figures() -> None:
 
     The inline backend shows them in a ``post_execute`` hook, after the cell (and so
     after the capture); showing them here instead makes them part of the record, and
-    the hook then finds nothing left to show.
+    the hook then finds nothing left to show. The caller holds what this publishes
+    until ``Out[n]`` is shown (:meth:`.capture.OutputCapture.hold`).
     """
     backend_inline = sys.modules.get("matplotlib_inline.backend_inline")
     mpl = sys.modules.get("matplotlib")

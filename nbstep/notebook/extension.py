@@ -54,6 +54,9 @@ class NotebookExtension:
         # replayed in this kernel}, for the names the step both read and bound.
         # Strong references: an id could be reused once an object is gone.
         self.session_outputs: dict[tuple[str, str, int], dict[str, Any]] = {}
+        # id(object) -> (object, part, state digest) of the objects a step recorded or
+        # replayed in this kernel, as it left them (see product_part).
+        self.products: dict[int, tuple[Any, str, str]] = {}
 
     @property
     def runtime(self) -> Runtime:
@@ -74,6 +77,50 @@ class NotebookExtension:
     def forget_session(self) -> None:
         """Forget which objects this kernel's steps produced (as a new kernel would)."""
         self.session_outputs.clear()
+        self.products.clear()
+
+    def note_products(self, identity: str, names: Any) -> None:
+        """Remember the objects a step (its record's ``identity``) left under ``names``,
+        once this cell's ``Out[n]`` is shown (showing a figure draws it)."""
+        from nbstep.hashing.state import state_digest
+
+        from .capture import after_result
+        from .inputs import produced_part, surely_structural
+
+        ns = self.shell.user_ns
+        objects = {name: ns[name] for name in sorted(names)
+                   if name in ns and not surely_structural(ns[name])}
+        if not objects:
+            return
+
+        def note() -> None:
+            bound = {id(value) for value in ns.values()}
+            for key in [k for k in self.products if k not in bound]:
+                del self.products[key]  # no longer a notebook variable's
+            noted: set[int] = set()
+            for name, obj in objects.items():  # in order: an object counts by its first name
+                if id(obj) in noted or ns.get(name) is not obj:
+                    continue
+                noted.add(id(obj))
+                digest = state_digest(obj).digest
+                if digest is not None:
+                    self.products[id(obj)] = (obj, produced_part(identity, name), digest)
+
+        after_result(self.shell, note)
+
+    def product_part(self, obj: Any) -> str | None:
+        """The part of an object a step left, if nothing changed it since.
+
+        The part names the step's record: the same in the kernel that recorded the
+        object and in one that replayed it, where the object's own pickle may differ
+        (a figure drawn in one and loaded in the other).
+        """
+        entry = self.products.get(id(obj))
+        if entry is None or entry[0] is not obj:
+            return None
+        from nbstep.hashing.state import state_digest
+
+        return entry[1] if state_digest(obj).digest == entry[2] else None
 
     # -- one %%step cell -----------------------------------------------------------------
 

@@ -20,3 +20,9 @@ class Host(Protocol):
 
     def produced(self, record: Any) -> dict[str, Any]:
         """``{name: object}`` this kernel's run or replay of the record's step left."""
+
+    def note_products(self, identity: str, names: Any) -> None:
+        """Remember the objects a step (its record's identity) left under ``names``."""
+
+    def product_part(self, obj: Any) -> str | None:
+        """The part of an object a step left, if nothing changed it since."""

@@ -5,42 +5,144 @@ Recipe (what is hashed, and what is not):
 ``code``
     sha256 of the cell's canonical AST (:func:`nbstep.hashing.code.canonical`):
     whitespace and comments do not count, everything else does.
-``var:NAME``, one per name the cell reads from the namespace before binding it
-    - a module: its name and version (``__version__``, else its distribution's
-      version, else the Python version for the standard library); a module of the
-      project itself (a file outside ``sys.prefix``/``sys.base_prefix``) by the
-      sha256 of its file, so editing ``helpers.py`` counts as a change;
-    - a function defined in the notebook or in a project module: its source
-      (canonical AST, so comments do not count), its defaults, and, recursively, the
-      parts of the module-level names its code refers to (helpers it calls, constants
-      it reads); an installed library's function: module, qualified name and version;
-      Code a library generated (attrs' methods: its text is in linecache under a
-      ``<...>`` name, or it is a closure of the library's module) counts by its code
-      object's content, not its text: a by-value replay gives it another file name;
-    - a class defined in the notebook: its name, bases and members, the same way;
-    - anything else: ``nbstep.hashing.input_hash(value)``, the canonical structural
-      hash. A value that cannot be hashed counts by its type only (its changes are
-      not detected); the caller notes such names.
+``var:NAME``, one per name the cell reads from the namespace before binding it, or
+    binds on some paths only (its earlier value may stay), or names in a string
+    literal (``df.query("a > @LIMIT")``); every variable when the cell reads the
+    namespace dynamically (``globals()``). A name the cell reads when it runs that is
+    not defined is ``absent`` (``builtin`` for a builtin's name): defining it later
+    is a change. The value parts are :class:`nbstep.hashing.code.PartHasher`'s
+    (recipe 2): a module by version, or by the code the kernel runs for a project
+    module; a notebook function by its source, defaults, closure and the globals it
+    uses; data by its structural hash plus the code of the notebook classes it
+    names; another object by its canonical pickle digest, or by the step that
+    produced it while nothing changed it (``provenance``); an object pickle refuses
+    by its type only (the caller notes such names).
+
+``env:NAME``
+    When the cell reads the environment (``os.environ``, ``os.getenv``, ``%env``): each
+    identifier in its string literals, by the variable's value or ``absent``.
+``state:PROBE``
+    Added when the record is made: process state the run drew from without setting it
+    first (the random generators, :mod:`.globalstate`).
+
+Parts the tracker adds when the record is made (:mod:`.tracking`): ``var:NAME`` of
+every variable in the closure of what the cell read (an object inside another, the
+array a view shares memory with), hashed before the run. Comparing with a record,
+every part *the record* has is computed now; parts the record does not have are
+ignored (:func:`adjusted_parts`).
 
 Names IPython itself puts in the namespace (``In``, ``Out``, ``get_ipython``, the
-injected ``step``...) are not inputs unless the user rebound them. Names the cell
-reads but that do not exist (builtins, typos) are not inputs either.
+injected ``step``...) are not inputs unless the user rebound them.
 """
 
 from __future__ import annotations
 
-import types
-from typing import Any
+import builtins
+import os
+from typing import TYPE_CHECKING, Any
 
-from nbstep.core.names import is_shell_value
-from nbstep.hashing.code import PartHasher, code_globals, is_user_object, value_part
+from nbstep.core.names import is_ipython_name, is_shell_value
+from nbstep.hashing.code import UNHASHABLE_PREFIX, PartHasher
 from nbstep.hashing.modules import sha
 
+from . import globalstate
+
+if TYPE_CHECKING:
+    from .analysis import CellAnalysis
+
 _MISSING = object()
+ABSENT = "absent"  # a name the cell reads that is not defined
+BUILTIN = "builtin"  # ... that is not defined in the notebook but is a builtin
 
 
 def code_part(canonical_code: str) -> str:
     return sha(canonical_code)
+
+
+def produced_part(identity: str, name: str) -> str:
+    """The part of the object a step's record (its ``identity``) left under ``name``."""
+    return sha(f"produced:{identity}\0{name}")
+
+
+def surely_structural(value: Any) -> bool:
+    """A value whose part is surely its structural hash (no need to note who made it)."""
+    kind = type(value)
+    if kind in (int, float, str, bytes, bool, type(None), complex):
+        return True
+    module = kind.__module__.partition(".")[0]
+    if module == "pandas" and kind.__name__ in ("DataFrame", "Series", "Index"):
+        return True
+    return module == "numpy" and kind.__name__ == "ndarray" and value.dtype.kind != "O"
+
+
+class Inputs:
+    """The parts of one cell's input in one namespace, computed once each.
+
+    ``provenance(obj)``: the part of an object a step produced, when it has one
+    (:meth:`.extension.NotebookExtension.product_part`).
+    """
+
+    def __init__(self, user_ns: dict[str, Any], hidden: dict[str, Any],
+                 user_module_names: set[str] | None = None,
+                 provenance: Any = None) -> None:
+        self.ns = user_ns
+        self.hidden = hidden
+        self.modules = user_module_names or {"__main__"}
+        self.hasher = PartHasher(user_ns, self.modules)
+        self.hasher.provenance = provenance
+
+    def counts(self, name: str) -> bool:
+        """A user variable: defined, not IPython's, not nbstep's injected ``step``."""
+        value = self.ns.get(name, _MISSING)
+        if value is _MISSING or is_ipython_name(name) or is_shell_value(name, value):
+            return False
+        return not (name in self.hidden and self.hidden[name] is value)
+
+    def variable(self, name: str) -> str:
+        if self.counts(name):
+            return self.hasher.part(self.ns[name])
+        return BUILTIN if hasattr(builtins, name) else ABSENT
+
+    def part(self, key: str) -> str | None:
+        """The current value of the part ``key`` (a record's), None for an unknown kind."""
+        kind, _, name = key.partition(":")
+        if kind == "var":
+            return self.variable(name)
+        if kind == "env":
+            return environment_part(name)
+        if kind == "state":
+            probe = globalstate.BY_NAME.get(name)
+            return probe.part(probe.read()) if probe is not None else None
+        return None
+
+    def parts(self, analysis: CellAnalysis) -> tuple[dict[str, str], list[str]]:
+        """The parts of a cell's input, and the names read in code that have no hash
+        but their type (nbstep cannot see their state)."""
+        parts = {"code": code_part(analysis.canonical)}
+        opaque: list[str] = []
+        immediate = set(analysis.immediate)
+        for name in analysis.reads:
+            if self.counts(name):
+                parts["var:" + name] = part = self.hasher.part(self.ns[name])
+                if part.startswith(UNHASHABLE_PREFIX):
+                    opaque.append(name)
+            elif name in immediate and not is_ipython_name(name) and name not in self.hidden:
+                parts["var:" + name] = BUILTIN if hasattr(builtins, name) else ABSENT
+        named = list(analysis.strings)
+        if analysis.dynamic:
+            named += sorted(self.ns)
+        for name in named:
+            if "var:" + name not in parts and self.counts(name):
+                parts["var:" + name] = self.hasher.part(self.ns[name])
+        if analysis.environ:
+            for name in analysis.strings:
+                parts["env:" + name] = environment_part(name)
+        return parts, opaque
+
+
+def environment_part(name: str) -> str:
+    value = os.environ.get(name)
+    return ABSENT if value is None else sha("env:" + value)
 
 
 def input_parts(
@@ -50,94 +152,11 @@ def input_parts(
     hidden: dict[str, Any],
     user_module_names: set[str] | None = None,
 ) -> tuple[dict[str, str], list[str]]:
-    """The parts of a cell's deterministic input, and the names hashed by type only."""
-    modules = user_module_names or {"__main__"}
-    hasher = PartHasher(user_ns, modules)
-    parts = {"code": code_part(code)}
-    unhashable = []
-    missing = object()
-    for name in reads:
-        value = user_ns.get(name, missing)
-        if value is missing:
-            continue
-        if name in hidden and hidden[name] is value:
-            continue
-        before = len(hasher.unhashable)
-        parts["var:" + name] = hasher.part(value)
-        if len(hasher.unhashable) > before:
-            unhashable.append(name)
-    return parts, unhashable
+    """The parts of ``reads`` (names read in code, all evaluated when the cell runs)."""
+    from .analysis import CellAnalysis
 
-
-def indirect_reads(reads: list[str], user_ns: dict[str, Any], hidden: dict[str, Any],
-                   user_module_names: set[str] | None = None) -> list[str]:
-    """Module-level names the notebook functions a cell reads (and calls) read in turn.
-
-    Transitively: a helper's helpers, a decorator's wrapper, the methods of a class the
-    cell reads. Only names of ``user_ns`` that are not themselves functions, classes
-    or modules, and that the cell does not read directly (``register`` appending to
-    ``REGISTRY``): their value may change in place while the cell runs.
-    """
-    modules = user_module_names or {"__main__"}
-    missing = object()
-    seen: set[int] = set()
-    found: list[str] = []
-    direct = set(reads)
-    queue: list[Any] = [user_ns.get(name, missing) for name in reads]
-
-    def visit(fn: types.FunctionType) -> None:
-        if fn.__globals__ is not user_ns:
-            return
-        for cell in fn.__closure__ or ():
-            try:
-                queue.append(cell.cell_contents)
-            except ValueError:
-                pass
-        for name in sorted(code_globals(fn.__code__)):
-            value = user_ns.get(name, missing)
-            if value is missing or (name in hidden and hidden[name] is value):
-                continue
-            if isinstance(value, (types.FunctionType, type)):
-                queue.append(value)
-            elif (not isinstance(value, types.ModuleType) and name not in direct
-                  and name not in found and not is_shell_value(name, value)):
-                found.append(name)
-
-    while queue:
-        value = queue.pop()
-        if id(value) in seen:
-            continue
-        seen.add(id(value))
-        if isinstance(value, types.FunctionType):
-            visit(value)
-        elif isinstance(value, types.MethodType):
-            queue.append(value.__func__)
-        elif isinstance(value, type) and is_user_object(value, modules):
-            for member in vars(value).values():
-                if isinstance(member, (staticmethod, classmethod)):
-                    member = member.__func__
-                if isinstance(member, property):
-                    queue.extend(f for f in (member.fget, member.fset, member.fdel) if f)
-                elif isinstance(member, types.FunctionType):
-                    queue.append(member)
-        else:
-            if is_user_object(type(value), modules):
-                queue.append(type(value))  # an instance: its methods may be called
-            try:
-                wrapped = getattr(value, "__wrapped__", None)  # lru_cache and the like
-            except Exception:
-                continue
-            if isinstance(wrapped, types.FunctionType):
-                queue.append(wrapped)
-    return found
-
-
-def part_or_none(value: Any, ns: dict[str, Any], user_modules: set[str]) -> str | None:
-    """A value's part, or None when it has none (hashed by type, or its hash raised)."""
-    try:
-        return value_part(value, ns, user_modules)
-    except Exception:  # a value's own __eq__, __len__ or __getattr__ raising
-        return None
+    analysis = CellAnalysis(reads=list(reads), immediate=list(reads), canonical=code)
+    return Inputs(user_ns, hidden, user_module_names).parts(analysis)
 
 
 def describe_changes(old: dict[str, str], new: dict[str, str]) -> str | None:
@@ -145,16 +164,22 @@ def describe_changes(old: dict[str, str], new: dict[str, str]) -> str | None:
     changed: list[str] = []
     if old.get("code") != new.get("code"):
         changed.append("the code")
+    undefined = (ABSENT, BUILTIN)
     for name in sorted({*old, *new} - {"code"}):
-        if not name.startswith("var:"):
+        kind, _, label = name.partition(":")
+        what = {"var": f"variable `{label}`", "env": f"environment variable `{label}`",
+                "state": f"the state of `{label}` (its random generator, drawn from "
+                         "without seeding it first)"}.get(kind)
+        if what is None or old.get(name) == new.get(name):
             continue
-        label = name[4:]
-        if name not in new:
-            changed.append(f"variable `{label}` (no longer defined)")
+        if name not in new or new[name] in undefined:
+            changed.append(f"{what} (no longer defined)" if kind != "state" else what)
         elif name not in old:
-            changed.append(f"variable `{label}` (new input)")
-        elif old[name] != new[name]:
-            changed.append(f"variable `{label}`")
+            changed.append(f"{what} (new input)")
+        elif old[name] in undefined:
+            changed.append(f"{what} (now defined)")
+        else:
+            changed.append(what)
     if not changed:
         return None
     if len(changed) == 1:

@@ -60,6 +60,10 @@ class StepMagics(Magics):
                    "(error)")
     @argument("--quiet", "-q", action="store_true",
               help="do not print the 'replayed ...' line (setting: quiet)")
+    @argument("--allow-untracked", action="store_true",
+              help="record and replay the cell even though it uses something nbstep cannot "
+                   "track (an object pickle cannot write, such as a connection; a call such "
+                   "as torch.manual_seed): by default such a cell runs every time")
     @cell_magic
     def step(self, line: str, cell: str) -> Any:
         """Run the cell once and record it; executing it again replays it.
@@ -81,6 +85,9 @@ class StepMagics(Magics):
             model = fit(df, threshold)
 
             %%step train --rerun                    # compute again, record a new version
+
+            %%step query --allow-untracked          # reads `con`, a connection: replay
+            rows = con.execute(sql).fetchall()      # anyway (nbstep cannot see into it)
 
         A cell that raises records nothing. A variable that cannot be persisted
         (an open connection, a generator) leaves the cell unrecorded, with a warning.
@@ -217,7 +224,7 @@ def parse_step_line(line: str, extension: CellRunner) -> Options:
     on_mismatch = args.on_mismatch or settings.magic_on_mismatch
     quiet = bool(args.quiet or settings.quiet)
     return Options(key=key, namespace=namespace, on_mismatch=on_mismatch, rerun=args.rerun,
-                   quiet=quiet)
+                   quiet=quiet, allow_untracked=args.allow_untracked)
 
 
 def show_settings(runtime: Runtime) -> None:

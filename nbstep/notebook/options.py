@@ -12,3 +12,4 @@ class Options:
     on_mismatch: str = "rerun"
     rerun: bool = False
     quiet: bool = False
+    allow_untracked: bool = False

@@ -1,35 +1,32 @@
-"""Recording a ``%%step`` cell that ran: which variables, and the record's value.
+"""Recording a ``%%step`` cell that ran: what its record holds, and how.
 
-Which variables a cell's record holds
--------------------------------------
-Both static analysis and a run-time comparison, because each misses something:
+What a record holds (docs/tracking.md has the table)
+-----------------------------------------------------
+The tracker (:mod:`.tracking`) compares the closure of what the cell read before and
+after its run. The record holds:
 
-1. the names the code binds (:mod:`.analysis`): also catches in-place changes
-   through ``df["x"] = ...``, ``cfg.lr = ...`` and ``lst += [...]``, which keep the
-   object's identity;
-2. the names whose binding changed during the run, by identity (new, rebound or
-   deleted): catches ``exec``, ``globals()[...]``, ``%store -r`` and magics;
-3. names the cell read whose value changed in place (their part hash differs after
-   the run, e.g. ``lst.append(1)``, ``np.random.shuffle(arr)``);
-4. names the cell read that cannot be hashed but whose methods it called
-   (``model.fit(X)``, ``rng.normal()``): they may have changed, so they are
-   recorded when they can be persisted, and otherwise left as they are;
-5. names the notebook functions the cell reads read in turn (transitively,
-   :func:`.inputs.indirect_reads`) whose hash differs after the run: ``@register``
-   filling ``REGISTRY``.
+1. every name the cell binds on all paths (``x = ...``, ``def``, ``import``...),
+   whatever it is bound to, so a replay binds it as the run did;
+2. every name whose binding the run changed, however (``exec``, ``globals()[...]``,
+   a magic, a function's ``global X``), and the names it deleted;
+3. every variable of the closure the run changed in place (``train(clf)`` fitting
+   ``clf``, ``fill(items, 3)``, a view's memory, ``model["cfg"]["lr"] = 0.5``
+   changing ``cfg``): as its state, written back into the object the notebook holds
+   on replay (:mod:`nbstep.codecs.cell_state`), so every holder sees it; an object
+   that cannot take a state in place (a pandas object, a figure) is recorded whole
+   and rebound, and then so is every variable of the closure that holds it (so
+   ``fig.axes[0] is ax`` stays true);
+4. the state the run changed in notebook functions (defaults, closure cells), in
+   classes (``Settings.lr = 5``) and modules (``mod.SCALE = 3``), and in the process
+   (:mod:`.globalstate`: the random generators, the environment, ``sys.path``...);
+5. the modules it imported (imported again on replay), and its outputs in order,
+   with those shown after ``Out[n]`` (the inline backend's figures) marked as such.
 
-IPython's own names (``_``, ``_i3``, ``Out``, ``_exit_code``...) never count.
-
-How they are stored
--------------------
-One value per record (:mod:`nbstep.codecs.cell`): modules by name, every other
-variable plus the displayed result in one blob (:mod:`nbstep.codecs.cell_pickle`), so
-objects shared between variables stay shared. Functions and classes the cell
-defines are in that blob *by value*: their defaults, decorators' results, closures
-and class attributes are what the cell made, not re-evaluated on replay. An object
-in the blob that *is* the value of a notebook variable the cell did not bind is
-stored as that name; the record's details list those names as ``references``, and a
-replay without one recomputes.
+How: modules by name; everything else in **one pickle**
+(:mod:`nbstep.codecs.cell_pickle`), so objects shared between variables stay
+shared. An object in it that *is* an earlier cell's variable the record does not
+restore is stored as that name; the record's details list those names as
+``references``, and a replay without one recomputes.
 """
 
 from __future__ import annotations
@@ -37,39 +34,53 @@ from __future__ import annotations
 import pickle
 import sys
 import types
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nbstep import codecs
 from nbstep.codecs import cell as cell_codec
 from nbstep.codecs.cell_pickle import Context, encode_values, why_not
-from nbstep.core.names import is_ipython_name
+from nbstep.codecs.cell_state import capture_state, inplace_kind
 from nbstep.errors import NotPersistable
-from nbstep.hashing.code import UNHASHABLE_PREFIX, value_part
+from nbstep.hashing import input_hash
+from nbstep.hashing.code import RECIPE, UNHASHABLE_PREFIX, PartHasher, is_user_object
 
-from . import inputs
+from . import globalstate, tracking
+from .inputs import produced_part
 
 if TYPE_CHECKING:
     from nbstep.engine.occurrence import Occurrence
 
     from .analysis import CellAnalysis
     from .host import Host
+    from .inputs import Inputs
     from .options import Options
 
 # Functions are recorded with their compiled code, which is this Python's own.
 PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 Problems = list[tuple[str, str]]
+_MISSING = object()
 
 
 class NotRecorded(Exception):
     """A variable the record needs cannot be persisted (the message says which)."""
 
 
+@dataclass
+class Plan:
+    """Which names the record restores, and how."""
+
+    by_value: list[str] = field(default_factory=list)  # rebound to the recorded object
+    in_place: dict[str, str] = field(default_factory=dict)  # name -> inplace kind
+    soft: list[str] = field(default_factory=list)  # `with` targets: kept if they persist
+
+
 class Recording:
     """The recording half of a ``%%step`` cell (:class:`.cell.CellStep` inherits it).
 
-    It reads what the cell's run left: the namespace before and after, the analysis
-    and input parts, and the occurrence to record into.
+    It reads what the cell's run left: the namespace before and after, the analysis,
+    the tracker's changes and input parts, and the occurrence to record into.
     """
 
     extension: Host
@@ -81,97 +92,138 @@ class Recording:
     hidden: dict[str, Any]
     user_modules: set[str]
     before: dict[str, Any]
-    indirect: dict[str, str]
+    tracker: tracking.Tracker
+    inputs: Inputs
     parts: dict[str, str]
-    unhashable: list[str]
     source: str
     header: str
     filename: str
     cell_id: str | None
 
-    def changed_names(self) -> tuple[list[str], list[str], list[str]]:
-        """(bound, deleted, maybe-changed) names, as the module docstring lists them."""
-        before, after = self.before, self.user_ns
-        missing = object()
-        hidden = self.hidden
+    def plan(self, changes: tracking.Changes) -> Plan:
+        """Which names to record, and which of them in place (module docstring)."""
+        ns, before, analysis = self.user_ns, self.before, self.analysis
+        tracker = self.tracker
+        plan = Plan()
+        maybe = set(analysis.maybe_bound)
+        soft = set(analysis.soft)
+        names: list[str] = []
+        for name in analysis.bound:
+            if name in ns and name not in maybe and tracker.counts(name, ns[name]):
+                (plan.soft if name in soft else names).append(name)
+        for name in [*changes.rebound, *changes.changed]:
+            if name not in names and name not in plan.soft:
+                names.append(name)
 
-        def counts(name: str) -> bool:
-            if is_ipython_name(name):
-                return False
-            value = after.get(name, missing)
-            return not (name in hidden and hidden[name] is value)
+        def user_class(kind: type) -> bool:
+            return is_user_object(kind, self.user_modules)
 
-        bound: list[str] = []
-        for name in self.analysis.bound:
-            if name in after and counts(name):
-                bound.append(name)
-        for name, value in after.items():
-            if name not in bound and before.get(name, missing) is not value and counts(name):
-                bound.append(name)
-        deleted = [name for name in before if name not in after and not is_ipython_name(name)]
-        maybe: list[str] = []
-        for name in self.analysis.reads:
-            part = self.parts.get("var:" + name)
-            if part is None or name in bound or name not in after:
-                continue
-            value = after[name]
-            if isinstance(value, (types.ModuleType, types.FunctionType, type)):
-                continue
-            if part.startswith(UNHASHABLE_PREFIX):
-                if name in self.analysis.touched:
-                    maybe.append(name)
-            elif value_part(value, after, self.user_modules) != part:
-                bound.append(name)  # changed in place
-        for name, part in self.indirect.items():
-            # Changed in place by a function the cell called (`@register` filling `REGISTRY`).
-            if name in bound or name not in after or after[name] is not before.get(name):
-                continue
-            if inputs.part_or_none(after[name], after, self.user_modules) != part:
-                bound.append(name)
-        return bound, deleted, maybe
-
-    def record(self, value: Any, outputs: list[Any], duration: float) -> None:
-        """Record the cell as its occurrence's value; :class:`NotRecorded` if it cannot be."""
-        bound, deleted, maybe = self.changed_names()
-        soft = [name for name in bound if name in self.analysis.soft]
-        bound = [name for name in bound if name not in soft]
-        pickler = Context(self.user_ns, self.before, self.user_modules, self.hidden,
-                          recorded={*bound, *soft, *maybe})
-        modules, variables, problems = self._variables(bound, pickler)
-        # Objects that may have changed, and `with` targets: kept when they persist.
-        left_as_is = []
-        for name in [*soft, *maybe]:
-            if why_not(self.user_ns[name], pickler) is None:
-                variables[name] = self.user_ns[name]
+        def add(name: str) -> None:
+            value = ns[name]
+            kind = inplace_kind(value, user_class) if before.get(name, _MISSING) is value else None
+            if kind is not None:
+                plan.in_place[name] = kind
             else:
-                left_as_is.append(name)
-        blob, result = self._encode(value, variables, pickler, problems)
+                plan.by_value.append(name)
+
+        for name in names:
+            add(name)
+        for name in changes.left_changed:
+            # The run changed the object, then rebound or deleted the name: its state
+            # goes into the object the name holds on replay, before it is rebound.
+            kind = inplace_kind(before[name], user_class)
+            if kind is not None:
+                plan.in_place[name] = kind
+        # An object recorded whole comes back as a new one: every variable of the
+        # closure that holds the old one is recorded too, so it holds the new one.
+        grew = True
+        while grew:
+            grew = False
+            for holder, refs in changes.refs_after.items():
+                if holder in plan.by_value or holder in plan.in_place or holder not in ns:
+                    continue
+                if any(r in plan.by_value and before.get(r, _MISSING) is ns.get(r)
+                       for r in refs):
+                    add(holder)
+                    grew = True
+        return plan
+
+    def record(self, value: Any, outputs: list[Any], result_at: int, duration: float,
+               changes: tracking.Changes) -> None:
+        """Record the cell as its occurrence's value; :class:`NotRecorded` if it cannot be."""
+        plan = self.plan(changes)
+        ns = self.user_ns
+        pickler = Context(ns, self.before, self.user_modules, self.hidden,
+                          recorded={*plan.by_value, *plan.soft})
+        modules, variables, problems = self._variables(plan.by_value, pickler)
+        for name in plan.soft:  # `with` targets: kept when they persist
+            if why_not(ns[name], pickler) is None:
+                variables[name] = ns[name]
+        def in_place_value(name: str) -> Any:
+            # The object changed in place: the one bound now, or the one the run left
+            # behind when it rebound or deleted the name.
+            return ns[name] if name not in changes.left_changed else self.before[name]
+
+        in_place: dict[str, Any] = {}
+        for name, kind in plan.in_place.items():
+            try:
+                in_place[name] = capture_state(in_place_value(name), kind)
+            except Exception as e:  # its own __getstate__ raising
+                problems.append((name, f"`{name}` ({_type_label(in_place_value(name))}), "
+                                       "changed in place, "
+                                       f"cannot be persisted: its state raised "
+                                       f"{type(e).__name__}: {e}"))
+        payload: dict[str, Any] = {
+            "variables": variables,
+            "in_place": in_place,
+            "functions": changes.functions,
+            "classes": changes.classes,
+            "modules": changes.modules,
+            # The rest of the process state (the working directory, import path and
+            # environment are plain data, restored before anything loads: below).
+            "process": {k: v for k, v in changes.process.items() if k not in globalstate.EARLY},
+        }
+        blob, result = self._encode(value, payload, pickler, problems)
+        imports = [name for name in [*self.analysis.imports, *changes.imports]
+                   if name in sys.modules]
         container = {
             "nbstep_cell": cell_codec.FORMAT,
             "source": self.source,
             "header": self.header,
             "filename": self.filename,
             "modules": modules,
-            "values": list(blob) if variables or result == ("value",) else None,
-            "deleted": deleted,
+            "imports": list(dict.fromkeys(imports)),
+            "values": list(blob),
+            "deleted": changes.deleted,
+            "process": {k: v for k, v in changes.process.items() if k in globalstate.EARLY},
             "outputs": outputs,
+            "result_at": result_at,
             "result": result,
         }
-        produced = self._produced_parts(variables)
+        parts = {**self.parts, **self.tracker.parts, **changes.process_inputs}
+        restored = sorted({*variables, *modules, *(n for n in plan.in_place if n in ns)})
+        # The record's input is every part it depends on, the tracker's included.
+        self.occurrence.input_hash = input_hash(parts)
+        identity = self.occurrence.identity()
         details = {
             "cell": cell_codec.FORMAT,
-            "parts": self.parts,
-            "output_parts": produced,
-            "variables": sorted([*variables, *modules]),
-            "deleted": deleted,
-            "hashed_by_type": self.unhashable,
-            "left_as_is": left_as_is,
+            "recipe": RECIPE,
+            "parts": parts,
+            "output_parts": self._produced_parts(restored, parts, identity),
+            "variables": restored,
+            "in_place": sorted(plan.in_place),
+            "deleted": changes.deleted,
+            "process": sorted(changes.process),
+            "attributes": sorted({*(f"{name}.{a}" for name, d in changes.modules.items()
+                                    for a in d),
+                                  *(f"{c.__qualname__}.{a}" for c, d in changes.classes
+                                    for a in d)}),
         }
         if self.cell_id:
             details["cell_id"] = self.cell_id
         if pickler.wrote_code:
             details["python"] = PYTHON
-        if pickler.referenced and container["values"] is not None:
+        if pickler.referenced:
             details["references"] = sorted(pickler.referenced)
         # Plain data around one blob: pickle it as such. (codecs.encode would take
         # "__main__" inside the blob for a reference and pickle it all again.)
@@ -180,20 +232,16 @@ class Recording:
         except Exception as e:  # pragma: no cover - outputs are plain data
             raise NotRecorded(f"%%step `{self.options.key}` was not recorded: {e}") from e
         self.occurrence.finish(container, duration, details=details, encoded=outer)
-        self.extension.remember_outputs(self.occurrence, produced)
-        if self.unhashable and not self.options.quiet:
-            names = ", ".join(f"`{n}`" for n in self.unhashable)
-            print(f"note: nbstep cannot hash {names}, so a change to "
-                  f"{'it' if len(self.unhashable) == 1 else 'them'} will not make "
-                  f"`{self.options.key}` recompute (--rerun does)")
+        self.extension.remember_outputs(self.occurrence, details["output_parts"])
+        self.extension.note_products(identity, restored)
 
-    def _variables(self, bound: list[str], pickler: Context
+    def _variables(self, names: list[str], pickler: Context
                    ) -> tuple[dict[str, str], dict[str, Any], Problems]:
-        """The bound names as modules (by name) and variables, and what cannot be kept."""
+        """The names as modules (by name) and variables, and what cannot be kept."""
         modules: dict[str, str] = {}
         variables: dict[str, Any] = {}
         problems: Problems = []
-        for name in bound:
+        for name in names:
             obj = self.user_ns[name]
             if isinstance(obj, types.ModuleType):
                 module_name = obj.__name__
@@ -210,40 +258,70 @@ class Recording:
                 problems.append((name, f"`{name}` ({_type_label(obj)}) cannot be persisted: {why}"))
         return modules, variables, problems
 
-    def _encode(self, value: Any, variables: dict[str, Any], pickler: Context,
+    def _encode(self, value: Any, payload: dict[str, Any], pickler: Context,
                 problems: Problems) -> tuple[tuple[str, bytes], Any]:
         """The blob of the variables (and the result), and how the result is kept."""
-        payload: dict[str, Any] = {"variables": variables}
         if value is not None:
             payload["result"] = value
         result: Any = ("value",) if value is not None else None
         try:
             blob = encode_values(payload, pickler)
         except NotPersistable:
-            for name, obj in variables.items():
-                why = why_not(obj, pickler)
-                if why is not None:
-                    problems.append((name, f"`{name}` ({_type_label(obj)}) cannot be "
-                                           f"persisted: {why}"))
+            self._problems(payload, pickler, problems)
             if problems:
                 raise NotRecorded(self._not_recorded_message(problems)) from None
             # Only the displayed result does not persist: keep what it showed.
             payload.pop("result", None)
             data, metadata = self.shell.display_formatter.format(value)
             result = ("display", data, metadata)
-            blob = encode_values(payload, pickler)
+            try:
+                blob = encode_values(payload, pickler)
+            except NotPersistable as e:
+                raise NotRecorded(self._not_recorded_message(
+                    [("state", f"what the cell changed cannot be persisted: {e}")])) from None
         if problems:
             raise NotRecorded(self._not_recorded_message(problems))
         return blob, result
 
-    def _produced_parts(self, variables: dict[str, Any]) -> dict[str, str]:
-        """The parts of the variables the cell both read and bound, as it left them."""
+    def _problems(self, payload: dict[str, Any], pickler: Context, problems: Problems) -> None:
+        """Name each part of ``payload`` (but the result) that does not persist."""
+        for name, obj in payload["variables"].items():
+            why = why_not(obj, pickler)
+            if why is not None:
+                problems.append((name, f"`{name}` ({_type_label(obj)}) cannot be "
+                                       f"persisted: {why}"))
+        for name, state in payload["in_place"].items():
+            why = why_not(state, pickler)
+            if why is not None:
+                problems.append((name, f"`{name}` ({_qualified(state[1])}), changed in "
+                                       f"place, cannot be persisted: {why}"))
+        for part in ("functions", "classes", "modules", "process"):
+            why = why_not(payload[part], pickler)
+            if why is not None:
+                problems.append((part, f"what the cell changed in {_WHERE[part]} cannot "
+                                       f"be persisted: {why}"))
+
+    def _produced_parts(self, names: list[str], parts: dict[str, str], identity: str
+                        ) -> dict[str, str]:
+        """The parts of the recorded variables that are inputs too, as the run left them
+        (an object without a stable digest: as this record's product)."""
+        ns = self.user_ns
+        made: dict[int, str] = {}
+        for name in names:  # an object under two names counts by the first (as noted)
+            if name in ns:
+                made.setdefault(id(ns[name]), name)
+        names = [name for name in names if "var:" + name in parts and name in ns]
+        hasher = PartHasher(ns, self.user_modules)
+        hasher.provenance = lambda obj: (produced_part(identity, made[id(obj)])
+                                         if id(obj) in made else self.extension.product_part(obj))
         produced: dict[str, str] = {}
-        for name in variables:
-            if "var:" + name in self.parts:
-                digest = value_part(self.user_ns[name], self.user_ns, self.user_modules)
-                if digest is not None:
-                    produced[name] = digest
+        for name in names:
+            try:
+                digest = hasher.part(ns[name])
+            except Exception:  # a value's own __eq__ or __getattr__ raising: no part
+                continue
+            if not digest.startswith(UNHASHABLE_PREFIX):
+                produced[name] = digest
         return produced
 
     def _not_recorded_message(self, problems: Problems) -> str:
@@ -259,8 +337,15 @@ class Recording:
         )
 
 
+_WHERE = {"functions": "notebook functions", "classes": "classes", "modules": "modules",
+          "process": "the process state"}
+
+
 def _type_label(value: Any) -> str:
-    kind = type(value)
+    return _qualified(type(value))
+
+
+def _qualified(kind: type) -> str:
     module = kind.__module__
     if module in ("builtins", "__main__"):
         return kind.__qualname__

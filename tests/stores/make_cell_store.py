@@ -5,7 +5,8 @@ names nbstep's own helpers that rebuild them by their module path. Moving those
 helpers must not break records made before the move, so a store of cell records
 made by each released format is committed, and test_golden_cells.py replays it.
 Run once per format (``python tests/stores/make_cell_store.py``) and commit the
-folder; the cells are CELLS in test_golden_cells.py.
+folder (``git add -f``: a store's own .gitignore says ``*``); the cells are CELLS in
+test_golden_cells.py.
 """
 
 from __future__ import annotations
@@ -45,10 +46,13 @@ def main() -> None:
         result.raise_error()
     shell.run_cell("%unload_ext nbstep")
     nbstep.configure(store=None, namespace=None)
-    for leftover in ("lock.want", "journal"):
-        path = target / leftover
-        if path.exists() and path.stat().st_size == 0:
-            path.unlink()
+    # Only what a store keeps: derived files (the DuckDB mirror, slot indexes) and locks
+    # are made again by whoever opens it.
+    for leftover in ("lock.want", "journal", "steps.lock", "objects.lock", "steps.duckdb",
+                     "steps.duckdb.wal"):
+        (target / leftover).unlink(missing_ok=True)
+    for index in (target / "logs").glob("*.idx"):
+        index.unlink()
     shutil.rmtree(target / "objects" / "tmp", ignore_errors=True)
     InteractiveShell.clear_instance()
     os.chdir(home)
