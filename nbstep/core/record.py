@@ -21,7 +21,7 @@ FORGOTTEN = "forgotten"
 RECORD_COLUMNS = (
     "event_id", "namespace", "key", "sequence", "identity", "deterministic_inputs_hash",
     "codec", "result_json", "result_blob", "object_sha256", "size_bytes", "duration_s",
-    "occurred_at_us", "reason", "details", "checksum",
+    "occurred_at_us", "reason", "details", "checksum", "recorded_by",
 )
 
 
@@ -50,6 +50,9 @@ class Record:
     reason: str | None
     details: dict[str, Any] | None
     checksum: str | None = None
+    # Who recorded it, as the team store's server names them (its ``current_user``);
+    # None in a local store, and for a record still waiting in the offline journal.
+    recorded_by: str | None = None
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Record:
@@ -60,7 +63,7 @@ class Record:
         """
         (event_id, namespace, key, sequence, identity, input_hash, codec, result_json,
          result_blob, object_sha256, size_bytes, duration_s, occurred_at_us, reason, details,
-         checksum) = (None if _missing(value) else value for value in row)
+         checksum, recorded_by) = (None if _missing(value) else value for value in row)
         if isinstance(details, str):
             details = json.loads(details) if details else None
         return cls(
@@ -80,6 +83,7 @@ class Record:
             reason=reason,
             details=details,
             checksum=checksum,
+            recorded_by=recorded_by,
         )
 
     @property

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from backends import new_record
+from backends import new_record, object_root
 
 from nbstep.core.record import RECORD_COLUMNS, Record
 from nbstep.errors import StepReplayError
@@ -93,7 +93,7 @@ RACER = textwrap.dedent(
     """
     import json, os, sys, time
     sys.path.insert(0, sys.argv[1])
-    from backends import new_record, open_store
+    from backends import new_record, object_root, open_store
 
     backend, location, me, go, slots = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])
     store = open_store(backend, location)
@@ -282,7 +282,8 @@ def test_usage_counts_the_store(stores):
 
 def _object_file(location: str, record: Record) -> Path:
     """Where a backend keeps a large value on disk (the tests' one look inside)."""
-    matches = [p for p in Path(location).rglob(record.object_sha256 or "-") if p.is_file()]
+    matches = [p for p in object_root(location).rglob(record.object_sha256 or "-")
+               if p.is_file()]
     assert len(matches) == 1, matches
     return matches[0]
 

@@ -1,0 +1,410 @@
+"""The team store: steps shared by several machines through one PostgreSQL server.
+
+Recording is one INSERT that is a compare-and-set on the step's slot (``sql.APPEND``),
+so two machines computing the same step produce one record, and the loser gets the
+winner's. A lookup is one indexed query. Values above ``inline_limit`` go to the
+team's object store (:mod:`.objects`) first, while an advisory lock keeps gc away.
+
+When the server cannot be reached a step still works: lookups answer from what
+this process has seen, the offline journal and the local mirror, and a record goes
+to the journal (:mod:`.journal`) with one :class:`~nbstep.errors.StoreOfflineWarning`;
+the journal is pushed once the server is back. Every other fault is one
+:class:`~nbstep.errors.TeamServerError` (:mod:`.faults`). The housekeeping half is
+:class:`.admin.TeamAdmin`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from nbstep.core.record import NewRecord, Record
+from nbstep.errors import NbstepError, StepReplayError, StoreOfflineWarning, StoreWriteError
+from nbstep.storage import values
+from nbstep.storage.base import StepStore, StoreAdmin
+from nbstep.storage.objects import Damaged
+
+from . import faults, journal, schema, sql
+from .admin import TeamAdmin
+from .mirror import TeamMirror
+from .mirror.tables import Update
+from .objects import open_objects
+from .server import Server
+from .trust import Trust
+from .url import parse
+
+T = TypeVar("T")
+HOST = socket.gethostname()
+DEFAULT_INLINE_LIMIT = 64 * 1024
+# After a record, the mirror catches up with the touched namespaces this many seconds
+# later (in a background thread), so it is near-current if the server goes down.
+MIRROR_DELAY = 1.0
+
+
+@dataclass
+class PushReport:
+    """What ``push`` did with the offline journal."""
+
+    pushed: int = 0  # recorded on the server
+    superseded: int = 0  # another machine had recorded the step meanwhile: theirs stands
+    left: int = 0  # still waiting (the server went away again)
+
+
+class NoObjects:
+    """Stands for the object store when the ``objects`` setting is unset: large values
+    stay in the database, and a record pointing to an object cannot be read here."""
+
+    root = location = "(no `objects` setting)"
+
+    def open(self, sha256: str, size: int, expected: str | None) -> Any:
+        raise Damaged("its value is in the team's object store, and this machine has no "
+                      "`objects` setting: set it as your team does ([tool.nbstep] objects = "
+                      "..., or NBSTEP_OBJECTS)")
+
+    def path(self, sha256: str) -> str:
+        return f"<objects>/{sha256}"
+
+
+class TeamStore(TeamAdmin, StepStore):
+    """A ``postgresql://`` store, with this machine's mirror and journal in
+    ``<local store dir>/team/<server>/``."""
+
+    def __init__(self, url: str, local_dir: str | os.PathLike[str], *,
+                 inline_limit: int = DEFAULT_INLINE_LIMIT, objects: str | None = None,
+                 trust: tuple[str, ...] = (), busy_timeout: float = 60.0,
+                 linger: float = 0.05, create: bool = True) -> None:
+        self.address = parse(url)
+        self.location = self.address.shown
+        self.folder = Path(local_dir) / "team" / self.address.ident
+        self.inline_limit = inline_limit
+        self.server = Server(self.address, create=create)
+        self.objects: Any = open_objects(objects, self.folder / "objects") or NoObjects()
+        self.keeps_objects = objects is not None
+        self.trust = Trust(trust)
+        self.journal = journal.Journal(self.folder / "journal")
+        self.mirror = TeamMirror(self.folder, busy_timeout=busy_timeout, linger=linger)
+        self._lock = threading.RLock()
+        self._seen: dict[tuple[str, str, int], Record | None] = {}
+        self._resolved: dict[int, int] = {}  # journal id -> the server's id, once pushed
+        self._registered: set[str] = set()
+        self._touched: set[str] = set()
+        self._dirty: set[str] = set()
+        self._offline = False
+        self._journal_checked = False
+        self._closed = False
+        self._keeper: threading.Timer | None = None
+
+    def __repr__(self) -> str:
+        return f"TeamStore({self.location!r})"
+
+    # -- the server, online or not ---------------------------------------------------------
+
+    def _online(self, doing: str, work: Callable[[Any], T], retry: bool = True) -> T:
+        """``work(con)`` on the server; raises ServerUnreachable when it is down."""
+        if self._closed:
+            raise NbstepError(f"the team store {self.location} was closed "
+                              "(nbstep.configure(store=...) switched stores, or the "
+                              "interpreter is exiting); run the step again")
+        result = self.server.run(doing, work, retry=retry)
+        if self._offline or not self._journal_checked:
+            self._back_online()
+        return result
+
+    def _back_online(self) -> None:
+        self._offline = False
+        self._journal_checked = True
+        if self.journal.pending():
+            self.push()
+
+    def _went_offline(self, error: NbstepError) -> None:
+        if not self._offline:
+            self._offline = True
+            warnings.warn(StoreOfflineWarning(f"nbstep: {error}"), stacklevel=4)
+
+    def me(self) -> str | None:
+        """This machine's user on the server (from the URL until it has answered)."""
+        return self.server.user or self.address.user
+
+    # -- the seam ---------------------------------------------------------------------------
+
+    def lookup(self, namespace: str, key: str, sequence: int) -> Record | None:
+        pending = self.journal.latest(namespace, key, sequence)
+        if pending is not None and self._offline:
+            return pending
+        slot = (namespace, key, sequence)
+        try:
+            record = self._online("look up a step",
+                                  lambda con: sql.lookup(con, namespace, key, sequence))
+        except faults.ServerUnreachable as e:
+            self._went_offline(e)
+            return pending or self._offline_lookup(slot)
+        pending = self.journal.latest(namespace, key, sequence)  # (pushed, if it could be)
+        self._seen[slot] = record
+        self._touch(namespace)
+        return pending or record
+
+    def _offline_lookup(self, slot: tuple[str, str, int]) -> Record | None:
+        if slot in self._seen:
+            return self._seen[slot]
+        try:
+            return self.mirror.lookup(*slot)
+        except NbstepError:
+            return None  # no mirror either: the step computes, and records to the journal
+
+    def current(self, namespace: str) -> list[Record]:
+        try:
+            records = self._online("read a namespace",
+                                   lambda con: sql.current_of(con, namespace))
+        except faults.ServerUnreachable as e:
+            self._went_offline(e)
+            records = self._offline_current(namespace)
+        return self._with_pending(namespace, records)
+
+    def _offline_current(self, namespace: str) -> list[Record]:
+        try:
+            found = {(r.key, r.sequence): r for r in self.mirror.current(namespace)}
+        except NbstepError:
+            found = {}
+        for (ns, key, sequence), record in self._seen.items():
+            if ns == namespace:
+                if record is None:
+                    found.pop((key, sequence), None)
+                elif record.event_id > getattr(found.get((key, sequence)), "event_id", 0):
+                    found[(key, sequence)] = record
+        return sorted(found.values(), key=lambda r: r.event_id)
+
+    def _with_pending(self, namespace: str, records: list[Record]) -> list[Record]:
+        by_slot = {(r.key, r.sequence): r for r in records}
+        extra = []
+        for item in self.journal.of(namespace):
+            by_slot.pop((item.record.key, item.record.sequence), None)
+            extra.append(item.record)
+        latest = {(r.key, r.sequence): r for r in extra}
+        return sorted(by_slot.values(), key=lambda r: r.event_id) + list(latest.values())
+
+    def read(self, record: Record) -> Any:
+        self.trust.check(record, self.me())
+        return values.read(record, self.objects, self._inline_value)
+
+    def _inline_value(self, record: Record) -> tuple[str | None, bytes | None]:
+        try:
+            found = self._online("read a value", lambda con: sql.value(con, record.event_id))
+        except faults.ServerUnreachable as e:
+            self._went_offline(e)
+            found = self.mirror.value(record.event_id)
+        if found is None:
+            raise StepReplayError(
+                f"cannot replay {record.where}: the team store no longer holds event "
+                f"{record.event_id} (`nbstep gc` removed it meanwhile); run the step again")
+        return found
+
+    def append(self, new: NewRecord, expected_event_id: int | None) -> tuple[Record, bool]:
+        try:
+            return self._append_online(new, expected_event_id)
+        except faults.ServerUnreachable as e:
+            self._went_offline(e)
+            try:
+                record = self.journal.add(new, expected_event_id)
+            except OSError as error:
+                raise StoreWriteError(self.journal.folder, error) from error
+            return record, True
+
+    def _append_online(self, new: NewRecord, expected: int | None) -> tuple[Record, bool]:
+        if expected is not None and expected < 0:
+            expected = self._resolve_pending(expected)
+        if values.needs_object(new, self.inline_limit) and self.keeps_objects:
+            return self._online("record a step", lambda con: self._append_object(con, new,
+                                                                                 expected))
+        placed = values.place(new, 1 << 62 if not self.keeps_objects else self.inline_limit,
+                              self.objects)
+        return self._online("record a step", lambda con: self._cas(con, new, placed, expected))
+
+    def _append_object(self, con: Any, new: NewRecord, expected: int | None
+                       ) -> tuple[Record, bool]:
+        # gc holds GC_LOCK alone while it decides which value files nothing references:
+        # from before the file is written until its record is committed, it must wait.
+        con.execute("SELECT pg_advisory_lock_shared(%s)", [schema.GC_LOCK])
+        try:
+            placed = values.place(new, self.inline_limit, self.objects)
+            return self._cas(con, new, placed, expected)
+        finally:
+            if not con.broken:
+                con.execute("SELECT pg_advisory_unlock_shared(%s)", [schema.GC_LOCK])
+
+    def _cas(self, con: Any, new: NewRecord, placed: values.Placed, expected: int | None
+             ) -> tuple[Record, bool]:
+        if new.namespace not in self._registered:
+            sql.register(con, new.namespace)
+            self._registered.add(new.namespace)
+        slot = (new.namespace, new.key, new.sequence)
+        for _attempt in range(16):
+            occurred_at_us = time.time_ns() // 1000
+            inserted = sql.append(con, new, placed, expected, occurred_at_us, os.getpid(), HOST)
+            if inserted is not None:
+                event_id, recorded_by = inserted
+                record = _record(new, placed, event_id, occurred_at_us, recorded_by)
+                self._seen[slot] = record
+                self._touch(new.namespace)
+                return record, True
+            current = sql.lookup(con, *slot)
+            if current is not None and current.event_id != expected:
+                self._seen[slot] = current
+                return current, False
+            # The slot was forgotten meanwhile (or the winner was): take it again.
+        raise NbstepError(f"the record of step `{new.key}` occurrence {new.sequence} in "
+                          f"namespace `{new.namespace}` kept changing on {self.location}; "
+                          "run the step again")
+
+    def forget(self, namespace: str | None, key: str | None = None) -> int:
+        count = self._online("forget steps", lambda con: sql.forget(
+            con, namespace, key, "forget", os.getpid(), HOST))
+        dropped = 0
+        for item in self.journal.pending():
+            r = item.record
+            if (namespace is None or r.namespace == namespace) and (key is None or r.key == key):
+                self.journal.remove(item)
+                dropped += 1
+        self._seen.clear()
+        if namespace is not None:
+            self._touch(namespace)
+        return count + dropped
+
+    def admin(self) -> StoreAdmin:
+        return self
+
+    def release(self) -> None:
+        self.mirror.release()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._keeper is not None:
+                self._keeper.cancel()
+                self._keeper = None
+        self.server.close()
+        self.mirror.close()
+
+    # -- the offline journal ----------------------------------------------------------------
+
+    def _resolve_pending(self, expected: int) -> int | None:
+        """A step that saw a journal record (a rerun of an offline step): push the
+        journal, and compare with the record it became on the server."""
+        if expected not in self._resolved:
+            self.push()
+        return self._resolved.get(expected)
+
+    def push(self) -> PushReport:
+        """Send the offline journal to the server, oldest first."""
+        report = PushReport()
+        self.server.retry_now()
+        with self.journal.pushing() as mine:
+            if not mine:
+                report.left = len(self.journal.pending())
+                return report
+            resolved: dict[int, int | None] = {}
+            items = self.journal.pending()
+            for index, item in enumerate(items):
+                expected = item.expected
+                if expected is not None and expected < 0:
+                    expected = resolved.get(expected)
+                try:
+                    record, inserted = self._push_one(item, expected)
+                except faults.ServerUnreachable:
+                    report.left = len(items) - index
+                    break
+                resolved[item.record.event_id] = record.event_id
+                if inserted:
+                    self._resolved[item.record.event_id] = record.event_id
+                if inserted:
+                    report.pushed += 1
+                else:
+                    report.superseded += 1
+                self.journal.remove(item)
+        return report
+
+    def _push_one(self, item: journal.Pending, expected: int | None) -> tuple[Record, bool]:
+        new = item.new
+        if values.needs_object(new, self.inline_limit) and self.keeps_objects:
+            return self.server.run("push the journal",
+                                   lambda con: self._append_object(con, new, expected))
+        placed = values.place(new, 1 << 62 if not self.keeps_objects else self.inline_limit,
+                              self.objects)
+        return self.server.run("push the journal",
+                               lambda con: self._cas(con, new, placed, expected))
+
+    # -- the mirror -------------------------------------------------------------------------
+
+    def _touch(self, namespace: str) -> None:
+        """Keep this namespace in the mirror; catch up shortly after a change."""
+        self._touched.add(namespace)
+        if namespace in self._dirty:
+            return
+        with self._lock:
+            self._dirty.add(namespace)
+            if self._keeper is None and not self._closed:
+                self._keeper = threading.Timer(MIRROR_DELAY, self._keep_mirror)
+                self._keeper.daemon = True
+                self._keeper.start()
+
+    def _keep_mirror(self) -> None:
+        with self._lock:
+            self._keeper = None
+            names, self._dirty = sorted(self._dirty), set()
+            if self._closed:
+                return
+        try:
+            self.sync(names)
+        except NbstepError as e:
+            if not isinstance(e, faults.ServerUnreachable):
+                warnings.warn(f"nbstep: the team store's local mirror could not catch up: {e}",
+                              RuntimeWarning, stacklevel=2)
+
+    def sync(self, namespaces: list[str]) -> None:
+        """Bring the mirror up to date with these namespaces (see ``sql.SINCE``)."""
+        if not namespaces:
+            return
+        known = self.mirror.cursors(namespaces)
+
+        def fetch(con: Any) -> list[Update]:
+            with con.transaction():
+                con.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                snapshot = con.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
+                generations = dict(con.execute(sql.GENERATIONS, [namespaces]).fetchall())
+                updates = []
+                for namespace in namespaces:
+                    generation = int(generations.get(namespace, 0))
+                    cursor = known.get(namespace)
+                    if cursor is not None and cursor[0] == generation:
+                        rows = con.execute(sql.SINCE, [namespace, cursor[1], cursor[1]]
+                                           ).fetchall()
+                        full = False
+                    else:
+                        rows = con.execute(sql.ALL_OF, [namespace]).fetchall()
+                        full = True
+                    updates.append(Update(namespace, generation, snapshot, rows, full))
+                return updates
+
+        updates = self._online("sync the local mirror", fetch)
+        self.mirror.apply(updates)
+
+
+def _record(new: NewRecord, placed: values.Placed, event_id: int, occurred_at_us: int,
+            recorded_by: str) -> Record:
+    return Record(
+        event_id=event_id, namespace=new.namespace, key=new.key, sequence=new.sequence,
+        identity=new.identity, input_hash=new.input_hash, codec=new.codec,
+        result_json=placed.result_json,
+        result_blob=placed.result_blob if placed.size <= sql.KEEP_INLINE else None,
+        object_sha256=placed.object_sha256, size_bytes=placed.size,
+        duration_s=new.duration_s, occurred_at_us=occurred_at_us, reason=new.reason,
+        details=new.details, checksum=placed.checksum, recorded_by=recorded_by,
+    )
+
+
