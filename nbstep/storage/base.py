@@ -197,6 +197,57 @@ class StoreAdmin(ABC):
         """How much space the store takes."""
 
 
+@dataclass(frozen=True)
+class MirrorLag:
+    """How far this machine's copy of one namespace is behind the server."""
+
+    namespace: str
+    synced_at_us: int | None  # when it last caught up
+    behind: int | None  # events on the server it has not copied yet (None: unknown)
+
+
+@dataclass
+class SharedStatus:
+    """``nbstep team status``: the server, this machine's mirror and its journal."""
+
+    location: str  # the server, without its password
+    reachable: bool
+    problem: str | None  # why it cannot be used, when it cannot
+    user: str | None  # this machine's user there
+    schema_version: int | None
+    objects: str  # where large values go
+    mirror: str  # the local mirror's file
+    lag: list[MirrorLag] = field(default_factory=list)
+    pending: int = 0  # records in the offline journal, waiting for `nbstep push`
+    oldest_pending_us: int | None = None
+
+
+@dataclass
+class PushReport:
+    """What ``push`` did with the offline journal."""
+
+    pushed: int = 0  # recorded on the server
+    superseded: int = 0  # another machine had recorded the step meanwhile: theirs stands
+    left: int = 0  # still waiting (the server went away again, or another process pushes)
+
+
+class SharedAdmin(ABC):
+    """What a store shared by several machines adds (the team store): its status, the
+    offline journal, and setting the server up."""
+
+    @abstractmethod
+    def status(self) -> SharedStatus:
+        """The server's state as this machine sees it; never raises for a server fault."""
+
+    @abstractmethod
+    def push(self) -> PushReport:
+        """Send the records made while the server was unreachable."""
+
+    @abstractmethod
+    def init(self, *, roles: bool = True) -> int:
+        """Create (or upgrade) the server's tables, and the roles; the schema version."""
+
+
 def check_grace(grace_seconds: object) -> float:
     """gc's grace period: a finite number of seconds, at least 0."""
     import math

@@ -9,6 +9,6 @@ said to the server, :mod:`.server` the connection and :mod:`.faults` its errors,
 
 from __future__ import annotations
 
-from .store import PushReport, TeamStore
+from .store import TeamStore
 
-__all__ = ["PushReport", "TeamStore"]
+__all__ = ["TeamStore"]

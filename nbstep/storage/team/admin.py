@@ -19,9 +19,12 @@ from nbstep.errors import NbstepError, StepReplayError, StoreOfflineWarning
 from nbstep.storage.base import (
     CheckReport,
     GcReport,
+    MirrorLag,
     NamespaceSummary,
     Problem,
     RepairReport,
+    SharedAdmin,
+    SharedStatus,
     StoreAdmin,
     Usage,
     check_grace,
@@ -30,7 +33,7 @@ from nbstep.storage.base import (
 from . import faults, schema, sql
 
 
-class TeamAdmin(StoreAdmin):
+class TeamAdmin(StoreAdmin, SharedAdmin):
     """The StoreAdmin side of :class:`.store.TeamStore`, which inherits it."""
 
     objects: Any
@@ -51,6 +54,8 @@ class TeamAdmin(StoreAdmin):
         raise NotImplementedError
 
     trust: Any
+    server: Any
+    journal: Any
 
     # -- listing ---------------------------------------------------------------------------
 
@@ -192,3 +197,43 @@ class TeamAdmin(StoreAdmin):
         objects = (sum(size for _name, size, _mtime in self.objects.listing())
                    if self.keeps_objects else 0)
         return Usage(database + objects, database, "server tables")
+
+    # -- the team ------------------------------------------------------------------------------
+
+    def init(self, *, roles: bool = True) -> int:
+        return self._online("set up the team store's tables and roles",
+                            lambda con: schema.create(con, roles=roles))
+
+    def status(self) -> SharedStatus:
+        pending = self.journal.pending()
+        status = SharedStatus(
+            location=self.location, reachable=False, problem=None, user=None,
+            schema_version=None, objects=self.objects.location,
+            mirror=str(self.mirror.db_path), pending=len(pending),
+            oldest_pending_us=min((p.record.occurred_at_us for p in pending), default=None))
+        try:
+            cursors = self.mirror.cursors_all()
+        except NbstepError as e:
+            cursors = {}
+            status.problem = f"the local mirror cannot be read: {e}"
+
+        def ask(con: Any) -> list[MirrorLag]:
+            lag = []
+            for namespace, (_generation, snapshot, synced_us) in sorted(cursors.items()):
+                behind = con.execute(f"SELECT count(*) FROM ({sql.SINCE}) s",
+                                     [namespace, snapshot, snapshot]).fetchone()[0]
+                lag.append(MirrorLag(namespace, synced_us, int(behind)))
+            return lag
+
+        self.server.retry_now()
+        try:
+            status.lag = self._online("read the mirror's lag", ask)
+        except NbstepError as e:
+            status.problem = str(e)
+            status.lag = [MirrorLag(ns, synced, None)
+                          for ns, (_g, _s, synced) in sorted(cursors.items())]
+            return status
+        status.reachable = True
+        status.user = self.server.user
+        status.schema_version = self.server.version
+        return status

@@ -45,7 +45,8 @@ def _first_line(error: BaseException) -> str:
     # libpq: 'connection failed: connection to server at "h", port p failed: FATAL: ...'
     if "failed: " in text:
         text = text.rsplit("failed: ", 1)[1]
-    return " ".join(text.split())[:300] or type(error).__name__
+    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    return "; ".join(lines)[:300] or type(error).__name__
 
 
 def connect_error(address: ServerAddress, error: BaseException) -> TeamServerError:

@@ -21,14 +21,13 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from nbstep.core.record import NewRecord, Record
 from nbstep.errors import NbstepError, StepReplayError, StoreOfflineWarning, StoreWriteError
 from nbstep.storage import values
-from nbstep.storage.base import StepStore, StoreAdmin
+from nbstep.storage.base import PushReport, StepStore, StoreAdmin
 from nbstep.storage.objects import Damaged
 
 from . import faults, journal, schema, sql
@@ -46,15 +45,6 @@ DEFAULT_INLINE_LIMIT = 64 * 1024
 # After a record, the mirror catches up with the touched namespaces this many seconds
 # later (in a background thread), so it is near-current if the server goes down.
 MIRROR_DELAY = 1.0
-
-
-@dataclass
-class PushReport:
-    """What ``push`` did with the offline journal."""
-
-    pushed: int = 0  # recorded on the server
-    superseded: int = 0  # another machine had recorded the step meanwhile: theirs stands
-    left: int = 0  # still waiting (the server went away again)
 
 
 class NoObjects:
@@ -222,34 +212,35 @@ class TeamStore(TeamAdmin, StepStore):
         if values.needs_object(new, self.inline_limit) and self.keeps_objects:
             return self._online("record a step", lambda con: self._append_object(con, new,
                                                                                  expected))
-        placed = values.place(new, 1 << 62 if not self.keeps_objects else self.inline_limit,
-                              self.objects)
+        placed = values.place(new, self._limit(), self.objects)
         return self._online("record a step", lambda con: self._cas(con, new, placed, expected))
 
-    def _append_object(self, con: Any, new: NewRecord, expected: int | None
-                       ) -> tuple[Record, bool]:
+    def _append_object(self, con: Any, new: NewRecord, expected: int | None,
+                       occurred_at_us: int | None = None) -> tuple[Record, bool]:
         # gc holds GC_LOCK alone while it decides which value files nothing references:
         # from before the file is written until its record is committed, it must wait.
         con.execute("SELECT pg_advisory_lock_shared(%s)", [schema.GC_LOCK])
         try:
             placed = values.place(new, self.inline_limit, self.objects)
-            return self._cas(con, new, placed, expected)
+            return self._cas(con, new, placed, expected, occurred_at_us)
         finally:
             if not con.broken:
                 con.execute("SELECT pg_advisory_unlock_shared(%s)", [schema.GC_LOCK])
 
-    def _cas(self, con: Any, new: NewRecord, placed: values.Placed, expected: int | None
-             ) -> tuple[Record, bool]:
+    def _cas(self, con: Any, new: NewRecord, placed: values.Placed, expected: int | None,
+             occurred_at_us: int | None = None) -> tuple[Record, bool]:
+        """Insert unless the slot changed; ``occurred_at_us``: when the record was made
+        (a journal record's own time; default now)."""
         if new.namespace not in self._registered:
             sql.register(con, new.namespace)
             self._registered.add(new.namespace)
         slot = (new.namespace, new.key, new.sequence)
         for _attempt in range(16):
-            occurred_at_us = time.time_ns() // 1000
-            inserted = sql.append(con, new, placed, expected, occurred_at_us, os.getpid(), HOST)
+            at_us = occurred_at_us or time.time_ns() // 1000
+            inserted = sql.append(con, new, placed, expected, at_us, os.getpid(), HOST)
             if inserted is not None:
                 event_id, recorded_by = inserted
-                record = _record(new, placed, event_id, occurred_at_us, recorded_by)
+                record = _record(new, placed, event_id, at_us, recorded_by)
                 self._seen[slot] = record
                 self._touch(new.namespace)
                 return record, True
@@ -330,14 +321,18 @@ class TeamStore(TeamAdmin, StepStore):
         return report
 
     def _push_one(self, item: journal.Pending, expected: int | None) -> tuple[Record, bool]:
-        new = item.new
+        new, at_us = item.new, item.record.occurred_at_us
         if values.needs_object(new, self.inline_limit) and self.keeps_objects:
             return self.server.run("push the journal",
-                                   lambda con: self._append_object(con, new, expected))
-        placed = values.place(new, 1 << 62 if not self.keeps_objects else self.inline_limit,
-                              self.objects)
+                                   lambda con: self._append_object(con, new, expected, at_us))
+        placed = values.place(new, self._limit(), self.objects)
         return self.server.run("push the journal",
-                               lambda con: self._cas(con, new, placed, expected))
+                               lambda con: self._cas(con, new, placed, expected, at_us))
+
+    def _limit(self) -> int:
+        """Values up to this size stay in the database: all of them without an object
+        store (PostgreSQL keeps a large one out of line, compressed)."""
+        return self.inline_limit if self.keeps_objects else 1 << 62
 
     # -- the mirror -------------------------------------------------------------------------
 

@@ -69,6 +69,11 @@ class TeamMirror:
         with self.using() as con:
             return tables.cursors(con, namespaces)
 
+    def cursors_all(self) -> dict[str, tuple[int, str, int]]:
+        """Every mirrored namespace: (generation, snapshot, synced at, µs since 1970)."""
+        with self.using() as con:
+            return tables.cursors_all(con)
+
     def apply(self, updates: list[tables.Update]) -> None:
         with self.using() as con:
             tables.apply(con, self.db_path, updates)

@@ -8,7 +8,6 @@ server snapshot its rows are complete up to.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +114,12 @@ def cursors(con: Any, namespaces: list[str]) -> dict[str, tuple[int, str]]:
     rows = con.execute(f"SELECT namespace, generation, snapshot FROM {CURSORS} "
                        "WHERE list_contains(?, namespace)", [namespaces]).fetchall()
     return {ns: (int(gen), snap) for ns, gen, snap in rows}
+
+
+def cursors_all(con: Any) -> dict[str, tuple[int, str, int]]:
+    rows = con.execute(f"SELECT namespace, generation, snapshot, epoch_us(synced_at) "
+                       f"FROM {CURSORS}").fetchall()
+    return {ns: (int(gen), snap, int(at)) for ns, gen, snap, at in rows}
 
 
 def apply(con: Any, db_path: Path, updates: list[Update]) -> None:
@@ -229,7 +234,3 @@ def value(con: Any, event_id: int) -> tuple[str | None, bytes | None] | None:
 def namespaces(con: Any) -> list[str]:
     return [row[0] for row in con.execute(
         f"SELECT DISTINCT namespace FROM {EVENTS} ORDER BY 1").fetchall()]
-
-
-def details_text(details: Any) -> str | None:
-    return json.dumps(details, sort_keys=True) if details else None
