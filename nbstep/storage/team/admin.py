@@ -91,6 +91,11 @@ class TeamAdmin(StoreAdmin, SharedAdmin):
         report = GcReport()
 
         def collect(con: Any) -> dict[str, int]:
+            allowed = con.execute("SELECT has_table_privilege(%s, 'DELETE')",
+                                  [schema.EVENTS]).fetchone()[0]
+            if not allowed and not dry_run:
+                raise faults.not_permitted(self.server.address, "run gc",
+                                           f"no DELETE privilege on {schema.EVENTS}")
             con.execute("SELECT pg_advisory_lock(%s)", [schema.GC_LOCK])
             try:
                 with con.transaction():

@@ -79,12 +79,7 @@ def session_error(address: ServerAddress, error: Any, doing: str) -> TeamServerE
     detail = _first_line(error)
     who = f"`{address.user}`" if address.user else "this user"
     if state == "42501":  # insufficient_privilege
-        return TeamServerError(
-            f"{who} may not {doing} on the team store {address} ({detail}). Readers "
-            "(nbstep_reader) read, writers (nbstep_writer) also record and forget, admins "
-            f"(nbstep_admin) also run gc and repair: ask an admin to grant the role "
-            f"({ROLES_DOC})."
-        )
+        return not_permitted(address, doing, detail)
     if state in ("42P01", "3F000"):  # undefined_table, invalid_schema_name
         return schema_missing(address)
     if state.startswith("08") or state in ("57P01", "57P02", "57P03"):
@@ -92,6 +87,15 @@ def session_error(address: ServerAddress, error: Any, doing: str) -> TeamServerE
     return TeamServerError(
         f"the team store's server {address} failed to {doing}: {detail} (SQLSTATE "
         f"{state or 'none'}). Nothing was changed."
+    )
+
+
+def not_permitted(address: ServerAddress, doing: str, detail: str) -> TeamServerError:
+    who = f"`{address.user}`" if address.user else "this user"
+    return TeamServerError(
+        f"{who} may not {doing} on the team store {address} ({detail}). Readers "
+        "(nbstep_reader) read, writers (nbstep_writer) also record and forget, admins "
+        f"(nbstep_admin) also run gc and repair: ask an admin to grant the role ({ROLES_DOC})."
     )
 
 

@@ -15,11 +15,13 @@ the journal is pushed once the server is back. Every other fault is one
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -90,6 +92,7 @@ class TeamStore(TeamAdmin, StepStore):
         self._journal_checked = False
         self._closed = False
         self._keeper: threading.Timer | None = None
+        _open_stores.add(self)
 
     def __repr__(self) -> str:
         return f"TeamStore({self.location!r})"
@@ -274,6 +277,8 @@ class TeamStore(TeamAdmin, StepStore):
         self.mirror.release()
 
     def close(self) -> None:
+        if not self._closed and self._dirty:
+            self._keep_mirror()  # what this process recorded, into the mirror
         with self._lock:
             self._closed = True
             if self._keeper is not None:
@@ -350,9 +355,11 @@ class TeamStore(TeamAdmin, StepStore):
 
     def _keep_mirror(self) -> None:
         with self._lock:
+            if self._keeper is not None:
+                self._keeper.cancel()
             self._keeper = None
             names, self._dirty = sorted(self._dirty), set()
-            if self._closed:
+            if self._closed or not names:
                 return
         try:
             self.sync(names)
@@ -403,3 +410,13 @@ def _record(new: NewRecord, placed: values.Placed, event_id: int, occurred_at_us
     )
 
 
+
+
+# Every open team store, so interpreter exit brings their mirrors up to date.
+_open_stores: weakref.WeakSet[TeamStore] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for store in list(_open_stores):
+        store.close()

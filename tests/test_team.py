@@ -1,0 +1,432 @@
+"""The team store against a real PostgreSQL server (tests/pg_server.py).
+
+Machines are separate local folders (each with its own mirror and journal) on one
+server; processes are real processes. The storage contract itself runs on this
+backend in tests/storage/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+import nbstep
+from nbstep.cli.main import cli
+from nbstep.engine.runtime import Runtime
+from nbstep.errors import StoreOfflineWarning, TeamServerError, UntrustedValue
+from nbstep.storage.team import TeamStore
+from nbstep.storage.team import schema as team_schema
+
+sys.path.insert(0, str(Path(__file__).parent / "storage"))
+from backends import new_record  # noqa: E402
+
+
+@pytest.fixture
+def team(team_url, tmp_path):
+    """``team.machine(name, **options)``: a TeamStore for one machine of the team."""
+
+    class Team:
+        url = team_url
+        shared = tmp_path / "shared"
+        def __init__(self):
+            self.opened: list[TeamStore] = []
+
+        def machine(self, name="a", url=None, **options):
+            options.setdefault("objects", str(self.shared))
+            store = TeamStore(url or self.url, tmp_path / name / ".nbstep", **options)
+            self.opened.append(store)
+            return store
+
+    team = Team()
+    yield team
+    for store in team.opened:
+        store.close()
+
+
+def _user(pg_server, database, role, name):
+    """A login of the test's own (roles are the cluster's) granted one nbstep role."""
+    user = f"{name}_{database}"
+    pg_server.execute(f"CREATE ROLE {user} LOGIN PASSWORD 'pw-{name}' IN ROLE {role}")
+    return pg_server.url(database, user, f"pw-{name}")
+
+
+@pytest.fixture
+def roles(pg_server, team):
+    """Logins for a reader, a writer, another writer and an admin, after `team init`."""
+    setup = TeamStore(team.url, team.shared.parent / "init")
+    setup.init()
+    setup.close()
+    database = team.url.rsplit("/", 1)[1]
+    return {name: _user(pg_server, database, f"nbstep_{role}", name)
+            for name, role in (("reader", "reader"), ("alice", "writer"),
+                               ("bob", "writer"), ("admin", "admin"))}
+
+
+# -- two machines, one server ---------------------------------------------------------------
+
+MACHINE = textwrap.dedent(
+    """
+    import json, os, sys
+    from nbstep import step
+    import nbstep
+    nbstep.configure(namespace="shared.ipynb")
+    ran = []
+    def expensive(n):
+        ran.append(n)
+        return {"rows": list(range(n)), "by": sys.argv[1]}
+    big = step.run("big", 3, lambda n: bytes(200_000) + sys.argv[1].encode())
+    print(json.dumps({"value": step.run("load", 5, expensive), "ran": ran,
+                      "big_tail": big[-1:].decode()}))
+    """
+)
+
+
+def test_a_step_computed_on_one_machine_replays_on_another(team, tmp_path):
+    script = tmp_path / "machine.py"
+    script.write_text(MACHINE)
+    outputs = {}
+    for name in ("laptop", "server"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "pyproject.toml").write_text(
+            f'[tool.nbstep]\nstore = "{team.url}"\nobjects = "../shared"\n')
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NBSTEP_")}
+        done = subprocess.run([sys.executable, str(script), name], cwd=folder, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs[name] = json.loads(done.stdout)
+        # Each machine has a local folder of its own: its mirror, found from its project.
+        assert list((folder / ".nbstep" / "team").iterdir())
+    assert outputs["laptop"]["ran"] == [5]
+    assert outputs["server"]["ran"] == []  # replayed: computed once for everyone
+    assert outputs["server"]["value"] == {"rows": [0, 1, 2, 3, 4], "by": "laptop"}
+    assert outputs["server"]["big_tail"] == "p"  # the laptop's value, from ../shared
+    assert any((tmp_path / "shared" / "objects").rglob("*"))
+
+
+# -- exactly once, 8 processes ----------------------------------------------------------------
+
+RACER = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import nbstep
+    from nbstep import step
+    nbstep.configure(namespace="race")
+    go = sys.argv[1]
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    out = []
+    for i in range(30):
+        out.append(step.run("slot", i, lambda i: {"i": i, "pid": os.getpid()}))
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.mark.slow
+def test_eight_processes_racing_for_the_same_slots_record_each_once(team, tmp_path):
+    script = tmp_path / "racer.py"
+    script.write_text(RACER)
+    go = tmp_path / "go"
+    env = {**os.environ, "NBSTEP_STORE": team.url, "NBSTEP_OBJECTS": str(team.shared)}
+    racers = []
+    for n in range(8):
+        folder = tmp_path / f"machine{n}"
+        folder.mkdir()
+        racers.append(subprocess.Popen([sys.executable, str(script), str(go)], cwd=folder,
+                                       env=env, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True))
+    time.sleep(1.5)
+    go.write_text("")
+    results = []
+    for racer in racers:
+        out, err = racer.communicate(timeout=300)
+        assert racer.returncode == 0, err[-3000:]
+        results.append(json.loads(out))
+    for i in range(30):
+        values = {json.dumps(r[i], sort_keys=True) for r in results}
+        assert len(values) == 1, f"slot {i}: {values}"  # every loser got the winner's value
+    with psycopg.connect(team.url) as con:
+        rows = con.execute(
+            "SELECT sequence, count(*) FROM nbstep.events GROUP BY sequence").fetchall()
+    assert sorted(rows) == [(i + 1, 1) for i in range(30)]  # one record per slot
+
+
+# -- the mirror's cursor -----------------------------------------------------------------------
+
+
+def test_the_mirror_gets_a_row_whose_transaction_committed_after_later_ones(team):
+    store = team.machine()
+    store.append(new_record("nb", "first", 1, 1), None)
+    store.sync(["nb"])
+    # A transaction that starts now and commits last: its event id is lower than the
+    # rows committed meanwhile, which "id greater than the last seen" would skip.
+    slow = psycopg.connect(team.url)
+    slow.execute(
+        "INSERT INTO nbstep.events (kind, namespace, key, sequence, version, codec, "
+        "result_json, size_bytes) VALUES ('recorded', 'nb', 'slow', 1, 1, 'json', '7', 1)")
+    later, _ = store.append(new_record("nb", "later", 1, 2), None)
+    store.sync(["nb"])
+    assert set(store.admin().history("nb")["key"]) == {"first", "later"}
+    slow.commit()
+    slow.close()
+    history = store.admin().history("nb")
+    assert set(history["key"]) == {"first", "later", "slow"}
+    slow_id = int(history[history["key"] == "slow"]["event_id"].iloc[0])
+    assert slow_id < later.event_id
+
+
+MIRROR_WRITER = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    from backends import new_record
+    from nbstep.storage.team import TeamStore
+    store = TeamStore(sys.argv[2], sys.argv[3])
+    for i in range(int(sys.argv[5])):
+        store.append(new_record("busy", sys.argv[4], i + 1, i), None)
+    store.close()
+    """
+)
+
+
+@pytest.mark.slow
+def test_the_mirror_is_complete_while_writers_keep_writing(team, tmp_path):
+    script = tmp_path / "writer.py"
+    script.write_text(MIRROR_WRITER)
+    here = str(Path(__file__).parent / "storage")
+    writers = [subprocess.Popen([sys.executable, str(script), here, team.url,
+                                 str(tmp_path / f"w{n}"), f"k{n}", "150"],
+                                stderr=subprocess.PIPE, text=True) for n in range(4)]
+    reader = team.machine("reader")
+    syncs = 0
+    while any(w.poll() is None for w in writers):
+        reader.sync(["busy"])
+        syncs += 1
+    for w in writers:
+        _out, err = w.communicate(timeout=120)
+        assert w.returncode == 0, err[-3000:]
+    reader.sync(["busy"])
+    with psycopg.connect(team.url) as con:
+        on_server = sorted(r[0] for r in con.execute("SELECT event_id FROM nbstep.events"))
+    mirrored = sorted(int(i) for i in reader.admin().history("busy")["event_id"])
+    assert syncs > 1
+    assert mirrored == on_server and len(on_server) == 600
+
+
+def test_gc_makes_mirrors_fetch_the_namespace_again(team):
+    store = team.machine()
+    first, _ = store.append(new_record("nb", "k", 1, "old"), None)
+    store.append(new_record("nb", "k", 1, "new"), first.event_id)
+    assert len(store.admin().history("nb")) == 2
+    other = team.machine("admin")
+    assert other.admin().gc(grace_seconds=0).events_dropped == 1
+    history = store.admin().history("nb")
+    assert list(history["status"]) == ["current"]
+
+
+# -- faults ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_client_killed_mid_append_leaves_no_partial_record_and_no_lock(team, tmp_path):
+    script = tmp_path / "loop.py"
+    script.write_text(textwrap.dedent(
+        """
+        import sys
+        sys.path.insert(0, sys.argv[1])
+        from backends import new_record
+        from nbstep.storage.team import TeamStore
+        store = TeamStore(sys.argv[2], sys.argv[3], objects=sys.argv[4], inline_limit=1024)
+        i = 0
+        while True:
+            i += 1
+            store.append(new_record("nb", sys.argv[5], i, bytes(300_000) + str(i).encode()),
+                         None)
+            print(i, flush=True)
+        """))
+    here = str(Path(__file__).parent / "storage")
+    for trial in range(3):
+        proc = subprocess.Popen([sys.executable, str(script), here, team.url,
+                                 str(tmp_path / f"m{trial}"), str(team.shared), f"k{trial}"],
+                                stdout=subprocess.PIPE, text=True)
+        for _ in range(3 + trial):
+            proc.stdout.readline()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    admin = team.machine("admin")
+    report = admin.admin().check(decode=True)
+    assert report.ok and report.records >= 12, report.problems
+    # No advisory lock is left behind by a killed writer: gc (which takes it alone) runs.
+    started = time.monotonic()
+    admin.admin().gc(grace_seconds=0)
+    assert time.monotonic() - started < 30
+    assert admin.admin().check().ok
+
+
+def test_a_server_restart_mid_session_is_invisible_to_steps(team, pg_server):
+    store = team.machine()
+    store.append(new_record("nb", "before", 1, 1), None)
+    pg_server.restart()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no offline warning: the connection is reopened
+        record, inserted = store.append(new_record("nb", "after", 1, 2), None)
+        assert inserted and store.read(store.lookup("nb", "before", 1)) == 1
+
+
+def test_steps_go_on_while_the_server_is_down_and_are_pushed_when_it_is_back(
+        team, pg_server, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NBSTEP_STORE", team.url)
+    monkeypatch.setenv("NBSTEP_OBJECTS", str(team.shared))
+    nbstep.configure(namespace="nb.ipynb")
+    step = nbstep.step
+    assert step.run("online", 1, lambda x: x + 1) == 2
+    store = Runtime.instance().store()
+    store.sync(["nb.ipynb"])
+    pg_server.stop()
+    try:
+        nbstep.reset()
+        calls = []
+        with pytest.warns(StoreOfflineWarning, match="cannot reach the team store's server"):
+            assert step.run("online", 1, lambda x: calls.append(x)) == 2  # from the mirror
+            assert step.run("offline", 2, lambda x: x * 10) == 20  # into the journal
+            frame = step.inspect()
+        assert calls == [] and "online" in set(frame["key"])
+        nbstep.reset()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", StoreOfflineWarning)
+            assert step.run("offline", 2, lambda x: calls.append(x)) == 20  # from the journal
+        assert calls == []
+        result = CliRunner().invoke(cli, ["team", "status"])
+        assert result.exit_code == 1 and "1 record recorded while the server" in result.output
+        assert "super-secret-pw" not in result.output
+    finally:
+        pg_server.start()
+    result = CliRunner().invoke(cli, ["push"])
+    assert result.exit_code == 0, result.output
+    assert "pushed 1 record" in result.output
+    with psycopg.connect(team.url) as con:
+        assert con.execute("SELECT result_json FROM nbstep.events WHERE key = 'offline'"
+                           ).fetchall() == [("20",)]
+
+
+def test_a_record_made_offline_loses_to_one_another_machine_made_meanwhile(team, pg_server):
+    mine = team.machine("mine")
+    mine.lookup("nb", "k", 1)
+    pg_server.stop()
+    try:
+        with pytest.warns(StoreOfflineWarning):
+            record, inserted = mine.append(new_record("nb", "k", 1, "mine"), None)
+        assert inserted and record.event_id < 0
+    finally:
+        pg_server.start()
+    theirs = team.machine("theirs")
+    won, _ = theirs.append(new_record("nb", "k", 1, "theirs"), None)
+    report = mine.push()
+    assert (report.pushed, report.superseded, report.left) == (0, 1, 0)
+    assert mine.read(mine.lookup("nb", "k", 1)) == "theirs"
+    assert mine.lookup("nb", "k", 1).event_id == won.event_id
+
+
+def test_faults_are_one_clear_error_naming_the_server_without_its_password(
+        team, pg_server, tmp_path):
+    wrong = pg_server.url(team.url.rsplit("/", 1)[1], password="not-it")
+    with pytest.raises(TeamServerError, match="refused the login of `nbstep_super`") as e:
+        team.machine("x", url=wrong).lookup("nb", "k", 1)
+    assert "not-it" not in str(e.value) and "127.0.0.1" in str(e.value)
+    with pytest.raises(TeamServerError, match="has no such database"):
+        team.machine("y", url=pg_server.url("no_such_db")).lookup("nb", "k", 1)
+    with pytest.raises(TeamServerError, match="holds no nbstep team store.*team init"):
+        team.machine("z", create=False).admin().namespaces()
+    # From the CLI: exit 1, the same message, no traceback.
+    result = CliRunner().invoke(cli, ["--store", wrong, "ls"])
+    assert result.exit_code == 1 and "refused the login" in result.output
+    assert "not-it" not in result.output and "Traceback" not in result.output
+
+
+def test_a_server_of_a_newer_schema_is_refused_untouched(team):
+    team.machine().lookup("nb", "k", 1)  # creates the schema
+    with psycopg.connect(team.url, autocommit=True) as con:
+        con.execute("UPDATE nbstep.meta SET value = '99' WHERE name = 'schema_version'")
+    with pytest.raises(TeamServerError, match="newer nbstep .schema version 99; this nbstep "
+                                              f"knows up to {team_schema.SCHEMA_VERSION}"):
+        team.machine("b").lookup("nb", "k", 1)
+    with psycopg.connect(team.url) as con:
+        assert con.execute("SELECT value FROM nbstep.meta WHERE name = 'schema_version'"
+                           ).fetchone() == ("99",)
+
+
+# -- roles and trust ---------------------------------------------------------------------------
+
+
+def test_a_reader_cannot_write_and_a_writer_cannot_gc(team, roles):
+    alice = team.machine("alice", url=roles["alice"])
+    record, _ = alice.append(new_record("nb", "k", 1, {"a": 1}), None)
+    reader = team.machine("reader", url=roles["reader"])
+    assert reader.read(reader.lookup("nb", "k", 1)) == {"a": 1}
+    with pytest.raises(TeamServerError, match="may not record a step.*nbstep_writer"):
+        reader.append(new_record("nb", "k2", 1, 1), None)
+    with pytest.raises(TeamServerError, match="may not forget steps"):
+        reader.forget("nb")
+    with pytest.raises(TeamServerError, match="may not run gc.*nbstep_admin"):
+        alice.admin().gc(grace_seconds=0)
+    assert team.machine("admin", url=roles["admin"]).admin().gc(grace_seconds=0) is not None
+    assert record.recorded_by == f"alice_{team.url.rsplit('/', 1)[1]}"
+
+
+def test_a_writer_cannot_forge_who_recorded_a_step(roles):
+    with psycopg.connect(roles["alice"]) as con, pytest.raises(
+            psycopg.errors.InsufficientPrivilege):
+        con.execute("INSERT INTO nbstep.events (kind, namespace, key, sequence, version, "
+                    "recorded_by) VALUES ('recorded', 'nb', 'k', 1, 1, 'bob')")
+
+
+def test_pickles_load_only_from_trusted_writers(team, roles):
+    alice = team.machine("alice", url=roles["alice"])
+    alice.append(new_record("nb", "pickled", 1, {1, 2, 3}), None)  # a set: pickle
+    alice.append(new_record("nb", "plain", 1, {"x": [1, 2]}), None)  # json
+    who = alice.lookup("nb", "pickled", 1).recorded_by
+    bob = team.machine("bob", url=roles["bob"])
+    assert bob.read(bob.lookup("nb", "plain", 1)) == {"x": [1, 2]}
+    with pytest.raises(UntrustedValue, match=f"recorded by `{who}` as a pickle.*trust = "):
+        bob.read(bob.lookup("nb", "pickled", 1))
+    assert alice.read(alice.lookup("nb", "pickled", 1)) == {1, 2, 3}  # one's own
+    trusting = team.machine("bob2", url=roles["bob"], trust=(who,))
+    assert trusting.read(trusting.lookup("nb", "pickled", 1)) == {1, 2, 3}
+    # verify does not unpickle what it may not load, and does not call it damage.
+    assert bob.admin().check(decode=True).ok
+
+
+def test_the_magic_reports_a_server_fault_as_one_line(team, pg_server, tmp_path, monkeypatch):
+    from IPython.core.error import UsageError
+    from test_magic import TestingShell
+    from traitlets.config import Config
+
+    wrong = pg_server.url(team.url.rsplit("/", 1)[1], password="not-it")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NBSTEP_STORE", wrong)
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "analysis.ipynb"))
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    shell = TestingShell.instance(config=config)
+    try:
+        shell.run_cell("%load_ext nbstep")
+        with pytest.raises(UsageError, match="refused the login") as raised:
+            shell.run_cell("%%step load\nx = 1\n", store_history=True)
+        assert "not-it" not in str(raised.value)
+        shell.run_cell("%unload_ext nbstep")
+    finally:
+        TestingShell.clear_instance()
