@@ -44,9 +44,10 @@ from .url import parse
 T = TypeVar("T")
 HOST = socket.gethostname()
 DEFAULT_INLINE_LIMIT = 64 * 1024
-# After a record, the mirror catches up with the touched namespaces this many seconds
-# later (in a background thread), so it is near-current if the server goes down.
-MIRROR_DELAY = 1.0
+# Once no step has touched the server for this many seconds (a cell finished, a loop
+# ended), the mirror catches up with the namespaces touched, in a background thread:
+# near-current if the server goes down, and never in the way of a busy loop of steps.
+MIRROR_DELAY = 2.0
 
 
 class NoObjects:
@@ -83,15 +84,16 @@ class TeamStore(TeamAdmin, StepStore):
         self.journal = journal.Journal(self.folder / "journal")
         self.mirror = TeamMirror(self.folder, busy_timeout=busy_timeout, linger=linger)
         self._lock = threading.RLock()
+        self._syncing = threading.Lock()  # one mirror catch-up at a time; close waits
         self._seen: dict[tuple[str, str, int], Record | None] = {}
         self._resolved: dict[int, int] = {}  # journal id -> the server's id, once pushed
         self._registered: set[str] = set()
-        self._touched: set[str] = set()
         self._dirty: set[str] = set()
         self._offline = False
         self._journal_checked = False
         self._closed = False
         self._keeper: threading.Timer | None = None
+        self._last_touch = 0.0
         _open_stores.add(self)
 
     def __repr__(self) -> str:
@@ -279,7 +281,7 @@ class TeamStore(TeamAdmin, StepStore):
     def close(self) -> None:
         if not self._closed and self._dirty:
             self._keep_mirror()  # what this process recorded, into the mirror
-        with self._lock:
+        with self._syncing, self._lock:
             self._closed = True
             if self._keeper is not None:
                 self._keeper.cancel()
@@ -342,16 +344,27 @@ class TeamStore(TeamAdmin, StepStore):
     # -- the mirror -------------------------------------------------------------------------
 
     def _touch(self, namespace: str) -> None:
-        """Keep this namespace in the mirror; catch up shortly after a change."""
-        self._touched.add(namespace)
-        if namespace in self._dirty:
+        """Keep this namespace in the mirror; catch up once steps pause."""
+        self._last_touch = time.monotonic()
+        if namespace in self._dirty and self._keeper is not None:
             return
         with self._lock:
             self._dirty.add(namespace)
             if self._keeper is None and not self._closed:
-                self._keeper = threading.Timer(MIRROR_DELAY, self._keep_mirror)
-                self._keeper.daemon = True
-                self._keeper.start()
+                self._schedule(MIRROR_DELAY)
+
+    def _schedule(self, delay: float) -> None:
+        self._keeper = threading.Timer(delay, self._when_quiet)
+        self._keeper.daemon = True
+        self._keeper.start()
+
+    def _when_quiet(self) -> None:
+        with self._lock:
+            quiet = time.monotonic() - self._last_touch
+            if quiet < MIRROR_DELAY and not self._closed:
+                self._schedule(MIRROR_DELAY - quiet)  # still busy: wait for the pause
+                return
+        self._keep_mirror()
 
     def _keep_mirror(self) -> None:
         with self._lock:
@@ -361,6 +374,10 @@ class TeamStore(TeamAdmin, StepStore):
             names, self._dirty = sorted(self._dirty), set()
             if self._closed or not names:
                 return
+        with self._syncing:
+            self._catch_up(names)
+
+    def _catch_up(self, names: list[str]) -> None:
         try:
             self.sync(names)
         except NbstepError as e:
