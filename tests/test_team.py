@@ -430,3 +430,62 @@ def test_the_magic_reports_a_server_fault_as_one_line(team, pg_server, tmp_path,
         shell.run_cell("%unload_ext nbstep")
     finally:
         TestingShell.clear_instance()
+
+
+# -- an S3 object store (against moto's S3 server: a test double of S3) -----------------------
+
+
+@pytest.fixture
+def s3_double(monkeypatch, tmp_path):
+    """An S3 bucket on moto's server, an S3 test double on localhost (no real S3 here)."""
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for name, value in (("AWS_ENDPOINT_URL", endpoint), ("AWS_ACCESS_KEY_ID", "test"),
+                        ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_REGION", "us-east-1"),
+                        ("AWS_ALLOW_HTTP", "true")):
+        monkeypatch.setenv(name, value)
+    client = boto3.client("s3", endpoint_url=endpoint)
+    # moto keeps its buckets per process, across servers: a bucket of the test's own.
+    client.bucket = f"team-{abs(hash(str(tmp_path))) % 10**9}"
+    client.create_bucket(Bucket=client.bucket)
+    yield client
+    server.stop()
+
+
+def test_large_values_go_to_an_s3_object_store_shared_by_machines(team, s3_double):
+    url = f"s3://{s3_double.bucket}/steps"
+    big = bytes(range(256)) * 2000
+    laptop = team.machine("laptop", objects=url)
+    record, _ = laptop.append(new_record("nb", "big", 1, big), None)
+    assert record.stored == "object"
+    keys = [o["Key"] for o in s3_double.list_objects_v2(Bucket=s3_double.bucket)["Contents"]]
+    assert keys == [f"steps/objects/{record.object_sha256[:2]}/{record.object_sha256}"]
+    desk = team.machine("desk", objects=url)  # another machine: an empty local cache
+    assert desk.read(desk.lookup("nb", "big", 1)) == big
+    # Read once, the value is in the desk's cache: no download on the next replay.
+    s3_double.delete_object(Bucket=s3_double.bucket, Key=keys[0])
+    assert desk.read(desk.lookup("nb", "big", 1)) == big
+    report = desk.admin().check()
+    assert not report.ok and "is missing" in report.problems[0].what
+    # Damaged in the bucket: a replay that has to download it says so.
+    s3_double.put_object(Bucket=s3_double.bucket, Key=keys[0], Body=big[:-1] + b"!")
+    fresh = team.machine("fresh", objects=url)
+    with pytest.raises(nbstep.StepReplayError, match="does not match the checksum"):
+        fresh.read(fresh.lookup("nb", "big", 1))
+
+
+def test_gc_removes_unreferenced_objects_from_s3(team, s3_double):
+    url = f"s3://{s3_double.bucket}/steps"
+    store = team.machine(objects=url)
+    old, _ = store.append(new_record("nb", "k", 1, bytes(100_000)), None)
+    store.append(new_record("nb", "k", 1, bytes(100_001)), old.event_id)
+    assert store.admin().gc(grace_seconds=3600).young_kept == 1
+    report = store.admin().gc(grace_seconds=0)
+    assert report.objects_removed == 1 and report.bytes_freed == 100_000
+    keys = [o["Key"] for o in s3_double.list_objects_v2(Bucket=s3_double.bucket)["Contents"]]
+    assert len(keys) == 1 and store.admin().check(decode=True).ok
