@@ -489,3 +489,61 @@ def test_gc_removes_unreferenced_objects_from_s3(team, s3_double):
     assert report.objects_removed == 1 and report.bytes_freed == 100_000
     keys = [o["Key"] for o in s3_double.list_objects_v2(Bucket=s3_double.bucket)["Contents"]]
     assert len(keys) == 1 and store.admin().check(decode=True).ok
+
+
+# -- settings and docs ---------------------------------------------------------------------------
+
+
+def test_a_team_store_in_pyproject_is_kept_as_a_url_and_objects_is_resolved(tmp_path,
+                                                                            monkeypatch):
+    from nbstep import settings as settings_module
+
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.nbstep]\nstore = "postgresql://alice@db.example.com/steps"\n'
+        'objects = "shared/objects"\ntrust = ["bob", "ci"]\n')
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    loaded = settings_module.load({})
+    assert loaded.store == "postgresql://alice@db.example.com/steps"
+    assert loaded.objects == str((tmp_path / "shared" / "objects").resolve())
+    assert loaded.trust == ("bob", "ci")
+    # The local folder of the team store: the project's .nbstep, as for a local store.
+    assert settings_module.store_dir(loaded) == tmp_path.resolve() / ".nbstep"
+    monkeypatch.setenv("NBSTEP_TRUST", "carol, dave")
+    assert settings_module.load({}).trust == ("carol", "dave")
+    with pytest.raises(nbstep.ConfigError, match="`trust` must be a list of the team store"):
+        nbstep.configure(trust=["ok", 3])
+    with pytest.raises(nbstep.ConfigError, match="`objects` must be a directory"):
+        nbstep.configure(objects="ftp://somewhere")
+
+
+def test_the_docs_hold_the_roles_sql_the_code_runs():
+    doc = (Path(__file__).parents[1] / "docs" / "team-store.md").read_text()
+    assert team_schema.ROLES.strip() in doc
+
+
+# -- real notebooks, a real kernel -------------------------------------------------------------
+
+
+@pytest.mark.kernel
+def test_nbstep_run_on_two_machines_computes_a_cell_once(team, tmp_path):
+    from test_cli_run import nbstep_cmd, summary_counts, write_notebook
+
+    cells = ["%load_ext nbstep", "%%step load\nimport os\nrows = list(range(5))\n"
+             "who = os.getcwd()\n", "print(rows, who)"]
+    outputs = {}
+    for machine in ("laptop", "ci"):
+        project = tmp_path / machine
+        (project / "notebooks").mkdir(parents=True)
+        (project / "pyproject.toml").write_text(
+            f'[project]\nname = "demo"\n[tool.nbstep]\nstore = "{team.url}"\n'
+            f'objects = "{team.shared}"\n')
+        write_notebook(project / "notebooks" / "analysis.ipynb", *cells)
+        done = nbstep_cmd("run", "notebooks/analysis.ipynb", "--inplace", cwd=project)
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs[machine] = summary_counts(done.stdout)
+    assert outputs == {"laptop": "0 replayed, 1 computed, 0 failed",
+                       "ci": "1 replayed, 0 computed, 0 failed"}
+    with psycopg.connect(team.url) as con:
+        assert con.execute("SELECT namespace, key FROM nbstep.events").fetchall() == [
+            ("notebooks/analysis.ipynb", "load")]

@@ -433,6 +433,18 @@ def _record(new: NewRecord, placed: values.Placed, event_id: int, occurred_at_us
 _open_stores: weakref.WeakSet[TeamStore] = weakref.WeakSet()
 
 
+def _after_fork_in_child() -> None:
+    # The keeper thread and the locks' holders are the parent's: start over (the
+    # server connection is dropped by Server itself on first use).
+    for store in list(_open_stores):
+        store._lock = threading.RLock()
+        store._syncing = threading.Lock()
+        store._keeper = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @atexit.register
 def _close_all() -> None:
     for store in list(_open_stores):
