@@ -77,7 +77,6 @@ def session_error(address: ServerAddress, error: Any, doing: str) -> TeamServerE
     """An error from a statement; ``doing`` says what nbstep was doing, for the message."""
     state = getattr(error, "sqlstate", None) or ""
     detail = _first_line(error)
-    who = f"`{address.user}`" if address.user else "this user"
     if state == "42501":  # insufficient_privilege
         return not_permitted(address, doing, detail)
     if state in ("42P01", "3F000"):  # undefined_table, invalid_schema_name

@@ -100,13 +100,6 @@ class Journal:
     def of(self, namespace: str) -> Iterator[Pending]:
         return (p for p in self.pending() if p.record.namespace == namespace)
 
-    def value(self, record: Record) -> tuple[str, Any]:
-        """(codec, bytes) of a journal record's value."""
-        for item in self.pending():
-            if item.record.event_id == record.event_id:
-                return item.new.codec, item.new.data
-        raise LookupError(record.event_id)
-
     @contextmanager
     def pushing(self) -> Iterator[bool]:
         """One pusher at a time per machine; yields False when another is pushing."""

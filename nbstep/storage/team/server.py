@@ -13,11 +13,10 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from nbstep.errors import NbstepError, TeamServerError
+from nbstep.errors import TeamServerError
 
 from . import faults, schema
 from .url import ServerAddress
@@ -70,11 +69,6 @@ class Server:
                         raise faults.unreachable(self.address, faults._first_line(e)) from e
                     raise faults.session_error(self.address, e, doing) from e
             raise AssertionError("unreachable")
-
-    @contextmanager
-    def transaction(self, con: Any) -> Iterator[Any]:
-        with con.transaction():
-            yield con
 
     def available(self) -> bool:
         """False while a recent attempt found the server unreachable (see RETRY_AFTER)."""
@@ -170,8 +164,3 @@ class Server:
 
 _servers: weakref.WeakSet[Server] = weakref.WeakSet()
 _inherited: list[Any] = []
-
-
-def offline(error: NbstepError) -> bool:
-    """Whether an error means "the server cannot be reached now" (go on offline)."""
-    return isinstance(error, faults.ServerUnreachable)
