@@ -410,7 +410,8 @@ def test_pickles_load_only_from_trusted_writers(team, roles):
     assert bob.admin().check(decode=True).ok
 
 
-def test_the_magic_reports_a_server_fault_as_one_line(team, pg_server, tmp_path, monkeypatch):
+def test_the_magic_reports_a_server_fault_as_one_line(team, pg_server, tmp_path, monkeypatch,
+                                                      capsys):
     from IPython.core.error import UsageError
     from test_magic import TestingShell
     from traitlets.config import Config
@@ -424,6 +425,11 @@ def test_the_magic_reports_a_server_fault_as_one_line(team, pg_server, tmp_path,
     shell = TestingShell.instance(config=config)
     try:
         shell.run_cell("%load_ext nbstep")
+        capsys.readouterr()
+        shell.run_cell("%step_config")
+        shown = capsys.readouterr().out
+        assert "postgresql://nbstep_super@127.0.0.1" in shown and "not-it" not in shown
+        assert "local copy" in shown
         with pytest.raises(UsageError, match="refused the login") as raised:
             shell.run_cell("%%step load\nx = 1\n", store_history=True)
         assert "not-it" not in str(raised.value)
