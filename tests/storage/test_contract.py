@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from backends import new_record, object_root
 
 from nbstep.core.record import RECORD_COLUMNS, Record
@@ -296,3 +298,52 @@ def test_a_closed_store_refuses_work(stores):
         store.lookup("nb", "k", 1)
 
 
+
+
+# Operations on one slot-set by two store objects ("processes"): look a slot up (and
+# remember what was seen), record it against what was last seen, or forget it.
+_OPS = st.lists(st.tuples(st.sampled_from(["look", "append", "forget"]),
+                          st.integers(0, 1), st.integers(1, 3)), min_size=1, max_size=25)
+
+
+def test_append_and_forget_follow_the_compare_and_set_model(stores):
+    """Property: whatever two writers do, in any order, each append inserts exactly
+    when the slot's current record is the one its writer last saw (or there is none),
+    and every lookup agrees with the model."""
+    pair = [stores(), stores()]
+    examples = iter(range(10**6))
+
+    @settings(max_examples=25, deadline=None, print_blob=True,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(_OPS)
+    def run(ops):
+        namespace = f"model-{next(examples)}"  # a fresh set of slots per example
+        current: dict[int, int | None] = {}
+        seen: list[dict[int, int | None]] = [{}, {}]
+        for op, who, slot in ops:
+            store = pair[who]
+            if op == "look":
+                found = store.lookup(namespace, "k", slot)
+                assert (found.event_id if found else None) == current.get(slot)
+                seen[who][slot] = current.get(slot)
+            elif op == "append":
+                expected = seen[who].get(slot)
+                record, inserted = store.append(new_record(namespace, "k", slot, who),
+                                                expected)
+                now = current.get(slot)
+                assert inserted == (now is None or now == expected), (op, who, slot)
+                if inserted:
+                    assert now is None or record.event_id > now
+                    current[slot] = record.event_id
+                else:
+                    assert record.event_id == now
+                seen[who][slot] = current[slot]
+            else:
+                pair[who].forget(namespace, "k")
+                current = dict.fromkeys(current)
+        for slot, event_id in current.items():
+            for store in pair:
+                found = store.lookup(namespace, "k", slot)
+                assert (found.event_id if found else None) == event_id
+
+    run()

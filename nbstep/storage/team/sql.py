@@ -64,7 +64,8 @@ INSERT INTO {EVENTS} (kind, namespace, key, sequence, version, identity,
 SELECT '{RECORDED}', %(namespace)s, %(key)s, %(sequence)s,
     coalesce((SELECT version FROM latest), 0) + 1, %(identity)s, %(input_hash)s, %(codec)s,
     %(result_json)s, %(result_blob)s, %(object_sha256)s, %(checksum)s, %(size_bytes)s,
-    %(duration_s)s, to_timestamp(%(occurred_at_us)s::numeric / 1000000), %(reason)s,
+    %(duration_s)s, TIMESTAMPTZ 'epoch' + %(occurred_at_us)s * INTERVAL '1 microsecond',
+    %(reason)s,
     %(details)s, %(pid)s, %(host)s
 WHERE NOT EXISTS (SELECT FROM latest WHERE kind = '{RECORDED}'
                   AND event_id IS DISTINCT FROM %(expected)s)
