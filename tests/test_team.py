@@ -17,6 +17,7 @@ import time
 import warnings
 from pathlib import Path
 
+import duckdb
 import psycopg
 import pytest
 from click.testing import CliRunner
@@ -105,9 +106,13 @@ def test_a_step_computed_on_one_machine_replays_on_another(team, tmp_path):
         done = subprocess.run([sys.executable, str(script), name], cwd=folder, env=env,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-3000:]
+        assert "Warning" not in done.stderr, done.stderr[-3000:]
         outputs[name] = json.loads(done.stdout)
-        # Each machine has a local folder of its own: its mirror, found from its project.
-        assert list((folder / ".nbstep" / "team").iterdir())
+        # Each machine has a local folder of its own: its mirror, found from its project,
+        # holding what the process did when it exited.
+        (mirror,) = (folder / ".nbstep" / "team").glob("*/steps.duckdb")
+        with duckdb.connect(str(mirror), read_only=True) as con:
+            assert con.execute("SELECT count(*) FROM events").fetchone()[0] == 2
     assert outputs["laptop"]["ran"] == [5]
     assert outputs["server"]["ran"] == []  # replayed: computed once for everyone
     assert outputs["server"]["value"] == {"rows": [0, 1, 2, 3, 4], "by": "laptop"}

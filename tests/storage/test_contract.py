@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+from backends import new_record, object_root
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from backends import new_record, object_root
 
 from nbstep.core.record import RECORD_COLUMNS, Record
 from nbstep.errors import StepReplayError

@@ -16,6 +16,7 @@ the journal is pushed once the server is back. Every other fault is one
 from __future__ import annotations
 
 import atexit
+import concurrent.futures.thread  # noqa: F401  (see _close_all)
 import os
 import socket
 import threading
@@ -447,5 +448,9 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 @atexit.register
 def _close_all() -> None:
+    # Closing catches the mirror up, which may import DuckDB and pyarrow for the first
+    # time. They import concurrent.futures.thread, whose import registers a threading
+    # exit hook, refused once the interpreter is shutting down: imported above, it is
+    # not imported again here.
     for store in list(_open_stores):
         store.close()
