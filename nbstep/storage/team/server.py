@@ -89,7 +89,8 @@ class Server:
         except ImportError as e:
             raise faults.missing_driver(e) from e
         try:
-            con = psycopg.connect(self.address.url, autocommit=True,
+            # prepare_threshold=0: a step's two statements are prepared on first use.
+            con = psycopg.connect(self.address.url, autocommit=True, prepare_threshold=0,
                                   connect_timeout=CONNECT_TIMEOUT,
                                   application_name="nbstep")
         except psycopg.Error as e:

@@ -131,17 +131,19 @@ class TeamStore(TeamAdmin, StepStore):
     # -- the seam ---------------------------------------------------------------------------
 
     def lookup(self, namespace: str, key: str, sequence: int) -> Record | None:
-        pending = self.journal.latest(namespace, key, sequence)
-        if pending is not None and self._offline:
-            return pending
+        if self._offline:
+            pending = self.journal.latest(namespace, key, sequence)
+            if pending is not None:
+                return pending  # this machine's own record, made offline
         slot = (namespace, key, sequence)
         try:
             record = self._online("look up a step",
                                   lambda con: sql.lookup(con, namespace, key, sequence))
         except faults.ServerUnreachable as e:
             self._went_offline(e)
-            return pending or self._offline_lookup(slot)
-        pending = self.journal.latest(namespace, key, sequence)  # (pushed, if it could be)
+            return self.journal.latest(namespace, key, sequence) or self._offline_lookup(slot)
+        # A journal record still here was not pushed (another process is pushing it).
+        pending = self.journal.latest(namespace, key, sequence)
         self._seen[slot] = record
         self._touch(namespace)
         return pending or record
