@@ -28,6 +28,8 @@ PASSWORD = "super-secret-pw"
 
 
 def _bin_dir() -> Path:
+    if os.environ.get("NBSTEP_TEST_POSTGRES") == "pgserver":
+        return _pgserver_bin()  # the wheel's binaries even where the system has some
     found = shutil.which("initdb")
     if found and shutil.which("pg_ctl"):
         return Path(os.path.realpath(found)).parent
@@ -35,6 +37,10 @@ def _bin_dir() -> Path:
                       key=lambda p: int(Path(p).parent.parent.name))
     if versions:
         return Path(versions[-1]).parent
+    return _pgserver_bin()
+
+
+def _pgserver_bin() -> Path:
     spec = importlib.util.find_spec("pgserver")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("no PostgreSQL: install the `pgserver` wheel (pip install "
