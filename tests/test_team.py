@@ -558,3 +558,33 @@ def test_nbstep_run_on_two_machines_computes_a_cell_once(team, tmp_path):
     with psycopg.connect(team.url) as con:
         assert con.execute("SELECT namespace, key FROM nbstep.events").fetchall() == [
             ("notebooks/analysis.ipynb", "load")]
+
+
+def test_the_store_commands_work_on_a_team_store(team, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = team.machine("here")
+    old, _ = store.append(new_record("nb.ipynb", "load", 1, bytes(100_000)), None)
+    store.append(new_record("nb.ipynb", "load", 1, bytes(100_001)), old.event_id)
+    store.append(new_record("nb.ipynb", "plain", 1, {"rows": 3}), None)
+    base = ["--store", team.url]
+    monkeypatch.setenv("NBSTEP_OBJECTS", str(team.shared))
+    runner = CliRunner()
+    listing = runner.invoke(cli, [*base, "ls"])
+    assert listing.exit_code == 0 and "nb.ipynb" in listing.output, listing.output
+    steps = runner.invoke(cli, [*base, "ls", "nb.ipynb"])
+    assert "BY" in steps.output and "nbstep_super" in steps.output, steps.output
+    shown = runner.invoke(cli, [*base, "show", "nb.ipynb", "plain"])
+    assert shown.exit_code == 0 and "by nbstep_super" in shown.output, shown.output
+    history = runner.invoke(cli, [*base, "inspect", "nb.ipynb", "--all", "--format", "json"])
+    assert [r["status"] for r in json.loads(history.output)] == [
+        "superseded", "current", "current"]
+    assert runner.invoke(cli, [*base, "verify", "--decode"]).exit_code == 0
+    gc = runner.invoke(cli, [*base, "gc", "--grace", "0"])
+    assert gc.exit_code == 0 and "drop 1 event" in gc.output, gc.output
+    assert "remove 1 unreferenced object file" in gc.output
+    assert "server tables" in gc.output
+    forgot = runner.invoke(cli, [*base, "forget", "nb.ipynb", "plain"])
+    assert forgot.exit_code == 0 and store.lookup("nb.ipynb", "plain", 1) is None
+    status = runner.invoke(cli, [*base, "team", "status"])
+    assert status.exit_code == 0 and "reachable, as `nbstep_super`" in status.output
+    assert "nb.ipynb" in status.output  # mirrored by `inspect` above
