@@ -113,11 +113,14 @@ class Server:
         try:
             self.user = con.execute("SELECT current_user").fetchone()[0]
             found = schema.version(con)
-            if found is None and self.create:
+            if (found is None or found < schema.SCHEMA_VERSION) and self.create:
+                # No tables yet, or an older nbstep's: create or upgrade them, if this
+                # user may (else the messages below say who must).
                 try:
                     found = schema.create(con, roles=False)
                 except psycopg.errors.InsufficientPrivilege as e:
-                    raise faults.schema_missing(self.address) from e
+                    if found is None:
+                        raise faults.schema_missing(self.address) from e
         except psycopg.Error as e:
             raise faults.session_error(self.address, e, "read the team store's schema") from e
         if found is None:
