@@ -588,3 +588,18 @@ def test_the_store_commands_work_on_a_team_store(team, tmp_path, monkeypatch):
     status = runner.invoke(cli, [*base, "team", "status"])
     assert status.exit_code == 0 and "reachable, as `nbstep_super`" in status.output
     assert "nb.ipynb" in status.output  # mirrored by `inspect` above
+
+
+def test_an_older_server_schema_is_upgraded_by_whoever_may(team, roles, monkeypatch):
+    team.machine("first").lookup("nb", "k", 1)  # version 1 tables
+    monkeypatch.setattr(team_schema, "SCHEMA_VERSION", team_schema.SCHEMA_VERSION + 1)
+    monkeypatch.setitem(team_schema.UPGRADES, team_schema.SCHEMA_VERSION - 1,
+                        "ALTER TABLE nbstep.meta ADD COLUMN note text;")
+    with pytest.raises(TeamServerError, match="older than this nbstep's.*team init"):
+        team.machine("reader", url=roles["reader"]).lookup("nb", "k", 1)
+    team.machine("admin").lookup("nb", "k", 1)  # the superuser upgrades it
+    with psycopg.connect(team.url) as con:
+        assert con.execute("SELECT value FROM nbstep.meta WHERE name = 'schema_version'"
+                           ).fetchone() == (str(team_schema.SCHEMA_VERSION),)
+        assert con.execute("SELECT note FROM nbstep.meta LIMIT 1").fetchone() == (None,)
+    assert team.machine("reader2", url=roles["reader"]).lookup("nb", "k", 1) is None
