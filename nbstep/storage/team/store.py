@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures.thread  # noqa: F401  (see _close_all)
+import itertools
 import os
 import socket
 import threading
@@ -49,6 +50,7 @@ DEFAULT_INLINE_LIMIT = 64 * 1024
 # ended), the mirror catches up with the namespaces touched, in a background thread:
 # near-current if the server goes down, and never in the way of a busy loop of steps.
 MIRROR_DELAY = 2.0
+SEEN_KEPT = 100_000
 
 
 class NoObjects:
@@ -144,9 +146,19 @@ class TeamStore(TeamAdmin, StepStore):
             return self.journal.latest(namespace, key, sequence) or self._offline_lookup(slot)
         # A journal record still here was not pushed (another process is pushing it).
         pending = self.journal.latest(namespace, key, sequence)
-        self._seen[slot] = record
+        self._remember(slot, record)
         self._touch(namespace)
         return pending or record
+
+    def _remember(self, slot: tuple[str, str, int], record: Record | None) -> None:
+        """What this process last saw of a slot, for lookups while the server is down
+        (the newest SEEN_KEPT slots: the mirror has the rest)."""
+        seen = self._seen
+        seen.pop(slot, None)
+        seen[slot] = record
+        if len(seen) > SEEN_KEPT:
+            for old in list(itertools.islice(seen, len(seen) - SEEN_KEPT // 2)):
+                del seen[old]
 
     def _offline_lookup(self, slot: tuple[str, str, int]) -> Record | None:
         if slot in self._seen:
@@ -249,12 +261,12 @@ class TeamStore(TeamAdmin, StepStore):
             if inserted is not None:
                 event_id, recorded_by = inserted
                 record = _record(new, placed, event_id, at_us, recorded_by)
-                self._seen[slot] = record
+                self._remember(slot, record)
                 self._touch(new.namespace)
                 return record, True
             current = sql.lookup(con, *slot)
             if current is not None and current.event_id != expected:
-                self._seen[slot] = current
+                self._remember(slot, current)
                 return current, False
             # The slot was forgotten meanwhile (or the winner was): take it again.
         raise NbstepError(f"the record of step `{new.key}` occurrence {new.sequence} in "
