@@ -40,6 +40,9 @@ class TeamAdmin(StoreAdmin, SharedAdmin):
     mirror: Any
     location: str
     keeps_objects: bool
+    trust: Any
+    server: Any
+    journal: Any
 
     def _online(self, doing: str, work: Any, retry: bool = True) -> Any:
         raise NotImplementedError
@@ -53,15 +56,15 @@ class TeamAdmin(StoreAdmin, SharedAdmin):
     def me(self) -> str | None:
         raise NotImplementedError
 
-    trust: Any
-    server: Any
-    journal: Any
-
     # -- listing ---------------------------------------------------------------------------
 
     def namespaces(self) -> list[str]:
-        return self._online("list namespaces", lambda con: [
-            row[0] for row in con.execute(sql.NAMESPACE_LIST).fetchall()])
+        try:
+            return self._online("list namespaces", lambda con: [
+                row[0] for row in con.execute(sql.NAMESPACE_LIST).fetchall()])
+        except faults.ServerUnreachable as e:
+            self._stale(e, "the namespaces this machine has mirrored")
+            return self.mirror.namespaces()
 
     def summary(self) -> list[NamespaceSummary]:
         try:
