@@ -315,6 +315,9 @@ def test_steps_go_on_while_the_server_is_down_and_are_pushed_when_it_is_back(
             warnings.simplefilter("ignore", StoreOfflineWarning)
             assert step.run("offline", 2, lambda x: calls.append(x)) == 20  # from the journal
         assert calls == []
+        with pytest.warns(StoreOfflineWarning, match="Showing"):
+            shown = CliRunner().invoke(cli, ["inspect", "nb.ipynb"])
+        assert shown.exit_code == 0 and "online" in shown.output, shown.output
         result = CliRunner().invoke(cli, ["team", "status"])
         assert result.exit_code == 1 and "1 record recorded while the server" in result.output
         assert "super-secret-pw" not in result.output
