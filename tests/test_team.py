@@ -606,3 +606,23 @@ def test_an_older_server_schema_is_upgraded_by_whoever_may(team, roles, monkeypa
                            ).fetchone() == (str(team_schema.SCHEMA_VERSION),)
         assert con.execute("SELECT note FROM nbstep.meta LIMIT 1").fetchone() == (None,)
     assert team.machine("reader2", url=roles["reader"]).lookup("nb", "k", 1) is None
+
+
+def test_a_damaged_journal_file_is_set_aside_and_the_rest_pushed(team, pg_server):
+    store = team.machine()
+    store.lookup("nb", "k", 1)
+    pg_server.stop()
+    try:
+        with pytest.warns(StoreOfflineWarning):
+            store.append(new_record("nb", "a", 1, "kept"), None)
+            store.append(new_record("nb", "b", 1, "damaged"), None)
+    finally:
+        pg_server.start()
+    files = sorted(store.journal.folder.glob("*.rec"))
+    assert len(files) == 2
+    files[1].write_bytes(b"{not json\n")
+    with pytest.warns(nbstep.StoreDamagedWarning, match="cannot be read"):
+        report = store.push()
+    assert (report.pushed, report.left) == (1, 0)
+    assert [p.name.endswith(".damaged") for p in store.journal.folder.iterdir()] == [True]
+    assert store.read(store.lookup("nb", "a", 1)) == "kept"

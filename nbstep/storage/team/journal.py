@@ -16,6 +16,7 @@ import json
 import os
 import random
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nbstep.core.record import NewRecord, Record
+from nbstep.errors import StoreDamagedWarning
 from nbstep.storage.objects import fsync_dir
 
 SUFFIX = ".rec"
@@ -66,10 +68,12 @@ class Journal:
             os.fsync(f.fileno())
         os.replace(tmp, self.folder / name)
         fsync_dir(self.folder)
+        self._listing = None
         return _record(header, data)
 
     def remove(self, pending: Pending) -> None:
         pending.path.unlink(missing_ok=True)
+        self._listing = None
 
     # -- reading -----------------------------------------------------------------------
 
@@ -79,7 +83,10 @@ class Journal:
             stamp = os.stat(self.folder).st_mtime_ns
         except FileNotFoundError:
             return []
-        if self._listing is not None and self._listing[0] == stamp:
+        # File times come from a coarse clock: two changes within a few milliseconds
+        # can leave one mtime, so a listing is reused only once the folder is quiet.
+        quiet = time.time_ns() - stamp > 1_000_000_000
+        if self._listing is not None and self._listing[0] == stamp and quiet:
             return self._listing[1]
         found = []
         for path in sorted(self.folder.glob(f"*{SUFFIX}")):
@@ -123,11 +130,21 @@ def _load(path: Path) -> Pending | None:
     except FileNotFoundError:
         return None  # pushed meanwhile by another process
     line, _, data = raw.partition(b"\n")
-    header = json.loads(line)
-    record = _record(header, data)
-    new = NewRecord(header["namespace"], header["key"], header["sequence"], header["identity"],
-                    header["input_hash"], header["codec"], data, header["duration_s"],
-                    header["reason"], header["details"])
+    try:
+        header = json.loads(line)
+        record = _record(header, data)
+        new = NewRecord(header["namespace"], header["key"], header["sequence"],
+                        header["identity"], header["input_hash"], header["codec"], data,
+                        header["duration_s"], header["reason"], header["details"])
+    except (ValueError, KeyError, TypeError) as e:
+        # Written whole or not at all, so this is damage from outside: keep the file
+        # (renamed, so it is not read again) and say so.
+        aside = path.with_name(path.name + ".damaged")
+        os.replace(path, aside)
+        warnings.warn(f"nbstep: the journal record {path} cannot be read ({e}); it was "
+                      f"renamed to {aside.name} and will not be pushed",
+                      StoreDamagedWarning, stacklevel=4)
+        return None
     return Pending(path, record, new, header["expected"])
 
 
