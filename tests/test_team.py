@@ -99,7 +99,7 @@ def test_a_step_computed_on_one_machine_replays_on_another(team, tmp_path):
     outputs = {}
     for name in ("laptop", "server"):
         folder = tmp_path / name
-        folder.mkdir()
+        (folder / ".nbstep").mkdir(parents=True)  # (not one a parent folder may have)
         (folder / "pyproject.toml").write_text(
             f'[tool.nbstep]\nstore = "{team.url}"\nobjects = "../shared"\n')
         env = {k: v for k, v in os.environ.items() if not k.startswith("NBSTEP_")}
@@ -293,6 +293,7 @@ def test_a_server_restart_mid_session_is_invisible_to_steps(team, pg_server):
 
 def test_steps_go_on_while_the_server_is_down_and_are_pushed_when_it_is_back(
         team, pg_server, tmp_path, monkeypatch):
+    (tmp_path / ".nbstep").mkdir()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NBSTEP_STORE", team.url)
     monkeypatch.setenv("NBSTEP_OBJECTS", str(team.shared))
@@ -549,6 +550,7 @@ def test_nbstep_run_on_two_machines_computes_a_cell_once(team, tmp_path):
     for machine in ("laptop", "ci"):
         project = tmp_path / machine
         (project / "notebooks").mkdir(parents=True)
+        (project / ".nbstep").mkdir()
         (project / "pyproject.toml").write_text(
             f'[project]\nname = "demo"\n[tool.nbstep]\nstore = "{team.url}"\n'
             f'objects = "{team.shared}"\n')

@@ -154,12 +154,17 @@ def value(con: Any, event_id: int) -> tuple[str | None, bytes | None] | None:
     return None if row is None else (row[0], None if row[1] is None else bytes(row[1]))
 
 
+# Every namespace with an event: a loose index scan (one index probe per namespace,
+# not a read of every event).
 NAMESPACE_LIST = f"""
-SELECT n.namespace FROM {NAMESPACES} n
-WHERE EXISTS (SELECT FROM {EVENTS} e WHERE e.namespace = n.namespace)
-UNION SELECT DISTINCT namespace FROM {EVENTS} WHERE NOT EXISTS (
-    SELECT FROM {NAMESPACES} n WHERE n.namespace = {EVENTS}.namespace)
-ORDER BY 1
+WITH RECURSIVE found AS (
+    (SELECT namespace FROM {EVENTS} ORDER BY namespace LIMIT 1)
+    UNION ALL
+    SELECT (SELECT e.namespace FROM {EVENTS} e WHERE e.namespace > found.namespace
+            ORDER BY e.namespace LIMIT 1)
+    FROM found WHERE found.namespace IS NOT NULL
+)
+SELECT namespace FROM found WHERE namespace IS NOT NULL
 """
 
 SUMMARY = f"""
