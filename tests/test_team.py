@@ -628,3 +628,20 @@ def test_a_damaged_journal_file_is_set_aside_and_the_rest_pushed(team, pg_server
     assert (report.pushed, report.left) == (1, 0)
     assert [p.name.endswith(".damaged") for p in store.journal.folder.iterdir()] == [True]
     assert store.read(store.lookup("nb", "a", 1)) == "kept"
+
+
+def test_a_journal_this_user_may_not_push_does_not_stop_the_steps(team, roles, pg_server):
+    reader = team.machine("reader", url=roles["reader"])
+    reader.lookup("nb", "k", 1)
+    pg_server.stop()
+    try:
+        with pytest.warns(StoreOfflineWarning):
+            reader.append(new_record("nb", "k", 1, "offline"), None)
+    finally:
+        pg_server.start()
+    reader.server.retry_now()
+    with pytest.warns(nbstep.StepNotPersistedWarning, match="could not be pushed.*may not"):
+        assert reader.lookup("nb", "other", 1) is None  # the step at hand goes on
+    with pytest.raises(TeamServerError, match="may not push the journal"):
+        reader.push()
+    assert len(reader.journal.pending()) == 1  # kept for someone who may

@@ -29,7 +29,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from nbstep.core.record import NewRecord, Record
-from nbstep.errors import NbstepError, StepReplayError, StoreOfflineWarning, StoreWriteError
+from nbstep.errors import (
+    NbstepError,
+    StepNotPersistedWarning,
+    StepReplayError,
+    StoreOfflineWarning,
+    StoreWriteError,
+    TeamServerError,
+)
 from nbstep.storage import values
 from nbstep.storage.base import PushReport, StepStore, StoreAdmin
 from nbstep.storage.objects import Damaged
@@ -118,8 +125,19 @@ class TeamStore(TeamAdmin, StepStore):
     def _back_online(self) -> None:
         self._offline = False
         self._journal_checked = True
-        if self.journal.pending():
+        if not self.journal.pending():
+            return
+        try:
             self.push()
+        except TeamServerError as e:
+            if isinstance(e, faults.ServerUnreachable):
+                raise
+            # (A login that may not record, say.) The step at hand goes on; the records
+            # stay in the journal, and `nbstep push` says the same again.
+            warnings.warn(StepNotPersistedWarning(
+                f"nbstep: the records made while the server was unreachable could not be "
+                f"pushed: {e} They stay in {self.journal.folder}; `nbstep push` tries "
+                "again."), stacklevel=5)
 
     def _went_offline(self, error: NbstepError) -> None:
         if not self._offline:
@@ -153,12 +171,13 @@ class TeamStore(TeamAdmin, StepStore):
     def _remember(self, slot: tuple[str, str, int], record: Record | None) -> None:
         """What this process last saw of a slot, for lookups while the server is down
         (the newest SEEN_KEPT slots: the mirror has the rest)."""
-        seen = self._seen
-        seen.pop(slot, None)
-        seen[slot] = record
-        if len(seen) > SEEN_KEPT:
-            for old in list(itertools.islice(seen, len(seen) - SEEN_KEPT // 2)):
-                del seen[old]
+        with self._lock:
+            seen = self._seen
+            seen.pop(slot, None)
+            seen[slot] = record
+            if len(seen) > SEEN_KEPT:
+                for old in list(itertools.islice(seen, len(seen) - SEEN_KEPT // 2)):
+                    del seen[old]
 
     def _offline_lookup(self, slot: tuple[str, str, int]) -> Record | None:
         if slot in self._seen:
