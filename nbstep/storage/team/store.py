@@ -184,8 +184,11 @@ class TeamStore(TeamAdmin, StepStore):
             return self._seen[slot]
         try:
             return self.mirror.lookup(*slot)
-        except NbstepError:
-            return None  # no mirror either: the step computes, and records to the journal
+        except NbstepError as e:
+            # No mirror either: the step computes, and records to the journal.
+            warnings.warn(f"nbstep: the local mirror cannot be read either ({e}); the step "
+                          "runs", RuntimeWarning, stacklevel=4)
+            return None
 
     def current(self, namespace: str) -> list[Record]:
         try:
@@ -199,7 +202,9 @@ class TeamStore(TeamAdmin, StepStore):
     def _offline_current(self, namespace: str) -> list[Record]:
         try:
             found = {(r.key, r.sequence): r for r in self.mirror.current(namespace)}
-        except NbstepError:
+        except NbstepError as e:
+            warnings.warn(f"nbstep: the local mirror cannot be read either ({e}); showing "
+                          "only what this process has seen", RuntimeWarning, stacklevel=4)
             found = {}
         for (ns, key, sequence), record in self._seen.items():
             if ns == namespace:
