@@ -645,3 +645,22 @@ def test_a_journal_this_user_may_not_push_does_not_stop_the_steps(team, roles, p
     with pytest.raises(TeamServerError, match="may not push the journal"):
         reader.push()
     assert len(reader.journal.pending()) == 1  # kept for someone who may
+
+
+def test_gc_waits_for_a_writer_between_its_value_file_and_its_record(team):
+    import threading
+
+    store = team.machine(inline_limit=1024)
+    store.append(new_record("nb", "k", 1, bytes(10_000)), None)
+    # What a writer on another machine holds from before its file until its record.
+    with psycopg.connect(team.url, autocommit=True) as writer:
+        writer.execute("SELECT pg_advisory_lock_shared(%s)", [team_schema.GC_LOCK])
+        admin = team.machine("admin")
+        done = threading.Event()
+        worker = threading.Thread(target=lambda: (admin.admin().gc(grace_seconds=0),
+                                                  done.set()))
+        worker.start()
+        assert not done.wait(1.0)  # gc waits for the writer
+        writer.execute("SELECT pg_advisory_unlock_shared(%s)", [team_schema.GC_LOCK])
+        assert done.wait(30)
+        worker.join()
