@@ -25,7 +25,10 @@ from .errors import (
     StoreDamagedWarning,
     StoreFormatError,
     StoreNotFound,
+    StoreOfflineWarning,
     StoreWriteError,
+    TeamServerError,
+    UntrustedValue,
 )
 
 if TYPE_CHECKING:
@@ -71,7 +74,10 @@ __all__ = [
     "StoreDamagedWarning",
     "StoreFormatError",
     "StoreNotFound",
+    "StoreOfflineWarning",
     "StoreWriteError",
+    "TeamServerError",
+    "UntrustedValue",
     "__version__",
     "configure",
     "load_ipython_extension",

@@ -53,6 +53,15 @@ class StoreFormatError(NbstepError):
     """The store on disk was written in a format this nbstep cannot read."""
 
 
+class TeamServerError(NbstepError):
+    """The team store's server cannot be used: unreachable, a refused login, a missing
+    privilege, no schema, or a schema of a newer nbstep."""
+
+
+class UntrustedValue(StepReplayError):
+    """A pickled value was recorded by someone not listed in the ``trust`` setting."""
+
+
 class ConfigError(NbstepError, ValueError):
     """A setting (argument, environment variable or pyproject.toml) is invalid."""
 
@@ -75,6 +84,11 @@ class NotPersistable(NbstepError):
 
 class StepNotPersistedWarning(UserWarning):
     """A step's result was returned but could not be recorded."""
+
+
+class StoreOfflineWarning(UserWarning):
+    """The team store's server cannot be reached: steps replay from the local mirror and
+    new records wait in the local journal until ``nbstep push``."""
 
 
 class StoreDamagedWarning(UserWarning):

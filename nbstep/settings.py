@@ -2,7 +2,7 @@
 
 Resolution order, first match wins (documented in the README):
 
-``store`` (the store directory)
+``store`` (the store directory, or a team store's ``postgresql://`` URL)
     1. ``NBSTEP_STORE`` (a directory; created if missing)
     2. ``nbstep.configure(store=...)``
     3. ``store = "..."`` under ``[tool.nbstep]`` in the nearest ``pyproject.toml``
@@ -13,8 +13,15 @@ Resolution order, first match wins (documented in the README):
 ``namespace``
     ``NBSTEP_NAMESPACE``, then ``configure``, then ``[tool.nbstep]``; unset, the
     engine uses the running notebook's path (:mod:`nbstep.core.location`).
+``objects``, ``trust`` (the team store: where large values go, whose pickles load)
+    ``NBSTEP_OBJECTS`` / ``NBSTEP_TRUST`` (comma-separated), then ``configure``, then
+    ``[tool.nbstep]``
 every other setting
     ``configure``, then ``[tool.nbstep]``, then the default in :class:`Settings`.
+
+With a ``postgresql://`` store, the local store directory found by steps 4-6 holds
+the team store's local mirror and offline journal (``.nbstep/team/``), and its
+parent is still the root namespaces are relative to.
 
 The store's *root* is the folder that holds the store directory; notebook and
 script paths are made relative to it to form namespaces, so ``./a.ipynb`` and
@@ -56,6 +63,10 @@ class Settings(NamedTuple):
     busy_timeout: float = 60.0  # seconds to wait for another process holding the store
     linger: float = 0.05  # seconds an idle process keeps the store attached
     inline_limit: int = 64 * 1024  # values up to this many bytes live in the event table
+    # The team store: where values above inline_limit go (a shared directory, or an
+    # s3:// gs:// az:// URL), and the writers whose pickled values this machine loads.
+    objects: str | None = None
+    trust: tuple[str, ...] = ()
     # Where each value came from ("default", "%step_config / nbstep.configure",
     # "environment NBSTEP_STORE", "<pyproject.toml> [tool.nbstep]").
     sources: Mapping[str, str] = MappingProxyType({})
@@ -73,10 +84,25 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "busy_timeout": (int, float),
     "linger": (int, float),
     "inline_limit": int,
+    "objects": str,
+    "trust": (list, tuple),
 }
 # Settings that shape the open store: changing one reopens it.
-STORE_SHAPING = ("store", "linger", "busy_timeout", "inline_limit")
-ENVIRONMENT = {"store": "NBSTEP_STORE", "namespace": "NBSTEP_NAMESPACE"}
+STORE_SHAPING = ("store", "linger", "busy_timeout", "inline_limit", "objects", "trust")
+ENVIRONMENT = {"store": "NBSTEP_STORE", "namespace": "NBSTEP_NAMESPACE",
+               "objects": "NBSTEP_OBJECTS", "trust": "NBSTEP_TRUST"}
+SERVER_SCHEMES = ("postgresql://", "postgres://")
+CLOUD_SCHEMES = ("s3://", "gs://", "az://", "abfs://", "azure://")
+
+
+def is_server_url(value: object) -> bool:
+    """Whether a ``store`` setting names a team store's server (``postgresql://...``)."""
+    return isinstance(value, str) and value.strip().lower().startswith(SERVER_SCHEMES)
+
+
+def is_cloud_url(value: object) -> bool:
+    """Whether an ``objects`` setting names an object store rather than a directory."""
+    return isinstance(value, str) and value.strip().lower().startswith(CLOUD_SCHEMES)
 
 
 def validate(name: str, value: Any, source: str) -> Any:
@@ -110,7 +136,26 @@ def validate(name: str, value: Any, source: str) -> Any:
                           f"got {value}")
     if name == "inline_limit" and value < 0:
         raise ConfigError(f"{source}: `inline_limit` must be >= 0 bytes, got {value}")
+    if name == "trust":
+        return _trust(value, source)
+    if name == "objects" and "://" in value and not is_cloud_url(value):
+        raise ConfigError(
+            f"{source}: `objects` must be a directory shared by the team or an s3://, "
+            f"gs:// or az:// URL, got `{value}`"
+        )
     return value
+
+
+def _trust(value: Any, source: str) -> tuple[str, ...]:
+    names = []
+    for name in value:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(
+                f"{source}: `trust` must be a list of the team store's user names (as the "
+                f"server knows them, e.g. [\"alice\", \"ci\"]), got {value!r}"
+            )
+        names.append(name.strip())
+    return tuple(names)
 
 
 def _type_words(expected: type | tuple[type, ...]) -> str:
@@ -130,12 +175,16 @@ def load(overrides: Mapping[str, Any], start: Path | None = None) -> Settings:
     for name in NAMES:
         env = ENVIRONMENT.get(name)
         if env is not None and _environment(env) is not None:
-            values[name], sources[name] = _environment(env), f"environment {env}"
+            value = _environment(env)
+            if name == "trust":
+                value = validate(name, value.split(","), f"environment {env}")
+            values[name], sources[name] = value, f"environment {env}"
         elif overrides.get(name) is not None:
             values[name], sources[name] = overrides[name], CONFIGURED
         elif table.get(name) is not None:
             value = table[name]
-            if name == "store":
+            if name in ("store", "objects") and not (is_server_url(value)
+                                                   or is_cloud_url(value)):
                 assert pyproject is not None
                 value = str((pyproject.parent / Path(value).expanduser()).resolve())
             values[name], sources[name] = value, f"{pyproject} [tool.nbstep]"
@@ -154,15 +203,19 @@ def _environment(name: str) -> str | None:
     if value is None:
         return None
     if not value.strip():
-        if name == "NBSTEP_STORE":
-            raise ConfigError("NBSTEP_STORE is set but empty; set it to a directory or unset it")
+        if name in ("NBSTEP_STORE", "NBSTEP_OBJECTS"):
+            raise ConfigError(f"{name} is set but empty; set it to a directory or unset it")
         return None  # an empty NBSTEP_NAMESPACE means "not set"
     return value
 
 
 def store_dir(settings: Settings, start: Path | None = None) -> Path:
-    """The store directory: the explicit ``store`` setting, else found from ``start``."""
-    if settings.store is not None:
+    """The store directory: the explicit ``store`` setting, else found from ``start``.
+
+    For a team store (a ``postgresql://`` store) this is the local directory that
+    holds its mirror and journal, found as if no store were set.
+    """
+    if settings.store is not None and not is_server_url(settings.store):
         return Path(settings.store).expanduser().resolve()
     cwd = (start or Path.cwd()).resolve()
     for folder in (cwd, *cwd.parents):

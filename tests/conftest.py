@@ -28,3 +28,20 @@ def store_dir(tmp_path, monkeypatch):
     path = tmp_path / ".nbstep"
     monkeypatch.setenv("NBSTEP_STORE", str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server for the whole session (tests/pg_server.py), started on
+    first use; each test that needs one takes a database of its own."""
+    from pg_server import TestServer
+
+    server = TestServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def team_url(pg_server):
+    """A superuser URL to a fresh database of the session's server."""
+    return pg_server.url(pg_server.new_database())

@@ -77,7 +77,7 @@ def test_no_module_imports_itself_through_others():
 @pytest.mark.parametrize("statement", ["import nbstep", "from nbstep import step"])
 def test_the_front_door_loads_nothing_heavy(statement):
     heavy = ("duckdb", "pandas", "pyarrow", "numpy", "click", "nbclient", "IPython",
-             "cloudpickle", "xxhash")
+             "cloudpickle", "xxhash", "psycopg", "obstore")
     code = (f"import sys\n{statement}\n"
             f"print([m for m in {heavy!r} if m in sys.modules])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -1,7 +1,8 @@
 """The ``nbstep`` command line (also ``python -m nbstep``).
 
 Thin click commands: :mod:`.run` (``nbstep run``), :mod:`.records` (``ls``, ``inspect``,
-``show``, ``export``) and :mod:`.upkeep` (``forget``, ``gc``, ``verify``).
+``show``, ``export``), :mod:`.upkeep` (``forget``, ``gc``, ``verify``) and :mod:`.team`
+(``team status``, ``team init``, ``push``).
 Exit codes: 0 success; 1 a notebook failed, ``verify`` found damage, a value cannot be
 exported in that format, the store could not be used, or ``forget`` was not confirmed;
 2 a usage error (bad option, unknown notebook, key, occurrence or kernel, no store);
@@ -18,7 +19,7 @@ import click  # noqa: TID253
 from nbstep.core.version import __version__
 from nbstep.errors import NbstepError, NotFound
 
-from . import records, upkeep
+from . import records, team, upkeep
 from .outcomes import RunError
 from .run import run
 from .state import CONTEXT, CommandError, State
@@ -38,9 +39,10 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings=CONTEXT)
 @click.option(
-    "--store", metavar="DIR", envvar="NBSTEP_STORE", show_envvar=True,
-    help="The store directory (the `.nbstep` folder). Default: found as the engine "
-         "finds it (pyproject.toml [tool.nbstep], then the nearest `.nbstep`).",
+    "--store", metavar="DIR|URL", envvar="NBSTEP_STORE", show_envvar=True,
+    help="The store directory (the `.nbstep` folder), or a team store's "
+         "postgresql:// URL. Default: found as the engine finds it (pyproject.toml "
+         "[tool.nbstep], then the nearest `.nbstep`).",
 )
 @click.version_option(__version__, "-V", "--version", prog_name="nbstep")
 @click.pass_context
@@ -67,7 +69,7 @@ def cli(ctx: click.Context, store: str | None) -> None:
 
 
 for command in (run, records.ls, records.inspect, records.show, records.export, upkeep.forget,
-                upkeep.gc, upkeep.verify):
+                upkeep.gc, upkeep.verify, team.team, team.push):
     cli.add_command(command)
 
 

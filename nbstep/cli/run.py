@@ -105,7 +105,8 @@ def run(ctx: click.Context, notebooks: tuple[Path, ...], output: Path | None, in
     if kernel_name:
         runner.check_kernel(kernel_name)  # a typo fails at once, before any notebook runs
     options = runner.RunOptions(
-        store=state.root() if state.store_arg else None,
+        store=state.root() if state.store_arg and not state.server() else None,
+        server=state.server(),
         timeout=timeout, kernel=kernel_name, rerun=rerun, on_mismatch=on_mismatch,
     )
     colored = color(ctx, sys.stderr)

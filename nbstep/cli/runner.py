@@ -40,6 +40,7 @@ from .progress import Progress
 @dataclass
 class RunOptions:
     store: Path | None = None  # None: resolve from each notebook's folder
+    server: str | None = None  # a team store's URL (--store postgresql://...)
     timeout: int | None = None
     kernel: str | None = None
     rerun: bool = False
@@ -62,7 +63,10 @@ def run_notebook(path: Path, options: RunOptions, progress: Progress,
                             store=store)
     nb = _read_notebook(path)
     result.kernel = _kernel_of(nb, path, options)
-    env = _kernel_environment(path, store, result)
+    settings = settings_module.load({}, path.parent)
+    server = options.server or (settings.store if settings_module.is_server_url(settings.store)
+                                else None)
+    env = _kernel_environment(path, server or str(store), result)
     sockets = tempfile.mkdtemp(prefix="nbstep-kernel-")
     start_code = (
         "__import__('nbstep.notebook.probe', fromlist=['start']).start("
@@ -130,12 +134,14 @@ def _kernel_of(nb: Any, path: Path, options: RunOptions) -> str:
     return kernel
 
 
-def _kernel_environment(path: Path, store: Path, result: NotebookResult) -> dict[str, str]:
-    """What jupyter_server would give the kernel, and this command's store."""
+def _kernel_environment(path: Path, store: str, result: NotebookResult) -> dict[str, str]:
+    """What jupyter_server would give the kernel, and this command's store (a directory,
+    or a team store's URL: the kernel finds its local folder from the notebook's, as
+    this command did)."""
     env = dict(os.environ)
     env.pop("NBSTEP_NAMESPACE", None)
     env["JPY_SESSION_NAME"] = str(path)
-    env["NBSTEP_STORE"] = str(store)
+    env["NBSTEP_STORE"] = store
     if os.environ.get("NBSTEP_NAMESPACE"):
         result.notes.append("NBSTEP_NAMESPACE is ignored: each notebook is its own namespace")
     return env

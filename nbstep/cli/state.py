@@ -34,20 +34,33 @@ class State:
         self.store_arg = store
         self._store: StepStore | None = None
 
-    def root(self) -> Path:
-        """The store directory: ``--store`` if given, else found as the engine finds it."""
+    def settings(self) -> settings_module.Settings:
+        """The project's settings, with ``--store`` (a directory or a team store's URL)."""
+        settings = settings_module.load({})
         if self.store_arg is not None and str(self.store_arg).strip():
+            settings = settings._replace(store=str(self.store_arg).strip())
+        return settings
+
+    def server(self) -> str | None:
+        """The team store's URL, when the store is one."""
+        store = self.settings().store
+        return store if settings_module.is_server_url(store) else None
+
+    def root(self) -> Path:
+        """The store directory: ``--store`` if given, else found as the engine finds it
+        (for a team store, the local directory of its mirror and journal)."""
+        if self.store_arg is not None and str(self.store_arg).strip() and not self.server():
             return Path(self.store_arg).expanduser().resolve()
-        return settings_module.store_dir(settings_module.load({}))
+        return settings_module.store_dir(self.settings())
 
     def namespace_root(self) -> Path:
         """The folder namespaces are relative to (the store directory's parent)."""
         return self.root().parent
 
-    def store(self) -> StepStore:
+    def store(self, *, create: bool = False) -> StepStore:
         """The store; one that does not exist is an error, never created by a reader."""
         if self._store is None:
-            self._store = open_store(self.root(), settings_module.load({}), create=False)
+            self._store = open_store(self.root(), self.settings(), create=create)
         return self._store
 
     def close(self) -> None:

@@ -35,13 +35,17 @@ def notebooks_json(rows: list[NamespaceSummary]) -> str:
 
 
 def steps_table(records: list[Record]) -> str:
+    # A team store says who recorded each step; a local store has only one writer.
+    by = any(r.recorded_by for r in records)
     body = [
         [r.key, r.sequence, text.size(r.size_bytes), text.seconds(r.duration_s),
          text.timestamp(r.occurred_at_us), r.reason or "-", r.codec, r.stored]
+        + ([r.recorded_by or "(pending)"] if by else [])
         for r in records
     ]
     return text.table(
-        ["KEY", "OCC", "SIZE", "TOOK", "RECORDED (UTC)", "REASON", "CODEC", "STORED"],
+        ["KEY", "OCC", "SIZE", "TOOK", "RECORDED (UTC)", "REASON", "CODEC", "STORED"]
+        + (["BY"] if by else []),
         body, right=(1, 2, 3),
     )
 
@@ -51,7 +55,8 @@ def steps_json(records: list[Record]) -> str:
     return json.dumps([
         {"key": r.key, "occurrence": r.sequence, "size_bytes": r.size_bytes,
          "duration_s": r.duration_s, "recorded_at_us": r.occurred_at_us,
-         "reason": r.reason, "codec": r.codec, "stored": r.stored}
+         "reason": r.reason, "codec": r.codec, "stored": r.stored,
+         "recorded_by": r.recorded_by}
         for r in records
     ], indent=2)
 
@@ -141,7 +146,8 @@ def record_header(record: Record) -> str:
     took = f", took {text.seconds(record.duration_s)}" if record.duration_s is not None else ""
     return (
         f"step `{record.key}` occurrence {record.sequence} in `{record.namespace}`\n"
-        f"recorded {record.occurred_at}{took} ({record.reason or 'first'}); "
+        f"recorded {record.occurred_at}{took} ({record.reason or 'first'})"
+        f"{f' by {record.recorded_by}' if record.recorded_by else ''}; "
         f"{text.size(record.size_bytes)} as {record.codec}, {where}"
     )
 

@@ -20,7 +20,7 @@ FORGOTTEN = "forgotten"
 RECORD_COLUMNS = (
     "event_id", "namespace", "key", "sequence", "identity", "deterministic_inputs_hash",
     "codec", "result_json", "result_blob", "object_sha256", "size_bytes", "duration_s",
-    "occurred_at_us", "reason", "details", "checksum",
+    "occurred_at_us", "reason", "details", "checksum", "recorded_by",
 )
 
 
@@ -52,6 +52,9 @@ class Record(NamedTuple):
     reason: str | None
     details: dict[str, Any] | None
     checksum: str | None = None
+    # Who recorded it, as the team store's server names them (its ``current_user``);
+    # None in a local store, and for a record still waiting in the offline journal.
+    recorded_by: str | None = None
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Record:
@@ -62,7 +65,7 @@ class Record(NamedTuple):
         """
         (event_id, namespace, key, sequence, identity, input_hash, codec, result_json,
          result_blob, object_sha256, size_bytes, duration_s, occurred_at_us, reason, details,
-         checksum) = (None if _missing(value) else value for value in row)
+         checksum, recorded_by) = (None if _missing(value) else value for value in row)
         if isinstance(details, str):
             details = json.loads(details) if details else None
         return cls(
@@ -82,6 +85,7 @@ class Record(NamedTuple):
             reason=reason,
             details=details,
             checksum=checksum,
+            recorded_by=recorded_by,
         )
 
     @property

@@ -4,7 +4,8 @@ The seed's fields (``event_id``, ``namespace``, ``key``, ``sequence``,
 ``deterministic_inputs_hash``, ``result``, ``occurred_at``) come first, then what
 nbstep adds: whether each record is ``current`` and its ``status`` (``current``,
 ``superseded`` by a later record, or ``forgotten``), the compute time, the value's
-size, codec and where it is stored, the seed's ``identity``, and why it was recorded.
+size, codec and where it is stored, the seed's ``identity``, why it was recorded, and
+who recorded it (a team store's user; empty in a local store).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from nbstep.storage import StepStore
 COLUMNS = [
     "event_id", "namespace", "key", "sequence", "deterministic_inputs_hash", "result",
     "occurred_at", "current", "status", "duration_s", "size_bytes", "codec", "stored",
-    "identity", "reason",
+    "identity", "reason", "recorded_by",
 ]
 
 

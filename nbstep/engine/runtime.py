@@ -56,6 +56,7 @@ class Runtime:
         self._store: StepStore | None = None
         self._store_key: tuple[Any, ...] | None = None
         self._store_root: Path | None = None
+        self._store_url: str | None = None
         self._store_lock = threading.Lock()
         self._settings: tuple[tuple[Any, ...], Settings] | None = None
         self._namespace: str | None = None
@@ -113,8 +114,10 @@ class Runtime:
             if self._store is not None and key == self._store_key:
                 return self._store
             current = self.settings(where=key)
+            # A directory, or the local directory of a team store plus its server.
             root = settings_module.store_dir(current)
-            if self._store is not None and self._store_root == root:
+            url = current.store if settings_module.is_server_url(current.store) else None
+            if self._store is not None and self._store_root == root and self._store_url == url:
                 self._store_key = key
                 return self._store
             if self._store is not None:
@@ -123,6 +126,7 @@ class Runtime:
 
             self._store = open_store(root, current)
             self._store_root = root
+            self._store_url = url
             self._store_key = key
             self._namespace = None
             return self._store
@@ -140,6 +144,7 @@ class Runtime:
             self._store = None
             self._store_key = None
             self._store_root = None
+            self._store_url = None
             self._namespace = None
 
     # -- namespaces and occurrences ----------------------------------------------------

@@ -253,6 +253,11 @@ def show_settings(runtime: Runtime) -> None:
         ("namespace", namespace, namespace_source),
         ("store", store_dir, store_source),
     ]
+    if settings_module.is_server_url(settings.store):
+        # A team store: the server (its URL without a password: the store's location),
+        # and the local folder that holds this machine's mirror and journal.
+        rows[-1] = ("store", runtime.store().location, store_source)
+        rows.append(("local copy", store_dir / "team", "the mirror and offline journal"))
     width = max(len(r[0]) for r in rows)
     for label, value, where in rows:
         sys.stdout.write(f"{label:<{width}}  {value}    ({where})\n")

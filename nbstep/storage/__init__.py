@@ -1,7 +1,8 @@
 """Where steps are kept: the :class:`StepStore` seam and its backends.
 
 ``open_store`` is the one place that picks a backend; everything above this layer
-works with the interfaces of :mod:`.base` only. ``local/`` is the local backend.
+works with the interfaces of :mod:`.base` only. ``local/`` is the local backend,
+``team/`` the team store on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -21,9 +22,23 @@ def open_store(location: str | os.PathLike[str], settings: Settings, *,
                create: bool = True) -> StepStore:
     """The store at ``location``, tuned by ``settings``.
 
+    A ``postgresql://`` ``store`` setting opens the team store (``team/``), whose
+    mirror and journal live under ``location``; otherwise ``location`` is a local
+    store directory (``local/``).
+
     ``create=False`` is for commands that only look: a store that does not exist yet
     is :class:`~nbstep.errors.StoreNotFound` rather than created empty.
     """
+    from nbstep.settings import is_server_url
+
+    if is_server_url(settings.store):
+        from .team import TeamStore
+
+        assert settings.store is not None
+        return TeamStore(settings.store, location, inline_limit=settings.inline_limit,
+                         objects=settings.objects, trust=settings.trust,
+                         busy_timeout=settings.busy_timeout, linger=settings.linger,
+                         create=create)
     from .local import DB_NAME, FORMAT_NAME, LocalStore
 
     root = Path(location)

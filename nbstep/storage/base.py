@@ -20,13 +20,21 @@ from typing import TYPE_CHECKING, Any
 from nbstep.core.record import NewRecord, Record
 
 if TYPE_CHECKING:
-    from .reports import CheckReport, GcReport, NamespaceSummary, RepairReport, Usage
+    from .reports import (
+        CheckReport,
+        GcReport,
+        NamespaceSummary,
+        PushReport,
+        RepairReport,
+        SharedStatus,
+        Usage,
+    )
 
 # What housekeeping reports lives in .reports, loaded when first used: a process that
 # only replays steps does not pay for building those classes. Importing them from
 # here keeps working.
 _REPORTS = ("NamespaceSummary", "GcReport", "Problem", "CheckReport", "Usage", "RepairReport",
-            "HISTORY_COLUMNS", "check_grace")
+            "HISTORY_COLUMNS", "check_grace", "MirrorLag", "SharedStatus", "PushReport")
 
 
 def __getattr__(name: str) -> Any:
@@ -134,3 +142,20 @@ class StoreAdmin(ABC):
     @abstractmethod
     def usage(self) -> Usage:
         """How much space the store takes."""
+
+
+class SharedAdmin(ABC):
+    """What a store shared by several machines adds (the team store): its status, the
+    offline journal, and setting the server up."""
+
+    @abstractmethod
+    def status(self) -> SharedStatus:
+        """The server's state as this machine sees it; never raises for a server fault."""
+
+    @abstractmethod
+    def push(self) -> PushReport:
+        """Send the records made while the server was unreachable."""
+
+    @abstractmethod
+    def init(self, *, roles: bool = True) -> int:
+        """Create (or upgrade) the server's tables, and the roles; the schema version."""

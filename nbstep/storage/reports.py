@@ -84,6 +84,40 @@ class RepairReport:
     table_rebuilt: bool = False  # the query table, built again from the records
 
 
+@dataclass(frozen=True)
+class MirrorLag:
+    """How far this machine's copy of one namespace is behind the server."""
+
+    namespace: str
+    synced_at_us: int | None  # when it last caught up
+    behind: int | None  # events on the server it has not copied yet (None: unknown)
+
+
+@dataclass
+class SharedStatus:
+    """``nbstep team status``: the server, this machine's mirror and its journal."""
+
+    location: str  # the server, without its password
+    reachable: bool
+    problem: str | None  # why it cannot be used, when it cannot
+    user: str | None  # this machine's user there
+    schema_version: int | None
+    objects: str  # where large values go
+    mirror: str  # the local mirror's file
+    lag: list[MirrorLag] = field(default_factory=list)
+    pending: int = 0  # records in the offline journal, waiting for `nbstep push`
+    oldest_pending_us: int | None = None
+
+
+@dataclass
+class PushReport:
+    """What ``push`` did with the offline journal."""
+
+    pushed: int = 0  # recorded on the server
+    superseded: int = 0  # another machine had recorded the step meanwhile: theirs stands
+    left: int = 0  # still waiting (the server went away again, or another process pushes)
+
+
 # The columns of StoreAdmin.history, in order: a record's fields plus its status.
 HISTORY_COLUMNS = (*RECORD_COLUMNS, "status")
 

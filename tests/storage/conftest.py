@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from backends import BACKENDS, open_store
+from backends import BACKENDS, open_store, team_location
 
 
 @pytest.fixture(params=BACKENDS)
@@ -12,7 +12,11 @@ def backend(request):
 
 
 @pytest.fixture
-def location(tmp_path):
+def location(backend, tmp_path, request):
+    if backend == "postgresql":
+        url = request.getfixturevalue("team_url")
+        (tmp_path / "machines").mkdir()
+        return team_location(url, str(tmp_path / "shared"), str(tmp_path / "machines"))
     return str(tmp_path / "store")
 
 

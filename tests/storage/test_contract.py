@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from backends import new_record
+from backends import new_record, object_root
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from nbstep.core.record import RECORD_COLUMNS, Record
 from nbstep.errors import StepReplayError
@@ -127,7 +129,7 @@ RACER = textwrap.dedent(
     """
     import json, os, sys, time
     sys.path.insert(0, sys.argv[1])
-    from backends import new_record, open_store
+    from backends import new_record, object_root, open_store
 
     backend, location, me, go, slots = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])
     store = open_store(backend, location)
@@ -316,7 +318,8 @@ def test_usage_counts_the_store(stores):
 
 def _object_file(location: str, record: Record) -> Path:
     """Where a backend keeps a large value on disk (the tests' one look inside)."""
-    matches = [p for p in Path(location).rglob(record.object_sha256 or "-") if p.is_file()]
+    matches = [p for p in object_root(location).rglob(record.object_sha256 or "-")
+               if p.is_file()]
     assert len(matches) == 1, matches
     return matches[0]
 
@@ -329,3 +332,52 @@ def test_a_closed_store_refuses_work(stores):
         store.lookup("nb", "k", 1)
 
 
+
+
+# Operations on one slot-set by two store objects ("processes"): look a slot up (and
+# remember what was seen), record it against what was last seen, or forget it.
+_OPS = st.lists(st.tuples(st.sampled_from(["look", "append", "forget"]),
+                          st.integers(0, 1), st.integers(1, 3)), min_size=1, max_size=25)
+
+
+def test_append_and_forget_follow_the_compare_and_set_model(stores):
+    """Property: whatever two writers do, in any order, each append inserts exactly
+    when the slot's current record is the one its writer last saw (or there is none),
+    and every lookup agrees with the model."""
+    pair = [stores(), stores()]
+    examples = iter(range(10**6))
+
+    @settings(max_examples=25, deadline=None, print_blob=True,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(_OPS)
+    def run(ops):
+        namespace = f"model-{next(examples)}"  # a fresh set of slots per example
+        current: dict[int, int | None] = {}
+        seen: list[dict[int, int | None]] = [{}, {}]
+        for op, who, slot in ops:
+            store = pair[who]
+            if op == "look":
+                found = store.lookup(namespace, "k", slot)
+                assert (found.event_id if found else None) == current.get(slot)
+                seen[who][slot] = current.get(slot)
+            elif op == "append":
+                expected = seen[who].get(slot)
+                record, inserted = store.append(new_record(namespace, "k", slot, who),
+                                                expected)
+                now = current.get(slot)
+                assert inserted == (now is None or now == expected), (op, who, slot)
+                if inserted:
+                    assert now is None or record.event_id > now
+                    current[slot] = record.event_id
+                else:
+                    assert record.event_id == now
+                seen[who][slot] = current[slot]
+            else:
+                pair[who].forget(namespace, "k")
+                current = dict.fromkeys(current)
+        for slot, event_id in current.items():
+            for store in pair:
+                found = store.lookup(namespace, "k", slot)
+                assert (found.event_id if found else None) == event_id
+
+    run()

@@ -62,7 +62,8 @@ CREATE TABLE {LOGS} (
 RECORD_SELECT = (
     "event_id, namespace, key, sequence, identity, deterministic_inputs_hash, codec, "
     "result_json, result_blob, object_sha256, size_bytes, duration_s, "
-    "epoch_us(occurred_at) AS occurred_at_us, reason, details, checksum"
+    "epoch_us(occurred_at) AS occurred_at_us, reason, details, checksum, "
+    "NULL::VARCHAR AS recorded_by"
 )
 
 
