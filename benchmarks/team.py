@@ -88,41 +88,60 @@ def run(env: dict[str, str], cwd: Path, procs: int, steps: int, script: Path
     return recorded, replayed
 
 
-def main() -> None:
+def bench_team(tmp: Path, quick: bool, procs: int = 8, steps: int | None = None) -> None:
+    """The team store and the local store under ``procs`` processes, one table, and
+    the team store's headline figures (recording rate and replay p99) in the summary."""
     from pg_server import TestServer
-    from report import fmt, table
+    from report import figure, fmt, table
 
+    steps = steps or (100 if quick else 500)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("NBSTEP_")}
+    rows, measured = [], {}
+    work = tmp / "team-bench"
+    work.mkdir()
+    script = work / "worker.py"
+    script.write_text(WORKER)
+    server = TestServer(fsync=True)
+    try:
+        url = server.url(server.new_database())
+        stores = [
+            ("team", "team (PostgreSQL, fsync on)",
+             {**base, "NBSTEP_STORE": url, "NBSTEP_OBJECTS": str(work / "shared")}),
+            ("local", "local", {**base, "NBSTEP_STORE": str(work / "local" / ".nbstep")}),
+        ]
+        for name, label, env in stores:
+            folder = work / name
+            folder.mkdir(exist_ok=True)
+            recorded, replayed = run(env, folder, procs, steps, script)
+            measured[name] = (recorded, replayed)
+            rows.append([label, f"{recorded['rate']:,.0f}/s", fmt(recorded["p50"]),
+                         fmt(recorded["p99"]), f"{replayed['rate']:,.0f}/s",
+                         fmt(replayed["p50"]), fmt(replayed["p99"])])
+    finally:
+        server.close()
+    table(f"{procs} processes x {steps} small steps each, on {os.cpu_count()} "
+          "cores (server included)",
+          ["store", "record: steps/s", "record p50", "record p99", "replay: steps/s",
+           "replay p50", "replay p99"], rows)
+    (team_rec, team_rep), (local_rec, _) = measured["team"], measured["local"]
+    figure(f"team store (PostgreSQL), {procs} processes recording small steps",
+           f"{team_rec['rate']:,.0f} steps/s", peer=f"local store {local_rec['rate']:,.0f}/s",
+           ratio=local_rec["rate"] / team_rec["rate"], target="≥ 3,000 steps/s",
+           met=team_rec["rate"] >= 3000)
+    figure(f"team store (PostgreSQL), {procs} processes replaying, p99",
+           fmt(team_rep["p99"]), target="≤ 20 ms", met=team_rep["p99"] <= 0.020)
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--procs", type=int, default=8)
     parser.add_argument("--steps", type=int, default=500)
     args = parser.parse_args()
-    base = {k: v for k, v in os.environ.items() if not k.startswith("NBSTEP_")}
-    rows = []
+    from report import summary
+
     with tempfile.TemporaryDirectory(prefix="nbstep-team-bench-") as tmp:
-        work = Path(tmp)
-        script = work / "worker.py"
-        script.write_text(WORKER)
-        server = TestServer(fsync=True)
-        try:
-            url = server.url(server.new_database())
-            stores = [
-                ("team (PostgreSQL 15, fsync on)",
-                 {**base, "NBSTEP_STORE": url, "NBSTEP_OBJECTS": str(work / "shared")}),
-                ("local", {**base, "NBSTEP_STORE": str(work / "local" / ".nbstep")}),
-            ]
-            for label, env in stores:
-                folder = work / label.split()[0]
-                folder.mkdir(exist_ok=True)
-                recorded, replayed = run(env, folder, args.procs, args.steps, script)
-                rows.append([label, f"{recorded['rate']:,.0f}/s", fmt(recorded["p50"]),
-                             fmt(recorded["p99"]), f"{replayed['rate']:,.0f}/s",
-                             fmt(replayed["p50"]), fmt(replayed["p99"])])
-        finally:
-            server.close()
-    table(f"{args.procs} processes x {args.steps} small steps each, on {os.cpu_count()} "
-          "cores (server included)",
-          ["store", "record: steps/s", "record p50", "record p99", "replay: steps/s",
-           "replay p50", "replay p99"], rows)
+        bench_team(Path(tmp), False, args.procs, args.steps)
+    summary()
 
 
 if __name__ == "__main__":
