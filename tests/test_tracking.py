@@ -24,13 +24,13 @@ def notebook(tmp_path):
 
 
 def printed(cells, index):
-    """What a cell printed, without nbstep's own lines (replayed/recomputing/note)."""
-    return [line for line in cells[index].lines()
-            if not line.startswith(("replayed `", "recomputing `", "note: "))]
+    """What a cell printed (nbstep's own lines are display outputs, not stdout)."""
+    return cells[index].lines()
 
 
 def said(cells, index, start):
-    return [line for line in cells[index].lines() if line.startswith(start)]
+    """nbstep's lines for a cell that start with ``start`` (after ``nbstep ⟲ ``)."""
+    return [line for line in cells[index].notices() if line.split(" ", 2)[2].startswith(start)]
 
 
 def assert_all_ok(cells):
