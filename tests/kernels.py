@@ -55,10 +55,12 @@ class Cell:
         return [o.text for o in self.outputs if o.is_notice]
 
     def kinds(self) -> list[str]:
-        """The outputs in order, consecutive chunks of one stream merged."""
+        """The outputs in order, consecutive chunks of one stream merged; nbstep's own
+        lines are ``nbstep-notice``."""
         merged: list[str] = []
         for o in self.outputs:
-            label = f"{o.kind}:{o.name}" if o.kind == "stream" else o.kind
+            label = (f"{o.kind}:{o.name}" if o.kind == "stream"
+                     else "nbstep-notice" if o.is_notice else o.kind)
             if not (merged and label == merged[-1] and o.kind == "stream"):
                 merged.append(label)
         return merged

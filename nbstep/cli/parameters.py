@@ -53,7 +53,8 @@ def check_name(name: str) -> str:
         raise ParameterError(
             f"parameter name {name!r} is not a Python variable name: expected letters, "
             "digits and underscores, not starting with a digit, and not a keyword "
-            f"(such as `{name}_` or `{_fixed(name)}`). The injected cell assigns "
+            f"(such as `{name + '_' if keyword.iskeyword(name) else _fixed(name)}`). "
+            "The injected cell assigns "
             "`NAME = VALUE`, so rename the variable in the notebook's parameters cell "
             "and pass that name."
         )
