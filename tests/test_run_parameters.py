@@ -266,3 +266,22 @@ def test_on_a_terminal_the_running_line_is_replaced_by_the_cell_line():
     assert done == ("  cell 1/2      1.2 s  \x1b[32m2 replayed\x1b[0m"
                     + " " * 14 + "rows = step.run('load', 3, load)\n")
     assert shown.endswith("  cell 2/2       4 ms  plain (no steps)        print(rows)\n")
+
+
+@pytest.mark.parametrize(("error", "hinted"), [
+    ("UsageError: Cell magic `%%step` not found.", True),
+    ("UsageError: Line magic function `%step_config` not found.", True),
+    ("UsageError: Line magic function `%steps` not found.", True),
+    ("NameError: name 'step' is not defined", True),
+    ("NameError: name 'steps' is not defined", False),
+    ("UsageError: Cell magic `%%sql` not found.", False),
+    ("ZeroDivisionError: division by zero", False),
+    (None, False),
+])
+def test_the_hint_is_given_only_for_a_missing_extension(error, hinted):
+    from nbstep.cli.progress import not_loaded_hint
+
+    hint = not_loaded_hint(error, "python3")
+    assert (hint is not None) == hinted
+    if hinted:
+        assert "`%load_ext nbstep`" in hint and "--kernel python3-nbstep" in hint
