@@ -47,7 +47,8 @@ def ensure_env() -> None:
 
 
 def demo() -> int:
-    """Execute notebooks/quickstart.ipynb twice against a fresh store."""
+    """Execute notebooks/quickstart.ipynb twice against a fresh store, showing each
+    cell's outputs: the second run replays (nbstep's ``⟲ replayed`` lines)."""
     notebook = HERE / "notebooks" / "quickstart.ipynb"
     with tempfile.TemporaryDirectory(prefix="nbstep-demo-") as tmp:
         work = Path(tmp)
@@ -55,16 +56,55 @@ def demo() -> int:
         env = {**os.environ, "NBSTEP_STORE": str(work / ".nbstep")}
         nbstep = str(BIN / "nbstep")
         timings = []
-        for label in ("first run (computes every step)", "second run (replays them)"):
+        for n, label in enumerate(("first run (computes every step)",
+                                   "second run (replays them)"), 1):
             print(f"\n=== {label} ===", flush=True)
+            executed = work / f"run{n}.ipynb"
             started = time.perf_counter()
-            code = subprocess.run([nbstep, "run", str(work / notebook.name)], env=env).returncode
+            code = subprocess.run([nbstep, "run", str(work / notebook.name), "-o",
+                                   str(executed)], env=env).returncode
             timings.append(time.perf_counter() - started)
+            if executed.exists():
+                print(f"\n--- what the cells showed ({label.split(' (')[0]}) ---")
+                print(cell_outputs(executed), flush=True)
             if code != 0:
                 return code
         print(f"\nfirst run {timings[0]:.1f} s, second run {timings[1]:.1f} s "
               "(both include starting a kernel)")
     return 0
+
+
+def cell_outputs(path: Path, lines_per_output: int = 6, width: int = 100) -> str:
+    """Each code cell's first line and its outputs as text, trimmed: what a person
+    would see in Jupyter (text/plain of displays, nbstep's notices included)."""
+    import json
+
+    def trimmed(text: str) -> list[str]:
+        rows = text.rstrip("\n").splitlines()
+        shown = [r if len(r) <= width else r[: width - 1] + "…" for r in rows[:lines_per_output]]
+        if len(rows) > lines_per_output:
+            shown.append(f"... ({len(rows) - lines_per_output} more lines)")
+        return shown
+
+    out = []
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    for i, cell in enumerate(cells, 1):
+        source = "".join(cell["source"]).strip().splitlines() or [""]
+        out.append(f"[{i}] {source[0]}")
+        for output in cell.get("outputs", []):
+            kind = output["output_type"]
+            if kind == "stream":
+                text = "".join(output["text"])
+            elif kind in ("display_data", "execute_result"):
+                text = "".join(output.get("data", {}).get("text/plain", ""))
+                if kind == "execute_result":
+                    text = "Out: " + text
+            elif kind == "error":
+                text = f"{output['ename']}: {output['evalue']}"
+            else:
+                continue
+            out += [f"      {row}" for row in trimmed(text)]
+    return "\n".join(out)
 
 
 def compile_package() -> None:

@@ -25,6 +25,12 @@ class Output:
     name: str = ""  # stdout / stderr for a stream
     text: str = ""  # a stream's text, text/plain of a display, ename: evalue of an error
     data: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_notice(self) -> bool:
+        """One of nbstep's own lines (replayed, recomputing, note), not the cell's."""
+        return self.kind == "display_data" and "nbstep" in self.metadata
 
 
 @dataclass
@@ -41,13 +47,20 @@ class Cell:
         return self.stream(name).splitlines()
 
     def rich(self, kind: str) -> list[dict[str, Any]]:
-        return [o.data for o in self.outputs if o.kind == kind]
+        """The cell's own rich outputs of ``kind`` (nbstep's notices left out)."""
+        return [o.data for o in self.outputs if o.kind == kind and not o.is_notice]
+
+    def notices(self) -> list[str]:
+        """nbstep's own lines, as text (``nbstep ⟲ replayed `key` ...``)."""
+        return [o.text for o in self.outputs if o.is_notice]
 
     def kinds(self) -> list[str]:
-        """The outputs in order, consecutive chunks of one stream merged."""
+        """The outputs in order, consecutive chunks of one stream merged; nbstep's own
+        lines are ``nbstep-notice``."""
         merged: list[str] = []
         for o in self.outputs:
-            label = f"{o.kind}:{o.name}" if o.kind == "stream" else o.kind
+            label = (f"{o.kind}:{o.name}" if o.kind == "stream"
+                     else "nbstep-notice" if o.is_notice else o.kind)
             if not (merged and label == merged[-1] and o.kind == "stream"):
                 merged.append(label)
         return merged
@@ -88,7 +101,8 @@ class Kernel:
                 outputs.append(Output("stream", content["name"], content["text"]))
             elif kind in ("display_data", "execute_result", "update_display_data"):
                 data = dict(content.get("data", {}))
-                outputs.append(Output(kind, text=data.get("text/plain", ""), data=data))
+                outputs.append(Output(kind, text=data.get("text/plain", ""), data=data,
+                                      metadata=dict(content.get("metadata") or {})))
             elif kind == "error":
                 outputs.append(Output("error", text=f"{content['ename']}: {content['evalue']}"))
             elif kind == "clear_output":

@@ -174,7 +174,9 @@ print("FINGERPRINT:" + json.dumps({"values": values, "shared": shared, "memory":
 '''
 PROBE_CELL = "exec(open('probe.py').read(), {'ns': get_ipython().user_ns})"
 PRELUDE = "exec('import random, numpy\\nrandom.seed(0)\\nnumpy.random.seed(0)', {})"
-NBSTEP_LINES = ("replayed `", "recomputing `", "note: ")
+# nbstep's replayed/recomputing/note lines are display outputs of their own (left out
+# below); only the kernel's identity note is still printed.
+NBSTEP_LINES = ("note: ",)
 
 
 def shown(cell: Cell) -> dict[str, Any]:
@@ -183,7 +185,7 @@ def shown(cell: Cell) -> dict[str, Any]:
     stdout = [line for line in cell.stream("stdout").splitlines(keepends=True)
               if not line.startswith(NBSTEP_LINES)]
     rich = [(o.kind, o.text, sorted(o.data)) for o in cell.outputs
-            if o.kind in ("display_data", "execute_result")]
+            if o.kind in ("display_data", "execute_result") and not o.is_notice]
     return {"stdout": "".join(stdout), "stderr": cell.stream("stderr"), "rich": rich,
             "errors": cell.errors(), "ok": cell.ok}
 

@@ -91,11 +91,11 @@ def test_committed_cell_records_replay(released, tmp_path, monkeypatch, capsys):
             shell.run_cell(source, store_history=True).raise_error()
         out = capsys.readouterr().out
         if released == f"cells-format-{FORMAT_VERSION_OF_CELLS}":
-            assert "replayed `defs`" in out and "replayed `later`" in out, out
+            assert "nbstep ⟲ replayed `defs`" in out and "nbstep ⟲ replayed `later`" in out, out
             assert "recomputing" not in out
         else:
             for key in ("defs", "later"):
-                assert f"recomputing `{key}`: its record of " in out, out
+                assert f"nbstep ↻ recomputing `{key}`: its record of " in out, out
                 assert "was made by an older nbstep" in out
             assert "replayed" not in out
         assert "defined 55" in out

@@ -20,6 +20,7 @@ from traitlets.config import Config
 import nbstep
 from nbstep import StepNotPersistedWarning
 from nbstep.codecs import cell as cell_codec
+from nbstep.core.durations import duration
 from nbstep.engine.runtime import Runtime
 from nbstep.notebook import recording
 from nbstep.notebook.extension import extension_of
@@ -105,8 +106,8 @@ def test_second_execution_replays_variables_outputs_and_result(ip, counter, caps
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "computed 4"
     # After the outputs (a replayed clear_output() must not wipe it), before Out[n].
-    assert out[1].startswith("replayed `slow` (recorded ")
-    assert "original run" in out[1]
+    assert out[1].startswith("nbstep ⟲ replayed `slow` - recorded ")
+    assert out[1].endswith(" UTC, saved " + duration(records("slow")["duration_s"].iloc[0]))
     assert out[2] == "Out[4]: 14"
     assert Runtime.instance().stats["replayed"] == 1
     assert list(records("slow")["namespace"]) == ["analysis.ipynb"]
@@ -135,7 +136,7 @@ print("four")
     original = ip.display_pub.publish
 
     def spy(data, metadata=None, **kwargs):
-        published.append(data)
+        published.append((data, metadata))
         return original(data, metadata, **kwargs)
 
     ip.display_pub.publish = spy
@@ -144,10 +145,16 @@ print("four")
     run(ip, cell)
     again = capsys.readouterr()
     assert counter.hits == ["show"]
-    assert [d["text/html"] for d in published] == ["<b>three</b>", "<b>three</b>"]
+    *shown, (notice, notice_metadata) = published
+    assert [d["text/html"] for d, _ in shown] == ["<b>three</b>", "<b>three</b>"]
+    # nbstep's line is a display of its own: muted HTML, a one-line text/plain, tagged.
+    assert notice["text/plain"].startswith("nbstep ⟲ replayed `show` - recorded ")
+    assert notice["text/html"].startswith('<div class="nbstep-notice nbstep-replayed"')
+    assert "<code>show</code>" in notice["text/html"]
+    assert notice_metadata == {"nbstep": {"notice": "replayed"}}
     assert live.out == "one\n<IPython.core.display.HTML object>\nfour\n"
     assert again.out.startswith(live.out)
-    assert again.out[len(live.out):].startswith("replayed `show`")  # after the outputs
+    assert again.out[len(live.out):].startswith("nbstep ⟲ replayed `show`")  # after the outputs
     assert again.err == live.err == "two\n"
 
 
@@ -353,7 +360,7 @@ def test_definitions_replay_as_they_were_made_in_a_new_kernel(tmp_path):
              "%%step later\nboth = (Cfg(lr=1.0), C())", "print('later', both[0].lr)")
     first = in_new_process(tmp_path, *cells)
     second = in_new_process(tmp_path, *cells)  # a new kernel: replayed
-    assert "replayed `definitions`" in second and "replayed `later`" in second
+    assert "nbstep ⟲ replayed `definitions`" in second and "nbstep ⟲ replayed `later`" in second
     assert "recomputing" not in second
     expected = [
         "11 10 20 True True",
@@ -362,7 +369,7 @@ def test_definitions_replay_as_they_were_made_in_a_new_kernel(tmp_path):
         "later 1.0",
     ]
     assert [line for line in first.splitlines() if not line.startswith("note:")] == expected
-    assert [line for line in second.splitlines() if not line.startswith("replayed")] == expected
+    assert [line for line in second.splitlines() if not line.startswith("nbstep ⟲ replayed")] == expected
 
 
 def test_a_class_defined_by_the_cell_comes_back_with_its_instances(ip):
@@ -437,7 +444,7 @@ def test_records_another_python_or_nbstep_made_are_recomputed(ip, counter, monke
     run(ip, "%%step data\nx = 1")  # no code in it: any Python replays it
     monkeypatch.setattr(recording, "PYTHON", "3.98")
     run(ip, "%%step data\nx = 1")
-    assert "replayed `data`" in capsys.readouterr().out
+    assert "nbstep ⟲ replayed `data`" in capsys.readouterr().out
 
 
 def test_an_equal_upstream_value_in_a_new_kernel_is_a_changed_input(ip, counter, capsys):
@@ -455,7 +462,7 @@ def test_an_equal_upstream_value_in_a_new_kernel_is_a_changed_input(ip, counter,
     run(ip, cell)
     assert counter.hits == ["inc", "inc"]
     assert (ip.user_ns["x"], ip.user_ns["items"]) == (3, [1, 2, 2])
-    assert "recomputing `inc`: variable `items` and variable `x` changed" in (
+    assert "nbstep ↻ recomputing `inc`: variable `items` and variable `x` changed" in (
         capsys.readouterr().out)
     run(ip, cell)  # and again in this kernel: replays what it just made
     assert counter.hits == ["inc", "inc"]
@@ -482,7 +489,7 @@ def test_changed_variable_recomputes_and_says_which(ip, counter, capsys):
     capsys.readouterr()
     result = run(ip, SLOW)
     out = capsys.readouterr().out
-    assert out.startswith("recomputing `slow`: variable `size` changed since the record of ")
+    assert out.startswith("nbstep ↻ recomputing `slow`: variable `size` changed since the record of ")
     assert counter.hits == ["slow", "slow"]
     assert result.result == 30
     assert list(records("slow")["sequence"]) == [1]  # a new version of the same step
@@ -493,7 +500,7 @@ def test_changed_code_recomputes_and_says_so(ip, counter, capsys):
     run(ip, SLOW)
     capsys.readouterr()
     run(ip, SLOW.replace("n * n", "n * n * n"))
-    assert capsys.readouterr().out.startswith("recomputing `slow`: the code changed")
+    assert capsys.readouterr().out.startswith("nbstep ↻ recomputing `slow`: the code changed")
     assert counter.hits == ["slow", "slow"]
 
 
@@ -744,7 +751,7 @@ def test_a_replayed_clear_output_does_not_wipe_the_replayed_line(ip, capsys):
     assert "replayed" not in cleared[1]  # nothing of the replay line before the clear
     after = capsys.readouterr().out
     assert after.endswith("done\n" + after.splitlines()[-1] + "\n")
-    assert after.splitlines()[-1].startswith("replayed `progress`")
+    assert after.splitlines()[-1].startswith("nbstep ⟲ replayed `progress`")
 
 
 def test_two_cells_with_one_key_are_told_apart_by_cell_id(ip, capsys):
@@ -757,10 +764,10 @@ def test_two_cells_with_one_key_are_told_apart_by_cell_id(ip, capsys):
     shown = capsys.readouterr()
     assert ("warning: key `dup` is also used by another cell of this notebook; give each "
             "cell its own key") in shown.err
-    assert shown.out.startswith("recomputing `dup`: the code changed")
+    assert shown.out.startswith("nbstep ↻ recomputing `dup`: the code changed")
     execute("%%step dup\ny = 2", "cell-b")  # the same cell again: replays, no warning
     shown = capsys.readouterr()
-    assert "replayed `dup`" in shown.out and "warning" not in shown.err
+    assert "nbstep ⟲ replayed `dup`" in shown.out and "warning" not in shown.err
     with pytest.raises(UsageError, match="also used by another cell"):
         execute("%%step dup --on-mismatch error\nx = 1", "cell-a")
     # Without cell ids (a plain IPython shell) nothing is said.
@@ -801,7 +808,7 @@ def test_quiet_flag_and_setting_silence_the_replayed_line(ip, capsys):
     assert "replayed" not in capsys.readouterr().out
     run(ip, "%step_config --no-quiet")
     run(ip, "%%step q2\nx = 1")
-    assert "replayed `q2`" in capsys.readouterr().out
+    assert "nbstep ⟲ replayed `q2`" in capsys.readouterr().out
 
 
 def test_namespace_option_records_elsewhere(ip):
@@ -970,7 +977,7 @@ def test_a_decorators_change_to_a_notebook_variable_replays(tmp_path):
              "print('LOG:', LOG)")
     first = in_new_process(tmp_path, *cells)
     second = in_new_process(tmp_path, *cells)
-    assert "replayed `reg`" in second and "replayed `logged`" in second
+    assert "nbstep ⟲ replayed `reg`" in second and "nbstep ⟲ replayed `logged`" in second
     assert "LOG: ['hi']" in first and "LOG: ['hi']" in second
     assert "REGISTRY: ['alpha'] True a" in first
     assert "REGISTRY: ['alpha'] True a" in second
@@ -987,7 +994,7 @@ def test_earlier_cells_objects_in_defaults_are_kept_by_reference(tmp_path):
              " holder[0] is big, query('select 1'), total())")
     first = in_new_process(tmp_path, *cells)
     second = in_new_process(tmp_path, *cells)
-    assert "replayed `q`" in second and "replayed `tot`" in second, second
+    assert "nbstep ⟲ replayed `q`" in second and "nbstep ⟲ replayed `tot`" in second, second
     assert "same True True True [(1,)] 16000000" in first
     assert "same True True True [(1,)] 16000000" in second
     size = sum(p.stat().st_size for p in (tmp_path / ".nbstep").rglob("*") if p.is_file())
@@ -1000,7 +1007,7 @@ def test_earlier_cells_objects_in_defaults_are_kept_by_reference(tmp_path):
              "print('ref', f())")
     in_new_process(tmp_path, *setup)
     third = in_new_process(tmp_path, setup[0].rsplit("\n", 1)[0], *setup[1:])
-    assert "recomputing `ref`: variable `conn2` (no longer defined) changed" in third, third
+    assert "nbstep ↻ recomputing `ref`: variable `conn2` (no longer defined) changed" in third, third
     assert "ref [(2,)]" in third
 
 
@@ -1015,6 +1022,6 @@ def test_a_step_reading_an_attrs_class_of_a_replayed_step_replays(tmp_path):
              "print('use', a1, h, a1 == AC(1), a1 < AC(2))")
     first = in_new_process(tmp_path, *cells)
     second = in_new_process(tmp_path, *cells)
-    assert "replayed `defs`" in second and "replayed `use`" in second, second
+    assert "nbstep ⟲ replayed `defs`" in second and "nbstep ⟲ replayed `use`" in second, second
     assert "recomputing" not in second
     assert "use AC(v=1) 3 True True" in first and "use AC(v=1) 3 True True" in second

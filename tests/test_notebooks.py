@@ -56,7 +56,15 @@ def stream(c: nbformat.NotebookNode, name: str = "stdout") -> str:
 
 
 def rich(c: nbformat.NotebookNode, kind: str) -> list[dict]:
-    return [dict(o.data) for o in c.outputs if o.output_type == kind]
+    """The cell's own rich outputs (nbstep's notices left out)."""
+    return [dict(o.data) for o in c.outputs
+            if o.output_type == kind and "nbstep" not in o.get("metadata", {})]
+
+
+def notices(c: nbformat.NotebookNode) -> list[str]:
+    """nbstep's own lines (replayed, recomputing, note) as text, in order."""
+    return [o.data["text/plain"] for o in c.outputs
+            if o.output_type == "display_data" and "nbstep" in o.get("metadata", {})]
 
 
 def log_lines(folder: Path) -> list[str]:
@@ -91,9 +99,12 @@ def test_quickstart_replays_the_slow_cell_and_the_step_run_loop(copy_notebook, m
     assert log_lines(path.parent) == ["slow_squares ran", *[f"cube({n}) ran" for n in range(5)]]
 
     slow = cell(second, "%%step slow_squares")
-    *rest, replay_line = stream(slow).splitlines()
-    assert rest == ["computed 10 squares"]
-    assert replay_line.startswith("replayed `slow_squares` (recorded ")  # after the outputs
+    assert stream(slow) == "computed 10 squares\n"
+    assert len(notices(slow)) == 1
+    assert notices(slow)[0].startswith("nbstep ⟲ replayed `slow_squares` - recorded ")
+    # After the outputs (the result comes after it, as Out[n] does).
+    kinds = [o.output_type for o in slow.outputs]
+    assert kinds == ["stream", "display_data", "execute_result"]
     assert stream(cell(first, "%%step slow_squares")) == "computed 10 squares\n"
     assert rich(slow, "execute_result") == [{"text/plain": "285"}]
     # The next cell got the restored variable.
@@ -119,7 +130,7 @@ def test_pandas_pipeline_replays_frames_and_the_plot(copy_notebook):
         html = rich(before, "execute_result")[0]["text/html"]
         assert "<table" in html
         assert rich(after, "execute_result")[0]["text/html"] == html
-        assert stream(after).splitlines()[-1].startswith(f"replayed `{head.split()[1]}`")
+        assert notices(after)[-1].startswith(f"nbstep ⟲ replayed `{head.split()[1]}`")
     assert stream(cell(second, "%%step load")).splitlines()[0] == "loaded 10,000 rows"
 
     plot_before = rich(cell(first, "%%step plot"), "display_data")
@@ -151,8 +162,8 @@ def test_failures_notebook(copy_notebook):
 
     # A changed input: recomputed by default, with one line saying what changed.
     keep = cell(second, "%%step keep_large")
-    assert stream(keep).startswith(
-        "recomputing `keep_large`: variable `threshold` changed since the record of ")
+    assert notices(keep)[0].startswith(
+        "nbstep ↻ recomputing `keep_large`: variable `threshold` changed since the record of ")
     assert rich(keep, "execute_result") == [{"text/plain": "[6, 7, 8, 9]"}]
     assert rich(cell(first, "%%step keep_large"), "execute_result") == [
         {"text/plain": "[4, 5, 6, 7, 8, 9]"}]
@@ -207,8 +218,8 @@ def test_the_nbstep_kernel_loads_the_extension_without_load_ext(tmp_path, monkey
     second = execute(path, kernel_name="python3-nbstep")
     assert log_lines(tmp_path) == ["auto ran", "waited ran"]
     assert rich(second.cells[0], "execute_result") == [{"text/plain": "42"}]
-    assert stream(second.cells[0]).startswith("replayed `auto`")
-    assert stream(second.cells[1]).startswith("replayed `waited`")
+    assert notices(second.cells[0])[0].startswith("nbstep ⟲ replayed `auto`")
+    assert notices(second.cells[1])[0].startswith("nbstep ⟲ replayed `waited`")
     assert stream(first.cells[2]) == stream(second.cells[2]) == "42 43 StepAPI\n"
 
 

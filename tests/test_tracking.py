@@ -24,13 +24,13 @@ def notebook(tmp_path):
 
 
 def printed(cells, index):
-    """What a cell printed, without nbstep's own lines (replayed/recomputing/note)."""
-    return [line for line in cells[index].lines()
-            if not line.startswith(("replayed `", "recomputing `", "note: "))]
+    """What a cell printed (nbstep's own lines are display outputs, not stdout)."""
+    return cells[index].lines()
 
 
 def said(cells, index, start):
-    return [line for line in cells[index].lines() if line.startswith(start)]
+    """nbstep's lines for a cell that start with ``start`` (after ``nbstep ⟲ ``)."""
+    return [line for line in cells[index].notices() if line.split(" ", 2)[2].startswith(start)]
 
 
 def assert_all_ok(cells):
@@ -299,7 +299,7 @@ def test_imports_and_the_order_of_outputs_replay(notebook):
                 "stream:stderr"]
     assert first[3].kinds() == [*expected, "execute_result"]
     # The replayed line comes after the outputs, and Out[n] last, as in a plain run.
-    assert second[3].kinds() == [*expected, "stream:stdout", "execute_result"]
+    assert second[3].kinds() == [*expected, "nbstep-notice", "execute_result"]
     assert [o.text for o in second[3].outputs[:3]] == ["one\n", "two\n", "three\n"]
     assert said(second, 3, "replayed `interleaved`")
 
@@ -358,7 +358,7 @@ def test_exact_classes_figures_and_the_order_of_a_figure_and_its_result(notebook
     for cells in (first, second):
         assert "image/png" in cells[5].rich("execute_result")[0]  # the changed figure
         # Out[n], then the figure the inline backend shows, as in a plain run.
-        assert [k for k in cells[7].kinds() if k != "stream:stdout"] == [
+        assert [k for k in cells[7].kinds() if k not in ("stream:stdout", "nbstep-notice")] == [
             "execute_result", "display_data"]
         assert "image/png" in cells[7].rich("display_data")[0]
     assert all(said(second, i, "replayed `") for i in (2, 4, 5, 7))

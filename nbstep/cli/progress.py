@@ -111,7 +111,7 @@ def _cell_status(outcome: CellOutcome) -> str:
         return "FAILED" + (" in a step" if outcome.counts and outcome.counts.failed else "")
     counts = outcome.counts
     if counts is None:
-        return "ok"
+        return "ok (steps unknown)"
     parts = []
     if counts.replayed:
         parts.append(f"{counts.replayed} replayed")
@@ -119,7 +119,7 @@ def _cell_status(outcome: CellOutcome) -> str:
         parts.append(f"{counts.computed} computed")
     if counts.not_persisted:
         parts.append(f"{counts.not_persisted} not recorded")
-    return ", ".join(parts) if parts else "no steps"
+    return ", ".join(parts) if parts else "plain (no steps)"
 
 
 def failure_text(result: NotebookResult) -> str:
@@ -135,7 +135,32 @@ def failure_text(result: NotebookResult) -> str:
     if cell.traceback:
         lines += ["---- traceback ----", cell.traceback.rstrip()]
     lines.append("----")
+    hint = not_loaded_hint(cell.error, result.kernel)
+    if hint:
+        lines.append(hint)
     return "\n".join(lines)
+
+
+_NOT_LOADED = (
+    "UsageError: Cell magic `%%step` not found",
+    "UsageError: Line magic function `%step",  # %step_config, %steps
+    "NameError: name 'step' is not defined",
+)
+
+
+def not_loaded_hint(error: str | None, kernel: str) -> str | None:
+    """The fix when a cell failed because its kernel never loaded nbstep.
+
+    ``nbstep run`` does not load the extension behind the notebook's back (a notebook
+    runs as in Jupyter), so a notebook written for the "Python 3 (nbstep)" kernel and
+    run with a plain one finds no ``%%step`` magic and no ``step``.
+    """
+    if not error or not error.startswith(_NOT_LOADED):
+        return None
+    return (f"hint: kernel `{kernel}` has not loaded nbstep, so `%%step` and `step` do not "
+            "exist there. Add the line `%load_ext nbstep` to the notebook's first code "
+            "cell, or run it with the \"Python 3 (nbstep)\" kernel: "
+            "`nbstep run --kernel python3-nbstep ...` (or pick that kernel in Jupyter).")
 
 
 def notebook_line(result: NotebookResult) -> str:
@@ -168,6 +193,8 @@ def summary_text(results: list[NotebookResult], skipped: list[Path], wall_s: flo
         notebooks += f", {len(skipped)} not run"
     lines = [
         "nbstep run summary",
+        *("  " + line for line in notebooks_table(results).splitlines()),
+        "",
         f"  notebooks   {notebooks}",
         f"  {_counts_text(total, known).replace('steps: ', 'steps       ')}",
         f"  wall time   {text.seconds(wall_s)}",
@@ -175,6 +202,33 @@ def summary_text(results: list[NotebookResult], skipped: list[Path], wall_s: flo
         f"  saved       {text.seconds(total.saved_s)} of recorded compute time, by replay",
     ]
     return "\n".join(lines)
+
+
+def notebooks_table(results: list[NotebookResult]) -> str:
+    """One row per notebook: cells run, steps replayed / computed / failed, wall time,
+    and the recorded compute time its replays saved."""
+    rows = []
+    for r in results:
+        known = r.counts_known or r.counts.steps
+        count = (lambda n: str(n)) if known else (lambda n: "?")  # noqa: E731
+        total = r.cells[0].total if r.cells else 0
+        rows.append([
+            _shown_path(r.path), "ok" if r.ok else "INTERRUPTED" if r.interrupted else "FAILED",
+            f"{len(r.cells)}/{total}", count(r.counts.replayed), count(r.counts.computed),
+            count(r.counts.failed), text.seconds(r.wall_s), text.seconds(r.counts.saved_s),
+        ])
+    return text.table(
+        ["notebook", "status", "cells", "replayed", "computed", "failed", "time", "saved"],
+        rows, right=(2, 3, 4, 5, 6, 7),
+    )
+
+
+def _shown_path(path: Path) -> str:
+    """The notebook as the person named it: relative to here when below it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def summary_json(results: list[NotebookResult], skipped: list[Path], wall_s: float) -> str:

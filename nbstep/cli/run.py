@@ -15,6 +15,8 @@ import click  # noqa: TID253
 from nbstep.errors import NbstepError
 
 from . import runner
+from .parameters import ParameterError
+from .parameters import collect as collect_parameters
 from .progress import (
     Progress,
     failure_text,
@@ -74,10 +76,21 @@ def _close_files(name: str) -> str:
               help="After a notebook fails, still run the next ones.")
 @click.option("--summary-json", type=click.Path(dir_okay=False, path_type=Path),
               metavar="PATH", help="Also write the summary as JSON to PATH.")
+@click.option("-p", "--parameters", "parsed", nargs=2, multiple=True,
+              metavar="NAME VALUE",
+              help="Set a parameter, as papermill does: a cell tagged injected-parameters "
+                   "assigns it after the cell tagged parameters. VALUE becomes True/False, "
+                   "None, an int or a float when it reads as one, else text. Repeatable.")
+@click.option("-r", "--parameters-raw", "raw", nargs=2, multiple=True, metavar="NAME VALUE",
+              help="Set a parameter to VALUE as text, unparsed. Repeatable.")
+@click.option("-f", "--parameters-file", "parameter_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="PATH",
+              help="Parameters from a JSON or YAML mapping (-p and -r win over it).")
 @click.pass_context
 def run(ctx: click.Context, notebooks: tuple[Path, ...], output: Path | None, inplace: bool,
         rerun: bool, on_mismatch: str | None, timeout: int | None, kernel_name: str | None,
-        keep_going: bool, summary_json: Path | None) -> None:
+        keep_going: bool, summary_json: Path | None, parsed: tuple[tuple[str, str], ...],
+        raw: tuple[tuple[str, str], ...], parameter_files: tuple[Path, ...]) -> None:
     """Execute notebooks with a real kernel, replaying recorded steps.
 
     Each notebook runs in a fresh kernel started in its folder, as its own namespace
@@ -96,18 +109,25 @@ def run(ctx: click.Context, notebooks: tuple[Path, ...], output: Path | None, in
       nbstep run analysis.ipynb -o out/analysis.ipynb --timeout 3600
       nbstep run notebooks/*.ipynb -o executed/ --keep-going
       nbstep run analysis.ipynb --rerun          # recompute everything
+      nbstep run analysis.ipynb -p N 20 -p name "x" -o out.ipynb
+      nbstep run analysis.ipynb -r run_id 007 -f params.yaml
       nbstep --store /data/.nbstep run a.ipynb   # one store for every notebook
     """
     state: State = ctx.obj
     if output is not None and inplace:
         raise click.UsageError("give --output or --inplace, not both")
     targets = _outputs(notebooks, output, inplace)
+    try:
+        parameters = collect_parameters(parameter_files, parsed, raw)
+    except ParameterError as e:
+        raise click.UsageError(str(e)) from None
     if kernel_name:
         runner.check_kernel(kernel_name)  # a typo fails at once, before any notebook runs
     options = runner.RunOptions(
         store=state.root() if state.store_arg and not state.server() else None,
         server=state.server(),
         timeout=timeout, kernel=kernel_name, rerun=rerun, on_mismatch=on_mismatch,
+        parameters=parameters,
     )
     colored = color(ctx, sys.stderr)
     width = shutil.get_terminal_size((100, 24)).columns

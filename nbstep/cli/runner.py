@@ -15,6 +15,9 @@ How a notebook runs here, and why:
   counts come from the engine itself and are the same for ``step.run`` and ``%%step``
   cells; a failing cell gets one more silent request, since a kernel evaluates no
   ``user_expressions`` for a cell that raised.
+- ``-p``/``-r``/``-f`` parameters become a cell tagged ``injected-parameters`` after
+  the cell tagged ``parameters`` (:mod:`.parameters`), as papermill does, so a step
+  that reads a parameter has it as an input like any other variable.
 - The kernel talks over IPC sockets in a private folder, not TCP: ipykernel 7 logs
   an "unencrypted TCP" warning into every CI log otherwise.
 """
@@ -32,6 +35,7 @@ from typing import Any
 from nbstep import settings as settings_module
 from nbstep.core.location import namespace_for_path
 
+from . import parameters
 from .export import replacing
 from .outcomes import NotebookFailed, NotebookResult, RunError
 from .progress import Progress
@@ -45,6 +49,7 @@ class RunOptions:
     kernel: str | None = None
     rerun: bool = False
     on_mismatch: str | None = None
+    parameters: dict[str, Any] | None = None  # -p/-r/-f: injected as papermill does
 
 
 def notebook_store(path: Path, options: RunOptions) -> Path:
@@ -62,6 +67,8 @@ def run_notebook(path: Path, options: RunOptions, progress: Progress,
     result = NotebookResult(path=path, namespace=namespace_for_path(path, store.parent),
                             store=store)
     nb = _read_notebook(path)
+    if options.parameters:
+        _inject_parameters(nb, options.parameters, result)
     result.kernel = _kernel_of(nb, path, options)
     settings = settings_module.load({}, path.parent)
     server = options.server or (settings.store if settings_module.is_server_url(settings.store)
@@ -108,6 +115,16 @@ def run_notebook(path: Path, options: RunOptions, progress: Progress,
         _write_notebook(nb, output)
         result.written = output
     return result
+
+
+def _inject_parameters(nb: Any, values: dict[str, Any], result: NotebookResult) -> None:
+    try:
+        note = parameters.inject(nb, values)
+    except parameters.ParameterError as e:
+        raise NotebookFailed(f"{result.path}: {e}") from e
+    result.notes.append(f"parameters: {parameters.describe(values)}")
+    if note:
+        result.notes.append(note)
 
 
 def _read_notebook(path: Path) -> Any:

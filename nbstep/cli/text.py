@@ -11,6 +11,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from nbstep.core.durations import duration
+
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -41,18 +43,8 @@ def size(n: int | float | None) -> str:
 
 
 def seconds(s: float | None) -> str:
-    """A duration that reads at a glance: ``0.12 s``, ``4.1 s``, ``2 min 05 s``, ``1 h 02 min``."""
-    if s is None or s != s:
-        return "-"
-    if s < 10:
-        return f"{s:.2f} s" if s < 1 else f"{s:.1f} s"
-    if s < 60:
-        return f"{s:.0f} s"
-    if s < 3600:
-        minutes, rest = divmod(round(s), 60)
-        return f"{minutes} min {rest:02d} s"
-    hours, rest = divmod(round(s), 3600)
-    return f"{hours} h {rest // 60:02d} min"
+    """A duration that reads at a glance (:func:`nbstep.core.durations.duration`)."""
+    return duration(s)
 
 
 def timestamp(epoch_us: int | float | None) -> str:

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from nbstep.core.durations import duration
 from nbstep.core.record import NewRecord, Record
 from nbstep.errors import (
     NotPersistable,
@@ -51,7 +52,7 @@ def mismatch_error(
 
     ``fix`` says how to recompute in the caller's terms (the magic: ``--rerun``).
     """
-    took = f"; the original run took {record.duration_s:.3g} s" if record.duration_s else ""
+    took = f"; the original run took {duration(record.duration_s)}" if record.duration_s else ""
     changed = f" What changed: {what_changed}." if what_changed else ""
     error = StepInputMismatch(
         f"{builtin}: deterministic input mismatch for key `{record.key}` occurrence "

@@ -36,11 +36,12 @@ from nbstep.codecs import cell as cell_codec
 from nbstep.codecs.cell import RecordedDisplay
 from nbstep.codecs.cell_state import apply_state
 from nbstep.codecs.cell_unpickle import decode_values
+from nbstep.core.durations import duration
 from nbstep.engine import occurrence as occurrences
 from nbstep.errors import NbstepError, StepNotPersistedWarning, StepReplayError
 from nbstep.hashing import input_hash
 
-from . import analysis, capture, globalstate, inputs, recording, tracking
+from . import analysis, capture, globalstate, inputs, notices, recording, tracking
 from .execution import (
     PyCF_ALLOW_TOP_LEVEL_AWAIT,
     await_code,
@@ -54,20 +55,12 @@ from .recording import NotRecorded, Recording
 BUILTIN = "%%step"
 
 
-def _format_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.0f} µs"
-    if seconds < 1:
-        return f"{seconds * 1e3:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.3g} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
+def replayed_message(key: str, record: Any) -> str:
+    """``replayed `key` - recorded 2026-12-01 09:41 UTC, saved 1.2 s``: when the
+    record was made (to the minute) and the compute time the replay saved."""
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(record.occurred_at_us / 1e6))
+    saved = f", saved {duration(record.duration_s)}" if record.duration_s is not None else ""
+    return f"replayed `{key}` - recorded {when}{saved}"
 
 
 def _magic_fix(message: str, key: str) -> str:
@@ -148,19 +141,23 @@ class CellStep(Recording):
             # on_mismatch says (its parts cannot be compared with these).
             self.replaying = False
             occurrence.input_hash = self.input_hash
-            print(f"recomputing `{options.key}`: its record of {record.occurred_at} was made "
-                  "by an older nbstep")
+            notices.show(self.shell, "recomputing",
+                         f"recomputing `{options.key}`: its record of {record.occurred_at} "
+                         "was made by an older nbstep")
             return
         why_not = self._unreplayable(record) if self.replaying else None
         if why_not is not None:
             self.replaying = False
-            print(f"recomputing `{options.key}`: its record of {record.occurred_at} {why_not}")
+            notices.show(self.shell, "recomputing",
+                         f"recomputing `{options.key}`: its record of {record.occurred_at} "
+                         f"{why_not}")
         elif not self.replaying and not occurrence.rerun:
             other = self._other_cell(record)
             if other:
                 sys.stderr.write(f"warning: {other}\n")
-            print(f"recomputing `{options.key}`: {self._what_changed(record, hint=False)} "
-                  f"changed since the record of {record.occurred_at}")
+            notices.show(self.shell, "recomputing",
+                         f"recomputing `{options.key}`: {self._what_changed(record, hint=False)} "
+                         f"changed since the record of {record.occurred_at}")
 
     @staticmethod
     def _comparable(record: Any) -> bool:
@@ -260,8 +257,7 @@ class CellStep(Recording):
         capture.show_after_result(self.shell, events[at:])  # as a plain run: after Out[n]
         if not self.options.quiet:
             # After the outputs: a replayed clear_output() must not wipe this line.
-            print(f"replayed `{key}` (recorded {record.occurred_at}, "
-                  f"original run {_format_seconds(record.duration_s)})")
+            notices.show(self.shell, "replayed", replayed_message(key, record))
         return result
 
     def _restore(self, container: dict[str, Any], record: Any) -> Any:
@@ -310,8 +306,9 @@ class CellStep(Recording):
                 except Exception as e:  # reported below: the replay goes on without it
                     failed.append(f"`{name}` ({type(e).__name__}: {e})")
         if failed:
-            print(f"note: replaying `{self.options.key}` could not import "
-                  f"{', '.join(failed)} again, as its recorded run had")
+            notices.show(self.shell, "note",
+                         f"note: replaying `{self.options.key}` could not import "
+                         f"{', '.join(failed)} again, as its recorded run had")
 
     def _apply(self, values: dict[str, Any]) -> None:
         """Write back what the run changed in objects the notebook holds."""
@@ -454,9 +451,10 @@ class CellStep(Recording):
             stats["computed"] += 1
             stats["compute_s"] += duration
             key = self.options.key
-            print(f"note: `{key}` is not recorded: it {untracked}, so a replay could "
-                  f"differ from running it; it runs every time (`%%step {key} "
-                  "--allow-untracked` records it anyway)")
+            notices.show(self.shell, "note",
+                         f"note: `{key}` is not recorded: it {untracked}, so a replay could "
+                         f"differ from running it; it runs every time (`%%step {key} "
+                         "--allow-untracked` records it anyway)")
             return value
         try:
             self.record(value, outputs, result_at, duration, changes)
