@@ -8,7 +8,7 @@ import pprint
 import shutil
 from typing import Any
 
-from nbstep.codecs.cell import ModuleName
+from nbstep.codecs.cell_unpickle import ModuleName
 from nbstep.core.record import Record
 from nbstep.storage.reports import CheckReport, GcReport, NamespaceSummary, RepairReport, Usage
 
