@@ -9,6 +9,7 @@ type says what it is.
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 WIDTH = 60
@@ -51,6 +52,10 @@ def _summary(value: Any, width: int) -> str:
             return f"{name} {_count(shape[0])}" + (f" {dtype}" if dtype is not None else "")
         if dtype is not None:
             return f"{name} {dtype} {tuple(shape)}"
+    if isinstance(value, type):
+        return f"class {value.__qualname__}"
+    if isinstance(value, _FUNCTIONS):
+        return f"function {getattr(value, '__qualname__', name)}"
     if isinstance(value, dict):
         return _container(value, f"dict of {_count(len(value))}", list(value), width)
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -69,6 +74,7 @@ def _container(value: Any, label: str, keys: list[Any] | None, width: int) -> st
     return f"{label}: " + ", ".join(str(k) for k in keys)
 
 
+_FUNCTIONS = (types.FunctionType, types.BuiltinFunctionType, types.MethodType)
 _SCALARS = (type(None), bool, int, float, complex, str, bytes)
 _PLAIN_ITEMS = 20
 
