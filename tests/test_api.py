@@ -319,6 +319,19 @@ def test_inspect_results_adds_the_values_and_history_adds_old_records(store):
     assert len(step.inspect(all_columns=True, history=False)) == 2
 
 
+def test_a_long_inspect_frame_shows_its_ends_summarized(store):
+    for i in range(8):
+        step.run("k", i, lambda n: pd.DataFrame({"x": range(n + 1)}))
+    frame = step.inspect(results=True)
+    with pd.option_context("display.max_rows", 4, "display.min_rows", 4,
+                           "display.max_columns", None, "display.width", 250):
+        lines = repr(frame).splitlines()
+        html = frame._repr_html_()
+    assert lines[1].endswith("DataFrame 1×1  DataFrame 1×1")
+    assert lines[-3].endswith("DataFrame 8×1  DataFrame 8×1") and lines[-1] == "[8 rows x 8 columns]"
+    assert "DataFrame 8×1" in html and "DataFrame 4×1" not in html
+
+
 def test_inspect_argument_errors(store):
     with pytest.raises(ValueError, match="^step.inspect: namespace cannot be empty$"):
         step.inspect(" ")

@@ -80,19 +80,19 @@ def _readable_frame(store: StepStore, namespace: str, *, results: bool | None, h
 
     read = results is not False
     frame = _rows(store, namespace, read, history)
+    duration = frame["duration_s"].astype("float64")
+    # Each replay saved the record's duration; a record this process did not replay
+    # shows what one replay saves.
+    replayed = frame["event_id"].map(replays).fillna(1.0) if replays else 1.0
     out = StepsFrame({
-        "key": frame["key"].astype(object),
+        "key": frame["key"],
         "occurrence": frame["sequence"].astype("int64"),
-        "status": frame["status"].astype(object),
+        "status": frame["status"],
         "recorded_at": pd.to_datetime(frame["occurred_at_us"], unit="us", utc=True).astype(
             "datetime64[us, UTC]"),
-        "duration": frame["duration_s"].astype("float64"),
+        "duration": duration,
+        "saved": (duration * replayed).astype("float64"),
     })
-    out["saved"] = [
-        duration * replays[event_id] if event_id in replays else duration
-        for event_id, duration in zip(frame["event_id"], out["duration"], strict=True)
-    ]
-    out["saved"] = out["saved"].astype("float64")
     if read:
         read_back = [_read(store, record, user_ns) for record in _records(frame)]
         out["value"] = _objects([shown for _, shown in read_back])

@@ -50,13 +50,24 @@ class StepsFrame(pd.DataFrame):
     def shown(self) -> pd.DataFrame:
         """A plain frame to display: the full values as their one-line summaries.
 
-        (pandas prints a DataFrame held in a cell whole, whatever the formatter.)
+        (pandas prints a DataFrame held in a cell whole, whatever the formatter.) Only
+        the rows pandas can show are summarized: a long frame shows its ends.
         """
         plain = pd.DataFrame(self)
+        n = len(plain)
+        limit = pd.get_option("display.max_rows")
+        if limit and n > limit:
+            ends = max(limit, pd.get_option("display.min_rows") or 0)
+            rows: Any = [*range(min(ends, n)), *range(max(n - ends, ends), n)]
+        else:
+            rows = range(n)
         for column in VALUES:
             if column in plain.columns:
-                plain = plain.assign(**{column: _objects(
-                    [summarize(value) for value in plain[column]])})
+                values = plain[column].to_numpy()
+                summaries = _objects([""] * n)
+                for i in rows:
+                    summaries[i] = summarize(values[i])
+                plain = plain.assign(**{column: summaries})
         return plain
 
     def __repr__(self) -> str:
