@@ -904,6 +904,8 @@ def test_inspect_shows_a_cells_variables_as_a_dict(ip):
     assert value["f"]() == 1
     assert frame["value"].tolist() == ["f: function f, rows: [1, 2]"]
     assert run(ip, "step.inspect(results=True)").result["result"][0].keys() == value.keys()
+    run(ip, "%%step shown\nsum(rows)")
+    assert run(ip, "%steps").result["value"].tolist()[-1] == "Out: 3"
 
 
 def test_bad_arguments_are_usage_errors(ip):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nbstep.codecs.cell import cell_variables, is_cell_record
+from nbstep.codecs.cell import is_cell_record, read_cell
 from nbstep.core.record import RECORD_COLUMNS, Record
 from nbstep.errors import NbstepError, StepReplayError
 from nbstep.storage import StepStore
@@ -141,10 +141,12 @@ def _read(store: StepStore, record: Record, user_ns: dict[str, Any] | None
         return value, summarize(value)
     if is_cell_record(value):
         try:
-            variables = cell_variables(value, user_ns)
+            cell = read_cell(value, user_ns)
         except NbstepError:  # a format this version cannot read: shown as it is
             return value, summarize(value)
-        return variables, summarize_variables(variables)
+        if not cell.variables and cell.has_result:  # a cell that only shows something
+            return cell.variables, f"Out: {summarize(cell.result)}"
+        return cell.variables, summarize_variables(cell.variables)
     return value, summarize(value)
 
 
