@@ -39,9 +39,6 @@ COLUMNS = [
     "identity", "reason", "recorded_by",
 ]
 
-# The default frame's columns; `value` unless results=False, `result` with results=True.
-READABLE = ["key", "occurrence", "status", "recorded_at", "duration", "saved", "value"]
-
 
 def records_frame(store: StepStore, namespace: str, *, results: bool | None = None,
                   history: bool | None = None, all_columns: bool = False,
