@@ -9,10 +9,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import nbstep
 from nbstep import StepInputMismatch, StepNotPersistedWarning, step
+from nbstep.engine.inspect import COLUMNS
 from nbstep.engine.runtime import Runtime
 
 
@@ -51,6 +53,7 @@ class Counter:
         (("k", lambda: 1, [1]), {}, TypeError, "step.run: options must be a dict, got list"),
         (("k", lambda: 1, {"namesapce": "x"}), {}, ValueError, "step.run: unknown option `namesapce`"),
         (("k", lambda: 1), {"bogus": 1}, ValueError, "step.run: unknown option `bogus`"),
+        (("k", lambda: 1), {"rerunn": True}, ValueError, "step.run: unknown option `rerunn`; did you mean `rerun`? the options are namespace, on_mismatch, rerun"),
         (("k", lambda: 1, {"namespace": " "}), {}, ValueError, "step.run: options.namespace cannot be empty"),
         (("k", lambda: 1, {"namespace": 3}), {}, TypeError, "step.run: options.namespace must be a string, got int"),
         (("k", lambda: 1, None, 4), {}, ValueError, "step.run: expected at most 3 arguments, got 4"),
@@ -71,7 +74,7 @@ def test_validation_errors_consume_no_occurrence(store):
     with pytest.raises(TypeError):
         step.run("k", 5, "not callable")
     step.run("k", lambda: "first")
-    frame = step.inspect()
+    frame = step.inspect(all_columns=True)
     assert frame["sequence"].tolist() == [1]
 
 
@@ -97,9 +100,9 @@ def test_occurrences_count_per_namespace_and_key(store):
     values = [step.run("loop", i, lambda x: x * 10) for i in range(3)]
     other = step.run("loop", 0, lambda x: -1, namespace="elsewhere")
     assert values == [0, 10, 20] and other == -1
-    frame = step.inspect()
+    frame = step.inspect(all_columns=True)
     assert frame["sequence"].tolist() == [1, 2, 3]
-    assert step.inspect("elsewhere")["sequence"].tolist() == [1]
+    assert step.inspect("elsewhere", all_columns=True)["sequence"].tolist() == [1]
     nbstep.reset()
     handler = Counter()
     assert [step.run("loop", i, handler) for i in range(3)] == [0, 10, 20]
@@ -142,7 +145,7 @@ def test_on_mismatch_rerun_records_a_new_version(store):
     assert step.run("k", 2, lambda x: x + 100, on_mismatch="rerun") == 102
     nbstep.reset()
     assert step.run("k", 2, Counter()) == 102
-    frame = step.inspect()
+    frame = step.inspect(all_columns=True)
     assert frame["status"].tolist() == ["superseded", "current"]
     assert frame["current"].tolist() == [False, True]
     assert frame["result"].tolist() == [101, 102]
@@ -161,7 +164,7 @@ def test_rerun_recomputes_even_when_the_input_is_the_same(store):
     assert step.run("k", 1, lambda x: "new", rerun=True) == "new"
     nbstep.reset()
     assert step.run("k", 1, Counter()) == "new"
-    assert step.inspect()["result"].tolist() == ["old", "new"]
+    assert step.inspect(all_columns=True)["result"].tolist() == ["old", "new"]
 
 
 def test_a_failing_handler_records_nothing_and_uses_its_occurrence(store):
@@ -171,7 +174,7 @@ def test_a_failing_handler_records_nothing_and_uses_its_occurrence(store):
     with pytest.raises(RuntimeError, match="api down"):
         step.run("k", boom)
     assert step.run("k", lambda: "second") == "second"
-    frame = step.inspect()
+    frame = step.inspect(all_columns=True)
     assert frame["sequence"].tolist() == [2]
     nbstep.reset()
     assert step.run("k", lambda: "retried") == "retried"
@@ -228,19 +231,18 @@ def test_an_unhashable_input_is_a_type_error_and_consumes_nothing(store):
     with pytest.raises(TypeError):
         step.run("k", object(), lambda x: 1)
     step.run("k", 1, lambda x: x)
-    assert step.inspect()["sequence"].tolist() == [1]
+    assert step.inspect(all_columns=True)["sequence"].tolist() == [1]
 
 
 # -- inspect and forget ------------------------------------------------------------------
 
 
-def test_inspect_columns_and_types(store):
+def test_inspect_all_columns_is_the_full_frame(store):
     step.run("a", lambda: {"x": [1, 2]})
     step.run("b", lambda: (1, 2))
-    frame = step.inspect()
-    for column in ["event_id", "namespace", "key", "sequence", "deterministic_inputs_hash",
-                   "result", "occurred_at", "current", "duration_s", "size_bytes", "codec"]:
-        assert column in frame.columns
+    frame = step.inspect(all_columns=True)
+    assert list(frame.columns) == COLUMNS
+    assert type(frame) is pd.DataFrame
     assert frame["key"].tolist() == ["a", "b"]
     assert frame["result"].tolist() == [{"x": [1, 2]}, (1, 2)]
     assert str(frame["occurred_at"].dt.tz) == "UTC"
@@ -248,8 +250,86 @@ def test_inspect_columns_and_types(store):
     assert frame["current"].dtype == bool
     assert (frame["duration_s"] >= 0).all() and (frame["size_bytes"] > 0).all()
     assert frame["event_id"].is_monotonic_increasing
+    lean = step.inspect(all_columns=True, results=False)
+    assert list(lean.columns) == [c for c in COLUMNS if c != "result"] and len(lean) == 2
+
+
+def test_inspect_reads_at_a_glance(store):
+    import numpy as np
+
+    step.run("frame", lambda: pd.DataFrame({"a": range(1000), "b": 1.0, "c": "x"}))
+    step.run("array", lambda: np.zeros((100, 10)))
+    step.run("frames", lambda: {"a": pd.DataFrame(), "b": pd.DataFrame(), "c": pd.DataFrame()})
+    step.run("numbers", lambda: list(range(100)))
+    step.run("params", lambda: {"lr": 0.1})
+    step.run("text", lambda: "word " * 50)
+    frame = step.inspect()
+    assert list(frame.columns) == ["key", "occurrence", "status", "recorded_at", "duration",
+                                   "saved", "value"]
+    assert frame["value"].tolist() == [
+        "DataFrame 1,000×3", "ndarray float64 (100, 10)", "dict of 3: a, b, c",
+        "list of 100", "{'lr': 0.1}", "'" + "word " * 11 + "wor…",
+    ]
+    assert frame["occurrence"].tolist() == [1] * 6 and set(frame["status"]) == {"current"}
+    assert str(frame["recorded_at"].dt.tz) == "UTC"
+    assert frame["duration"].dtype == float and (frame["duration"] >= 0).all()
+    # Nothing replayed in this process yet: `saved` is what each replay would save.
+    assert frame["saved"].tolist() == frame["duration"].tolist()
+    with pd.option_context("display.max_columns", None, "display.width", 250):
+        shown = repr(frame)
+    header, first = shown.splitlines()[:2]
+    assert header.split() == list(frame.columns)
+    assert first.split()[1:5] == ["frame", "1", "current",
+                                  frame["recorded_at"][0].strftime("%Y-%m-%d")]
+    assert first.split()[5] == frame["recorded_at"][0].strftime("%H:%M:%S")  # to the second
+    assert first.split()[7] in ("µs", "ms", "s")  # durations as a person reads them
+    assert first.endswith("DataFrame 1,000×3") and "[0, 1, 2" not in shown
+    html = frame._repr_html_()
+    assert "<td>DataFrame 1,000×3</td>" in html and "dict of 3: a, b, c" in html
+    # A filtered frame reads as well.
+    assert "ndarray float64 (100, 10)" in repr(frame[frame["key"] == "array"])
+
+
+def test_inspect_results_adds_the_values_and_history_adds_old_records(store):
+    step.run("k", lambda: {"a": pd.DataFrame({"x": [1, 2]})})
+    step.run("k", lambda: "second")
+    nbstep.reset()
+    step.run("k", lambda: "new", rerun=True)
+    nbstep.reset()
+    assert step.run("k", Counter()) == "new"  # replays, counted in this process
+    assert step.run("k", Counter()) == "second"
+    nbstep.reset()
+    assert step.run("k", Counter()) == "new"
+
+    frame = step.inspect(results=True)
+    assert list(frame.columns)[-2:] == ["value", "result"]
+    assert frame["result"].tolist() == ["second", "new"]  # in the order recorded
+    assert frame["key"].tolist() == ["k", "k"] and frame["occurrence"].tolist() == [2, 1]
+    # `saved`: the time the replays in this process saved.
+    assert frame["saved"].tolist() == [frame["duration"][0], 2 * frame["duration"][1]]
+    everything = step.inspect(history=True, results=True)
+    assert everything["status"].tolist() == ["superseded", "current", "current"]
+    assert everything["value"][0] == "dict of 1: a"
+    assert isinstance(everything["result"][0]["a"], pd.DataFrame)
+    assert "  x\n" not in repr(everything)  # the frame in the dict is not printed out
     lean = step.inspect(results=False)
-    assert lean["result"].isna().all() and len(lean) == 2
+    assert "value" not in lean.columns and "result" not in lean.columns
+    assert step.inspect({"results": False, "history": True})["status"].tolist() == [
+        "superseded", "current", "current"]
+    assert len(step.inspect(all_columns=True, history=False)) == 2
+
+
+def test_a_long_inspect_frame_shows_its_ends_summarized(store):
+    for i in range(8):
+        step.run("k", i, lambda n: pd.DataFrame({"x": range(n + 1)}))
+    frame = step.inspect(results=True)
+    with pd.option_context("display.max_rows", 4, "display.min_rows", 4,
+                           "display.max_columns", None, "display.width", 250):
+        lines = repr(frame).splitlines()
+        html = frame._repr_html_()
+    assert lines[1].endswith("DataFrame 1×1  DataFrame 1×1")
+    assert lines[-3].endswith("DataFrame 8×1  DataFrame 8×1") and lines[-1] == "[8 rows x 8 columns]"
+    assert "DataFrame 8×1" in html and "DataFrame 4×1" not in html
 
 
 def test_inspect_argument_errors(store):
@@ -259,16 +339,26 @@ def test_inspect_argument_errors(store):
         step.inspect(3)
     with pytest.raises(ValueError, match="^step.inspect: expected at most 1 argument, got 2$"):
         step.inspect("a", "b")
-    with pytest.raises(ValueError, match="^step.inspect: unknown option `nope`$"):
+    with pytest.raises(ValueError, match="^step.inspect: unknown option `nope`; the options are "
+                                         "namespace, results, history, all_columns$"):
         step.inspect({"nope": 1})
+    with pytest.raises(ValueError, match="^step.inspect: unknown option `histroy`; did you mean "
+                                         "`history`\\?"):
+        step.inspect(histroy=True)
+    with pytest.raises(TypeError, match="^step.inspect: history must be a bool, got str$"):
+        step.inspect(history="yes")
+    with pytest.raises(ValueError, match="^step.inspect: option `results` given twice"):
+        step.inspect({"results": True}, results=False)
     assert step.inspect("never-used").empty
+    assert list(step.inspect("never-used").columns) == [
+        "key", "occurrence", "status", "recorded_at", "duration", "saved", "value"]
 
 
 def test_inspect_does_not_move_the_counters(store):
     step.run("k", lambda: 1)
     step.inspect()
     step.run("k", lambda: 2)
-    assert step.inspect()["sequence"].tolist() == [1, 2]
+    assert step.inspect(all_columns=True)["sequence"].tolist() == [1, 2]
 
 
 def test_forget_makes_steps_recompute(store):
@@ -280,7 +370,7 @@ def test_forget_makes_steps_recompute(store):
     nbstep.reset()
     assert step.run("a", lambda: 10) == 10
     assert step.run("b", Counter()) == 3
-    frame = step.inspect()
+    frame = step.inspect(all_columns=True)
     # a1 was forgotten, then recorded again: the newer record supersedes it.
     assert frame["status"].tolist() == ["superseded", "forgotten", "current", "current"]
     assert frame["key"].tolist() == ["a", "a", "b", "a"]
@@ -365,7 +455,7 @@ def test_store_layout(store):
     assert log.stat().st_size < 4_000  # the small value inline, the big one beside it
     nbstep.reset()
     assert step.run("big", Counter()) == b"\0" * 300_000
-    frame = step.inspect()
+    frame = step.inspect(all_columns=True)
     assert frame["stored"].tolist() == ["inline", "object"]
 
 

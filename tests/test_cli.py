@@ -174,44 +174,88 @@ def test_store_from_environment(root, monkeypatch):
 # -- inspect -----------------------------------------------------------------------------
 
 
-def test_inspect_shows_current_records_unless_all(root):
+def test_inspect_shows_current_records_unless_history(root):
     current = json.loads(invoke(root, "inspect", "other.ipynb", "--format", "json").output)
-    assert [(r["key"], r["status"], r["result"]) for r in current] == [
-        ("x", "current", "hello2")
+    assert [(r["key"], r["status"], r["value"]) for r in current] == [
+        ("x", "current", "'hello2'")
     ]
     everything = json.loads(
-        invoke(root, "inspect", "other.ipynb", "--all", "--format", "json").output
+        invoke(root, "inspect", "other.ipynb", "--history", "--format", "json").output
     )
-    assert [(r["status"], r["result"], r["reason"]) for r in everything] == [
+    assert [(r["status"], r["value"]) for r in everything] == [
+        ("superseded", "'hello'"), ("current", "'hello2'")
+    ]
+    # --all, as before: every record, every column.
+    old = json.loads(invoke(root, "inspect", "other.ipynb", "--all", "--format", "json").output)
+    assert [(r["status"], r["result"], r["reason"]) for r in old] == [
         ("superseded", "hello", "first"), ("current", "hello2", "rerun")
     ]
 
 
 def test_inspect_json_has_step_inspect_columns(root):
+    records = json.loads(invoke(root, "inspect", NB, "--format", "json").output)
+    assert list(records[0]) == ["key", "occurrence", "status", "recorded_at", "duration",
+                                "saved", "value"]
+    by_key = {(r["key"], r["occurrence"]): r for r in records}
+    assert by_key[("params", 1)]["value"] == "{'lr': 0.1, 'epochs': 3}"
+    assert by_key[("load", 1)]["value"] == "DataFrame 100×3"
+    assert by_key[("big", 1)]["value"] == "ndarray float64 (20000,)"
+    assert isinstance(by_key[("load", 1)]["duration"], float)  # seconds
+    assert by_key[("load", 1)]["saved"] == by_key[("load", 1)]["duration"]
+    with_values = json.loads(invoke(root, "inspect", NB, "--results", "--format", "json").output)
+    assert [r["result"] for r in with_values if r["key"] == "params"] == [
+        {"lr": 0.1, "epochs": 3}]
+
+
+def test_inspect_all_columns_is_the_full_frame(root):
     from nbstep.engine.inspect import COLUMNS
 
-    records = json.loads(invoke(root, "inspect", NB, "--format", "json").output)
+    records = json.loads(invoke(root, "inspect", NB, "--all-columns", "--format", "json").output)
     assert list(records[0]) == COLUMNS
     by_key = {(r["key"], r["sequence"]): r for r in records}
     assert by_key[("params", 1)]["result"] == {"lr": 0.1, "epochs": 3}
     assert by_key[("load", 1)]["result"] == "DataFrame 100×3"
     assert by_key[("big", 1)]["stored"] == "object"
     assert by_key[("load", 1)]["stored"] == "inline"
+    lean = json.loads(invoke(root, "inspect", NB, "--all-columns", "--no-results",
+                             "--format", "json").output)
+    assert "result" not in lean[0] and len(lean) == 5
 
 
 def test_inspect_key_as_csv(root):
     out = invoke(root, "inspect", NB, "--key", "fetch", "--format", "csv").output
     frame = pd.read_csv(__import__("io").StringIO(out))
-    assert list(frame["sequence"]) == [1, 2]
-    assert list(frame["result"]) == [2, 4]
+    assert list(frame["occurrence"]) == [1, 2]
+    assert list(frame["value"]) == [2, 4]
+
+
+def test_inspect_table_reads_at_a_glance(root):
+    header, *rows = invoke(root, "inspect", NB).output.splitlines()
+    assert header.split() == ["KEY", "OCC", "STATUS", "RECORDED", "(UTC)", "TOOK", "SAVED",
+                              "VALUE"]
+    assert len(rows) == 5
+    load = rows[0].split()
+    assert load[:3] == ["load", "1", "current"] and load[6] in ("µs", "ms", "s")
+    assert rows[0].endswith("DataFrame 100×3")
 
 
 def test_inspect_table_without_results(root):
     out = invoke(root, "inspect", NB, "--no-results").output
     header, *rows = out.splitlines()
+    assert header.split() == ["KEY", "OCC", "STATUS", "RECORDED", "(UTC)", "TOOK", "SAVED"]
+    assert len(rows) == 5 and all(row.split()[-1] in ("µs", "ms", "s") for row in rows)
+    header, *rows = invoke(root, "inspect", NB, "--no-results", "--all-columns").output.splitlines()
     assert header.split()[:4] == ["EVENT_ID", "KEY", "SEQUENCE", "STATUS"]
-    assert len(rows) == 5
-    assert all(row.rstrip().endswith("-") for row in rows)
+    assert header.split()[-1] == "REASON"  # no column of dashes
+
+
+def test_inspect_a_forgotten_key_points_to_its_history(root):
+    invoke(root, "forget", NB, "params")
+    result = invoke(root, "inspect", NB, "--key", "params", code=2)
+    assert "has no current record (it was forgotten)" in result.output
+    assert "--history --key params` shows its history" in result.output
+    out = invoke(root, "inspect", NB, "--key", "params", "--history").output
+    assert [row.split()[2] for row in out.splitlines()[1:]] == ["forgotten"]
 
 
 def test_inspect_unknown_key_suggests(root):
@@ -328,12 +372,12 @@ def cell_root(tmp_path, monkeypatch):
 
 def test_show_a_cell_lists_its_variables_result_and_outputs(cell_root):
     out = invoke(cell_root, "show", NB, "load").output
-    assert "a %%step cell: 4 variables, 1 recorded output" in out
+    assert "a %%step cell: 3 variables, 1 recorded output" in out
     rows = {line.split()[0]: line.split(None, 2)[1:] for line in out.splitlines()
             if line.startswith(("frame ", "names ", "pd ", "point "))}
     assert rows["frame"] == ["pandas.DataFrame", "5 rows × 1 columns"]
     assert rows["names"] == ["list", "len 2: ['x', 'y']"]
-    assert rows["pd"] == ["module", "pandas"]
+    assert "pd" not in rows and "imports: pd (pandas)" in out  # a module is not a variable
     # A class of an earlier cell exists only in the notebook: named, not a failure.
     assert rows["point"][0] == "__main__.Point"
     assert rows["point"][1].startswith("<__main__.Point object: its class is defined")
@@ -353,7 +397,11 @@ def test_export_a_cells_variable(cell_root, tmp_path):
 
 def test_export_a_cell_needs_the_right_variable(cell_root, tmp_path):
     result = invoke(cell_root, "export", NB, "load", str(tmp_path / "x.json"), code=2)
-    assert "bound 4 variables (`frame`, `names`, `pd`, `point`); choose one with --var" in (
+    assert "bound 3 variables (`frame`, `names`, `point`); choose one with --var" in (
+        result.output)
+    result = invoke(cell_root, "export", NB, "load", str(tmp_path / "x.json"),
+                    "--var", "pd", code=2)
+    assert "`pd` of the %%step cell `load` is the module `pandas`, imported again" in (
         result.output)
     result = invoke(cell_root, "export", NB, "load", str(tmp_path / "x.json"),
                     "--var", "nams", code=2)
@@ -371,7 +419,11 @@ def test_export_a_cell_needs_the_right_variable(cell_root, tmp_path):
 def test_inspect_a_cell_summarizes_its_variables(cell_root):
     out = invoke(cell_root, "inspect", NB, "--key", "one", "--format", "json").output
     (row,) = json.loads(out)
-    assert row["result"].startswith("{'scores': ")
+    assert row["value"] == "scores: Series 2 float64"
+    out = invoke(cell_root, "inspect", NB, "--key", "load", "--format", "json").output
+    (row,) = json.loads(out)
+    assert row["value"].startswith("frame: DataFrame 5×1, names: ['x', 'y'], point: <__main__")
+    assert "pd" not in row["value"]  # modules are never variables
 
 
 # -- forget / gc -------------------------------------------------------------------------
@@ -513,7 +565,7 @@ def test_inspect_still_lists_records_when_a_value_is_damaged(root):
     result = invoke(root, "inspect", NB)
     assert "1 value cannot be read back (shown as <unreadable>)" in result.stderr
     rows = result.stdout.splitlines()[1:]
-    assert [row.split()[1] for row in rows] == ["load", "params", "big", "fetch", "fetch"]
+    assert [row.split()[0] for row in rows] == ["load", "params", "big", "fetch", "fetch"]
     assert "<unreadable" in rows[0] and "{'lr': 0.1" in rows[1]  # the others still show
 
 

@@ -72,7 +72,7 @@ def run(ip, source):
 
 
 def records(key=None):
-    frame = nbstep.step.inspect("analysis.ipynb", results=False)
+    frame = nbstep.step.inspect("analysis.ipynb", results=False, all_columns=True)
     frame = frame[frame["status"] == "current"]
     return frame if key is None else frame[frame["key"] == key]
 
@@ -821,7 +821,49 @@ def test_steps_shows_this_notebooks_steps(ip):
     run(ip, "%%step listed\nx = 1")
     frame = run(ip, "%steps").result
     assert list(frame["key"]) == ["listed"]
-    assert frame["namespace"].iloc[0] == "analysis.ipynb"
+    assert list(frame.columns) == ["key", "occurrence", "status", "recorded_at", "duration",
+                                   "saved", "value"]
+    assert frame["value"].tolist() == ["x: 1"]
+    assert run(ip, "%steps --all-columns").result["namespace"].iloc[0] == "analysis.ipynb"
+
+
+def test_steps_follows_step_inspects_defaults(ip):
+    run(ip, "%%step listed\nx = 1")
+    run(ip, "%%step listed --rerun\nx = 2")
+    run(ip, "%%step listed\nx = 2")  # a replay, counted in `saved`
+    frame = run(ip, "%steps").result
+    assert frame["status"].tolist() == ["current"]
+    assert frame["saved"].tolist() == frame["duration"].tolist()
+    assert run(ip, "%steps --history").result["status"].tolist() == ["superseded", "current"]
+    lean = run(ip, "%steps --no-results").result
+    assert list(lean.columns) == ["key", "occurrence", "status", "recorded_at", "duration",
+                                  "saved"]  # no empty column
+    assert run(ip, "%steps --results").result["result"].tolist() == [{"x": 2}]
+    with pytest.raises(UsageError, match="--results and --no-results contradict"):
+        run(ip, "%steps --results --no-results")
+
+
+def test_unknown_options_suggest_the_closest(ip):
+    with pytest.raises(UsageError) as raised:
+        run(ip, "%%step a --rerunn\nx = 1")
+    assert str(raised.value) == (
+        "unknown option `--rerunn` for %%step; did you mean `--rerun`? Its options: --rerun, "
+        "--namespace/-n, --on-mismatch, --quiet/-q, --allow-untracked.")
+    assert records("a").empty and "x" not in ip.user_ns
+    with pytest.raises(UsageError, match="^unknown option `-rerun` for %%step; did you mean "
+                                         "`--rerun`\\?"):
+        run(ip, "%%step a -rerun\nx = 1")
+    with pytest.raises(UsageError, match="^unknown option `--quite` for %step_config; did you "
+                                         "mean `--quiet`\\? Its options: --on-mismatch, "):
+        run(ip, "%step_config --quite")
+    with pytest.raises(UsageError, match="^unknown option `--histroy` for %steps; did you "
+                                         "mean `--history`\\?"):
+        run(ip, "%steps --histroy")
+    with pytest.raises(UsageError, match="^unknown option `--frobnicate` for %steps\\. Its "):
+        run(ip, "%steps --frobnicate")
+    # Abbreviations argparse resolves, and values, still work.
+    run(ip, "%%step b --rer -n exp-1\nx = 1")
+    assert nbstep.step.inspect("exp-1")["key"].tolist() == ["b"]
 
 
 def test_step_config_without_arguments_shows_settings_and_their_source(ip, capsys):
@@ -862,12 +904,15 @@ def test_step_config_names_a_new_notebooks_own_namespace(ip, monkeypatch, capsys
 
 def test_inspect_shows_a_cells_variables_as_a_dict(ip):
     run(ip, "%%step inspected\nimport math\nrows = [1, 2]\ndef f():\n    return 1\nlen(rows)")
-    frame = run(ip, "%steps").result
+    frame = run(ip, "%steps --results").result
     (value,) = frame["result"]
-    assert sorted(value) == ["f", "math", "rows"]
-    assert value["rows"] == [1, 2] and value["math"] is sys.modules["math"]
+    assert sorted(value) == ["f", "rows"]  # a module is not a variable
+    assert value["rows"] == [1, 2]
     assert value["f"]() == 1
-    assert run(ip, "step.inspect()").result["result"][0].keys() == value.keys()
+    assert frame["value"].tolist() == ["f: function f, rows: [1, 2]"]
+    assert run(ip, "step.inspect(results=True)").result["result"][0].keys() == value.keys()
+    run(ip, "%%step shown\nsum(rows)")
+    assert run(ip, "%steps").result["value"].tolist()[-1] == "Out: 3"
 
 
 def test_bad_arguments_are_usage_errors(ip):

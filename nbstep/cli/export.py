@@ -19,18 +19,29 @@ from . import text
 
 
 def cell_variable(cell: CellRecord, name: str | None, key: str) -> tuple[str, Any]:
-    """The variable of a ``%%step`` record that ``nbstep export --var NAME`` writes."""
+    """The variable of a ``%%step`` record that ``nbstep export --var NAME`` writes.
+
+    Without ``--var``: the cell's one data variable (its functions and classes do not
+    count; its modules are never variables).
+    """
     names = list(cell.variables)
     if name is None:
-        if len(names) != 1:
+        data = [n for n in names if not _is_code(cell.variables[n])]
+        if len(data) != 1:
             listed = ", ".join(f"`{n}`" for n in names) or "none"
             raise NotFound(
                 f"step `{key}` is a %%step cell that bound "
                 f"{text.plural(len(names), 'variable')} ({listed}); choose one with "
                 "--var NAME" + ("." if names else " (it has no variable to export).")
             )
-        name = names[0]
+        name = data[0]
     if name not in cell.variables:
+        if name in cell.modules:
+            raise NotFound(
+                f"`{name}` of the %%step cell `{key}` is the module `{cell.modules[name]}`, "
+                "imported again on replay, not a recorded value. Its variables: "
+                f"{', '.join(f'`{n}`' for n in names) or 'none'}."
+            )
         hint = close_matches(name, names)
         raise NotFound(
             f"the %%step cell `{key}` has no variable `{name}`"
@@ -45,6 +56,13 @@ def cell_variable(cell: CellRecord, name: str | None, key: str) -> tuple[str, An
             "the notebook, so it can be read only there (step.inspect() in the notebook)."
         )
     return name, value
+
+
+def _is_code(value: Any) -> bool:
+    """A function or class: part of a cell's code, not the data it made."""
+    import types
+
+    return isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType))
 
 
 FRAME_FORMATS = (".parquet", ".csv", ".pkl", ".pickle")

@@ -60,39 +60,49 @@ def ls(state: State, notebook: str | None, fmt: str) -> None:
 @click.command(context_settings=CONTEXT)
 @click.argument("notebook")
 @click.option("--key", help="Only this step's records.")
-@click.option("--all", "include_all", is_flag=True,
+@click.option("--history", is_flag=True,
               help="Include superseded and forgotten records (default: current only).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]),
               default="table", show_default=True)
+@click.option("--results", is_flag=True,
+              help="Add the values themselves (csv and json: as JSON when they are).")
 @click.option("--no-results", is_flag=True, help="Do not load the values (faster).")
+@click.option("--all-columns", is_flag=True,
+              help="Every column of step.inspect(all_columns=True): event_id, sequence, "
+                   "input hash, size, codec, reason...")
+@click.option("--all", "include_all", is_flag=True, hidden=True,
+              help="--history --all-columns (the output of nbstep 0.2).")
 @click.pass_obj
-def inspect(state: State, notebook: str, key: str | None, include_all: bool, fmt: str,
-            no_results: bool) -> None:
-    """Show a notebook's records, as `step.inspect()` returns them.
+def inspect(state: State, notebook: str, key: str | None, history: bool, fmt: str,
+            results: bool, no_results: bool, all_columns: bool, include_all: bool) -> None:
+    """Show a notebook's steps, as `step.inspect()` returns them.
 
-    The table shows a summary of each value; csv and json carry every column of
-    `step.inspect()`, with values that are JSON as themselves and others summarized
-    (use `nbstep export` for a value itself).
+    One row per current step: its key, occurrence, status, when it was recorded, how
+    long it took, the time a replay saves, and a one-line summary of its value. csv
+    and json carry the same columns, durations in seconds.
 
     \b
     Examples:
       nbstep inspect analysis.ipynb
-      nbstep inspect analysis.ipynb --key train --all
-      nbstep inspect analysis.ipynb --format json > records.json
+      nbstep inspect analysis.ipynb --key train --history
+      nbstep inspect analysis.ipynb --all-columns --format json > records.json
     """
+    if results and no_results:
+        raise click.UsageError("--results and --no-results contradict each other; give one")
+    if include_all:
+        history = all_columns = True
     store = state.store()
     namespace = resolve_namespace(store, state.namespace_root(), notebook)
-    results = not no_results
-    frame = _inspect_frame(store, namespace, key, include_all, results)
-    unreadable = [r for r in frame["result"] if isinstance(r, Unreadable)] if results else []
+    read = not no_results
+    frame = _inspect_frame(store, namespace, key, history, read, all_columns)
+    unreadable = [r for r in frame["result"] if isinstance(r, Unreadable)] if read else []
     if unreadable:
         # One damaged value does not hide the others: it shows as unreadable.
         click.echo(f"note: {text.plural(len(unreadable), 'value')} cannot be read back "
                    f"(shown as <unreadable>): {unreadable[0].reason}", err=True)
-    if frame.empty and key is not None and not include_all and fmt == "table":
-        click.echo(f"step `{key}` has no current record in `{namespace}`; --all shows its history")
-        return
-    click.echo(views.render_inspect(frame, fmt, results))
+    if read and not (results or all_columns):
+        frame = frame.drop(columns=["result"])
+    click.echo(views.render_inspect(frame, fmt, all_columns))
 
 
 @click.command(context_settings=CONTEXT)
@@ -170,15 +180,14 @@ def export(state: State, notebook: str, key: str, path: Path, occurrence: int | 
         click.echo(note)
 
 
-def _inspect_frame(store: StepStore, namespace: str, key: str | None, include_all: bool,
-                   results: bool) -> Any:
-    frame = records_frame(store, namespace, results=results)
+def _inspect_frame(store: StepStore, namespace: str, key: str | None, history: bool,
+                   results: bool, all_columns: bool) -> Any:
+    frame = records_frame(store, namespace, results=results, history=history,
+                          all_columns=all_columns)
     if key is not None:
         if not (frame["key"] == key).any():
             resolve_records(store, namespace, key)  # raises with close matches
         frame = frame[frame["key"] == key]
-    if not include_all:
-        frame = frame[frame["status"] == "current"]
     return frame.reset_index(drop=True)
 
 

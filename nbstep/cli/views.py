@@ -8,7 +8,7 @@ import pprint
 import shutil
 from typing import Any
 
-from nbstep.codecs.cell import ModuleName
+from nbstep.codecs.cell_unpickle import ModuleName
 from nbstep.core.record import Record
 from nbstep.storage.reports import CheckReport, GcReport, NamespaceSummary, RepairReport, Usage
 
@@ -64,36 +64,81 @@ def steps_json(records: list[Record]) -> str:
 TABLE_COLUMNS = ["event_id", "key", "sequence", "status", "occurred_at", "duration_s",
                  "size_bytes", "stored", "codec", "reason", "result"]
 
+# The default frame's columns, as the table heads them.
+READABLE_HEADERS = {"key": "KEY", "occurrence": "OCC", "status": "STATUS",
+                    "recorded_at": "RECORDED (UTC)", "duration": "TOOK", "saved": "SAVED",
+                    "value": "VALUE", "result": "RESULT"}
 
-def render_inspect(frame: Any, fmt: str, results: bool) -> str:
+
+def render_inspect(frame: Any, fmt: str, all_columns: bool = False) -> str:
+    """``nbstep inspect``'s output: the frame of ``step.inspect()`` with the same
+    options, as a table (values summarized), csv or json (durations in seconds)."""
     if fmt == "table":
         if frame.empty:
             return "(no records)"
-        rows = [
-            [r.event_id, r.key, r.sequence, r.status,
-             r.occurred_at.strftime("%Y-%m-%d %H:%M:%S"), text.seconds(_float(r.duration_s)),
-             text.size(r.size_bytes), r.stored, r.codec, r.reason or "-",
-             text.describe(r.result, 40) if results else "-"]
-            for r in frame.itertuples(index=False)
-        ]
-        headers = [c.upper() for c in TABLE_COLUMNS]
-        headers[4] = "OCCURRED_AT (UTC)"
-        return text.table(headers, rows, right=(0, 2, 5, 6))
+        if all_columns:
+            return _full_table(frame)
+        return _readable_table(frame)
+    if fmt not in ("csv", "json"):
+        raise ValueError(f"unknown format {fmt!r}")
+    time_column = "occurred_at" if all_columns else "recorded_at"
     if fmt == "csv":
         out = frame.copy()
-        out["occurred_at"] = [t.isoformat() for t in out["occurred_at"]]
-        out["result"] = [_csv_value(v) if results else "" for v in out["result"]]
+        out[time_column] = [t.isoformat() for t in out[time_column]]
+        if "result" in out.columns:
+            out["result"] = [_csv_value(v) for v in out["result"]]
         buffer = io.StringIO()
-        out.to_csv(buffer, index=False)
+        pd_frame(out).to_csv(buffer, index=False)
         return buffer.getvalue().rstrip("\n")
-    if fmt == "json":
-        records = []
-        for row in frame.to_dict(orient="records"):
-            row["occurred_at"] = row["occurred_at"].isoformat()
-            row["result"] = _json_value(row["result"]) if results else None
-            records.append({k: _plain(v) for k, v in row.items()})
-        return json.dumps(records, indent=2, ensure_ascii=False)
-    raise ValueError(f"unknown format {fmt!r}")
+    records = []
+    for row in pd_frame(frame).to_dict(orient="records"):
+        row[time_column] = row[time_column].isoformat()
+        if "result" in row:
+            row["result"] = _json_value(row["result"])
+        records.append({k: _plain(v) for k, v in row.items()})
+    return json.dumps(records, indent=2, ensure_ascii=False)
+
+
+def _readable_table(frame: Any) -> str:
+    shown = frame.formatters() if hasattr(frame, "formatters") else {}
+    columns = list(frame.columns)
+    rows = []
+    for values in frame.itertuples(index=False):
+        row = []
+        for column, value in zip(columns, values, strict=True):
+            if column in shown:
+                row.append(shown[column](value) or "-")
+            elif column == "result":
+                row.append(text.describe(value, 40))
+            else:
+                row.append(value)
+        rows.append(row)
+    headers = [READABLE_HEADERS.get(c, c.upper()) for c in columns]
+    right = [i for i, c in enumerate(columns) if c in ("occurrence", "duration", "saved")]
+    return text.table(headers, rows, right=right)
+
+
+def _full_table(frame: Any) -> str:
+    results = "result" in frame.columns
+    rows = [
+        [r.event_id, r.key, r.sequence, r.status,
+         r.occurred_at.strftime("%Y-%m-%d %H:%M:%S"), text.seconds(_float(r.duration_s)),
+         text.size(r.size_bytes), r.stored, r.codec, r.reason or "-",
+         text.describe(r.result, 40) if results else "-"]
+        for r in frame.itertuples(index=False)
+    ]
+    headers = [c.upper() for c in TABLE_COLUMNS]
+    headers[4] = "OCCURRED_AT (UTC)"
+    if not results:  # --no-results: no column of dashes
+        headers, rows = headers[:-1], [row[:-1] for row in rows]
+    return text.table(headers, rows, right=(0, 2, 5, 6))
+
+
+def pd_frame(frame: Any) -> Any:
+    """A plain pandas frame (``step.inspect()``'s shows itself its own way)."""
+    import pandas as pd
+
+    return pd.DataFrame(frame)
 
 
 def _json_value(value: Any) -> Any:
@@ -194,6 +239,10 @@ def render_cell(cell: Any, width: int | None = None) -> str:
              f"{text.plural(len(cell.outputs), 'recorded output')}"]
     if rows:
         lines += ["", text.table(["VARIABLE", "TYPE", "VALUE"], rows)]
+    modules = getattr(cell, "modules", {})
+    if modules:  # imported again on replay; not variables
+        lines += ["", "imports: " + ", ".join(
+            name if name == module else f"{name} ({module})" for name, module in modules.items())]
     if cell.deleted:
         lines += ["", "deletes: " + ", ".join(cell.deleted)]
     if cell.has_result:

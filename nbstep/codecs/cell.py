@@ -14,14 +14,13 @@ format 2. ``step.inspect()``, ``nbstep show`` and
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nbstep.errors import NbstepError
 
 from .cell_state import apply_state
-from .cell_unpickle import ModuleName, decode_values
+from .cell_unpickle import decode_values
 
 FORMAT = 3
 # Formats read_cell reads (2: nbstep 0.1's; 3 adds states written back in place, the
@@ -56,14 +55,17 @@ class CellRecord:
     result: Any
     outputs: list[Any]
     deleted: list[str]
+    # The modules the cell bound, {name: module name} (`import pandas as pd`): imported
+    # again on replay, never a variable.
+    modules: dict[str, str] = field(default_factory=dict)
 
 
 def read_cell(value: Any, ns: dict[str, Any] | None = None) -> CellRecord:
     """The variables, result and outputs of a ``%%step`` record's value.
 
-    Modules are the imported module when this process has it, else a stand-in
-    naming it (reading a record imports nothing). Classes of earlier notebook cells
-    that this process cannot find load as :class:`Unavailable` stand-ins.
+    The modules the cell bound are not variables: they are listed by name apart
+    (reading a record imports nothing). Classes of earlier notebook cells that this
+    process cannot find load as :class:`Unavailable` stand-ins.
     """
     if not is_cell_record(value):
         raise ValueError("not a %%step record")
@@ -71,8 +73,7 @@ def read_cell(value: Any, ns: dict[str, Any] | None = None) -> CellRecord:
         raise NbstepError("this %%step record was made by another version of nbstep; "
                           "run the cell again to record it in this version's format")
     variables: dict[str, Any] = {}
-    for name, module_name in (value.get("modules") or {}).items():
-        variables[name] = sys.modules.get(module_name) or ModuleName(module_name)
+    modules = dict(value.get("modules") or {})
     blob = value.get("values")
     loaded: dict[str, Any] = {}
     if blob is not None:
@@ -88,19 +89,10 @@ def read_cell(value: Any, ns: dict[str, Any] | None = None) -> CellRecord:
     else:
         has_result, shown = True, RecordedDisplay(result[1], result[2])
     return CellRecord(dict(sorted(variables.items())), has_result, shown,
-                      list(value.get("outputs") or []), list(value.get("deleted") or []))
+                      list(value.get("outputs") or []), list(value.get("deleted") or []),
+                      dict(sorted(modules.items())))
 
 
 def cell_variables(value: Any, ns: dict[str, Any] | None = None) -> dict[str, Any]:
     """``{name: value}`` of the variables a ``%%step`` record restores."""
     return read_cell(value, ns).variables
-
-
-def readable_value(value: Any, ns: dict[str, Any] | None = None) -> Any:
-    """A record's value as ``step.inspect()`` shows it: a cell's variables as a dict."""
-    if is_cell_record(value):
-        try:
-            return cell_variables(value, ns)
-        except NbstepError:
-            return value
-    return value

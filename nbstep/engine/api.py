@@ -15,7 +15,15 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from . import occurrence as occurrences
-from .calls import Call, handler_args, parse_forget, parse_inspect, parse_run
+from .calls import (
+    INSPECT_OPTIONS,
+    Call,
+    handler_args,
+    parse_forget,
+    parse_inspect,
+    parse_run,
+    unknown_option,
+)
 from .runtime import Runtime
 
 if TYPE_CHECKING:
@@ -63,18 +71,37 @@ class StepAPI:
                 value = await value
         return occurrence.finish(value, timer.seconds, stacklevel=3).value
 
-    def inspect(self, *args: Any, results: bool = True, namespace: str | None = None) -> Any:
-        """A DataFrame of a namespace's records, in append order.
+    def inspect(self, *args: Any, results: bool | None = None, namespace: str | None = None,
+                history: bool | None = None, all_columns: bool = False,
+                **unknown: Any) -> Any:
+        """A DataFrame of a namespace's steps, in the order they were recorded.
+
+        By default one row per current step: ``key``, ``occurrence``, ``status``,
+        ``recorded_at``, ``duration`` and ``saved`` (seconds), and ``value``, a
+        one-line summary (a ``%%step`` cell's: its variables). ``results=True`` adds
+        ``result``, the value itself; ``results=False`` reads no value (fast).
+        ``history=True`` adds the superseded and forgotten records. ``all_columns=True``
+        is the full frame (the seed's columns and nbstep's: ``event_id``, ``sequence``,
+        ``deterministic_inputs_hash``, ``result``, ``codec``...), every record unless
+        ``history=False``.
 
         ``step.inspect()`` (default namespace), ``step.inspect("nb-a")``,
         ``step.inspect({"namespace": "nb-a"})``, ``step.inspect(results=False)``.
         """
         from .inspect import records_frame
 
-        chosen, results = parse_inspect(args, results, namespace)
+        if unknown:  # a misspelt keyword: say which was meant (a TypeError would not)
+            raise ValueError(unknown_option("step.inspect", next(iter(unknown)),
+                                            INSPECT_OPTIONS))
+        keywords = {"namespace": namespace, "results": results, "history": history,
+                    "all_columns": None if all_columns is False else all_columns}
+        call = parse_inspect(args, keywords)
         runtime = self.runtime
-        return records_frame(runtime.store(), runtime.resolve_namespace(chosen), results=results,
-                             user_ns=runtime.user_ns)
+        store = runtime.store()
+        chosen = runtime.resolve_namespace(call.namespace)
+        return records_frame(store, chosen, results=call.results, history=call.history,
+                             all_columns=call.all_columns, user_ns=runtime.user_ns,
+                             replays=runtime.replays_of(store, chosen))
 
     def forget(self, key: str | None = None, namespace: str | None = None) -> int:
         """Make a namespace's steps (or one key's) recompute next time; returns how many."""

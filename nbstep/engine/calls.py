@@ -16,7 +16,7 @@ from nbstep.core.names import plain_text
 from nbstep.settings import ON_MISMATCH_MODES
 
 RUN_OPTIONS = ("namespace", "on_mismatch", "rerun")
-INSPECT_OPTIONS = ("namespace", "results")
+INSPECT_OPTIONS = ("namespace", "results", "history", "all_columns")
 
 
 def _type_name(value: Any) -> str:
@@ -39,7 +39,17 @@ class Call(NamedTuple):
 def _check_options(builtin: str, options: dict[str, Any], allowed: tuple[str, ...]) -> None:
     for name in options:
         if name not in allowed:
-            raise ValueError(f"{builtin}: unknown option `{name}`")
+            raise ValueError(unknown_option(builtin, name, allowed))
+
+
+def unknown_option(builtin: str, name: Any, allowed: tuple[str, ...]) -> str:
+    """``step.run: unknown option `rerunn`; did you mean `rerun`? ...``: the seed's
+    message, then the closest option and the list of them."""
+    import difflib  # only when a call is wrong
+
+    close = difflib.get_close_matches(str(name), allowed, n=1, cutoff=0.6)
+    hint = f"; did you mean `{close[0]}`?" if close else ";"
+    return f"{builtin}: unknown option `{name}`{hint} the options are {', '.join(allowed)}"
 
 
 def _option_namespace(builtin: str, options: dict[str, Any]) -> str | None:
@@ -147,12 +157,23 @@ def handler_args(call: Call) -> tuple[Any, ...]:
     return (call.input,) if positional else ()
 
 
-def parse_inspect(args: tuple[Any, ...], results: Any, namespace: str | None
-                  ) -> tuple[str | None, bool]:
-    """``step.inspect``'s arguments, as the seed checks them: (namespace or None, results)."""
+class InspectCall(NamedTuple):
+    """A validated ``step.inspect`` call (None: the default of the frame asked for)."""
+
+    namespace: str | None
+    results: bool | None
+    history: bool | None
+    all_columns: bool
+
+
+def parse_inspect(args: tuple[Any, ...], options: dict[str, Any]) -> InspectCall:
+    """``step.inspect``'s arguments, as the seed checks them, and nbstep's keywords
+    ``results``, ``history`` and ``all_columns`` (also accepted in the options dict)."""
     builtin = "step.inspect"
     if len(args) > 1:
         raise ValueError(f"{builtin}: expected at most 1 argument, got {len(args)}")
+    options = {name: value for name, value in options.items() if value is not None}
+    namespace = options.pop("namespace", None)
     if namespace is not None:
         if args:
             raise ValueError(
@@ -171,15 +192,23 @@ def parse_inspect(args: tuple[Any, ...], results: Any, namespace: str | None
     elif isinstance(arg, dict):
         _check_options(builtin, arg, INSPECT_OPTIONS)
         chosen = _option_namespace(builtin, arg)
-        if "results" in arg:
-            results = arg["results"]
+        for name in ("results", "history", "all_columns"):
+            if name in arg and arg[name] is not None:
+                if name in options:
+                    raise ValueError(
+                        f"{builtin}: option `{name}` given twice (in the options dict and as "
+                        "a keyword); give it once"
+                    )
+                options[name] = arg[name]
     else:
         raise TypeError(
             f"{builtin}: expected namespace string or options dict, got {_type_name(arg)}"
         )
-    if not isinstance(results, bool):
-        raise TypeError(f"{builtin}: results must be a bool, got {_type_name(results)}")
-    return chosen, results
+    for name, value in options.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{builtin}: {name} must be a bool, got {_type_name(value)}")
+    return InspectCall(chosen, options.get("results"), options.get("history"),
+                       options.get("all_columns", False))
 
 
 def parse_forget(key: Any, namespace: Any) -> None:

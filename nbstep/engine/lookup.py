@@ -66,7 +66,7 @@ def resolve_records(
             raise NotFound(
                 f"step `{key}` in `{namespace}` has no current record (it was forgotten); "
                 "it records again the next time the notebook runs. `nbstep inspect "
-                f"{namespace} --all --key {key}` shows its history."
+                f"{namespace} --history --key {key}` shows its history."
             )
         hint = close_matches(key, keys)
         message = f"no step `{key}` in `{namespace}`."

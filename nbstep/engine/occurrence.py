@@ -131,9 +131,7 @@ class Occurrence:
     def replay(self) -> Outcome:
         assert self.record is not None
         value = self.store.read(self.record)
-        stats = self.runtime.stats
-        stats["replayed"] += 1
-        stats["saved_s"] += self.record.duration_s or 0.0
+        self.runtime.count_replay(self.store, self.record)
         return Outcome(value, True, self.record)
 
     def identity(self) -> str:

@@ -63,6 +63,9 @@ class Runtime:
         self.user_ns: dict[str, Any] | None = None  # the notebook's, when in a kernel
         # Counts since the process started, for `nbstep run`'s summary and %steps.
         self.stats: dict[str, float] = dict.fromkeys(STAT_KEYS, 0)
+        # How often this process replayed each record, by (store location, namespace,
+        # event id): step.inspect()'s `saved` column.
+        self.replays: dict[tuple[str, str, int], int] = {}
 
     # -- settings ----------------------------------------------------------------------
 
@@ -176,6 +179,19 @@ class Runtime:
 
     def resolve_namespace(self, namespace: str | None) -> str:
         return namespace if namespace is not None else self.default_namespace()
+
+    def count_replay(self, store: StepStore, record: Any, n: int = 1) -> None:
+        """Count a replay of ``record`` (``n=-1``: one that turned out not to be one)."""
+        slot = (str(store.location), record.namespace, record.event_id)
+        self.replays[slot] = self.replays.get(slot, 0) + n
+        self.stats["replayed"] += n
+        self.stats["saved_s"] += n * (record.duration_s or 0.0)
+
+    def replays_of(self, store: StepStore, namespace: str) -> dict[int, int]:
+        """``{event id: replays}`` of a namespace's records replayed in this process."""
+        location = str(store.location)
+        return {event_id: n for (where, ns, event_id), n in self.replays.items()
+                if where == location and ns == namespace and n > 0}
 
     def reset(self) -> None:
         """Restart occurrence counters (a new run or cell); settings and the namespace

@@ -244,8 +244,7 @@ class CellStep(Recording):
             result = self._restore(container, record)
         except StepReplayError:
             # The engine counted a replay; it was not one.
-            stats["replayed"] -= 1
-            stats["saved_s"] -= record.duration_s or 0.0
+            self.runtime.count_replay(self.occurrence.store, record, -1)
             stats["failed"] += 1
             raise
         details = record.details or {}

@@ -124,7 +124,7 @@ class StepMagics(Magics):
         Project defaults go under ``[tool.nbstep]`` in ``pyproject.toml``
         (``magic_on_mismatch = "error"``, ``quiet = true``); what is set here wins.
         """
-        args = parse_argstring(self.step_config, line)
+        args = parse_magic_line("%step_config", self.step_config, line)
         changes: dict[str, Any] = {}
         if args.reset:
             changes = {"magic_on_mismatch": None, "quiet": None, "namespace": None,
@@ -147,29 +147,47 @@ class StepMagics(Magics):
 
     @magic_arguments()
     @argument("namespace", nargs="?", help="a namespace (default: this notebook's)")
+    @argument("--history", action="store_true",
+              help="also the superseded and forgotten records (default: current only)")
+    @argument("--results", action="store_true",
+              help="add a `result` column with the values themselves")
     @argument("--no-results", action="store_true",
-              help="leave out the recorded values (faster for large steps)")
+              help="leave out the values, even their summary (faster for large steps)")
+    @argument("--all-columns", action="store_true",
+              help="every column (event_id, sequence, input hash, codec, size...)")
     @line_magic
     def steps(self, line: str) -> Any:
-        """This notebook's recorded steps as a DataFrame (``step.inspect()``).
+        """This notebook's steps as a DataFrame, as ``step.inspect()`` returns them.
+
+        One row per current step: its key, occurrence, status, when it was recorded,
+        how long it took, the time replays saved, and a one-line summary of its value.
 
         Examples::
 
             %steps                     # this notebook
             %steps other.ipynb         # another namespace
-            %steps --no-results
+            %steps --history           # with superseded and forgotten records
+            %steps --no-results        # no values read (fast)
+            %steps --all-columns       # the full frame
         """
         from nbstep.engine.inspect import records_frame
 
-        args = parse_argstring(self.steps, line)
+        args = parse_magic_line("%steps", self.steps, line)
+        if args.results and args.no_results:
+            raise UsageError("%steps: --results and --no-results contradict each other; "
+                             "give one of them")
+        results = True if args.results else False if args.no_results else None
         runtime = self.extension.runtime
         try:
             if args.namespace is not None:
                 namespace = _known_namespace(runtime, _unquote(args.namespace))
             else:
                 namespace = runtime.default_namespace()
-            return records_frame(runtime.store(), namespace, results=not args.no_results,
-                                 user_ns=runtime.user_ns)
+            store = runtime.store()
+            return records_frame(store, namespace, results=results,
+                                 history=args.history or None, all_columns=args.all_columns,
+                                 user_ns=runtime.user_ns,
+                                 replays=runtime.replays_of(store, namespace))
         except (NbstepError, ValueError, TypeError) as e:
             raise UsageError(str(e)) from e
 
@@ -197,7 +215,7 @@ def header(line: str) -> str:
 def parse_step_line(line: str, extension: CellRunner) -> Options:
     """The ``%%step`` line's options, with the session's and the project's defaults."""
     try:
-        args = parse_argstring(StepMagics.step, line)
+        args = parse_magic_line("%%step", StepMagics.step, line)
     except UsageError as e:
         if "unrecognized arguments" in str(e):
             words = []
@@ -225,6 +243,61 @@ def parse_step_line(line: str, extension: CellRunner) -> Options:
     quiet = bool(args.quiet or settings.quiet)
     return Options(key=key, namespace=namespace, on_mismatch=on_mismatch, rerun=args.rerun,
                    quiet=quiet, allow_untracked=args.allow_untracked)
+
+
+def parse_magic_line(magic: str, function: Any, line: str) -> Any:
+    """A magic's arguments; an option it does not have is named, with the closest one
+    and the list of its options (argparse would say "unrecognized arguments")."""
+    check_options(magic, function, line)
+    return parse_argstring(function, line)
+
+
+def check_options(magic: str, function: Any, line: str) -> None:
+    """Raise a ``UsageError`` for the first word of ``line`` that looks like an option
+    ``function``'s parser does not know (nor abbreviates, as argparse allows)."""
+    from IPython.utils.process import arg_split  # noqa: TID253
+
+    actions = [a.option_strings for a in function.parser._actions if a.option_strings]
+    known = [flag for flags in actions for flag in flags]
+    try:
+        words = arg_split(line, strict=False)
+    except ValueError:  # unbalanced quotes: argparse says so
+        return
+    for word in words:
+        if word == "--":
+            return
+        if not word.startswith("-") or word == "-" or _is_number(word):
+            continue
+        flag = word.split("=", 1)[0]
+        if flag in known:
+            continue
+        if flag.startswith("--") and any(k.startswith(flag) for k in known):
+            continue  # an abbreviation argparse resolves (or calls ambiguous)
+        if not flag.startswith("--") and flag[:2] in known:
+            continue  # a short option with its value attached: -nexp-1
+        raise UsageError(unknown_option_message(magic, flag, actions))
+
+
+def unknown_option_message(magic: str, flag: str, actions: list[list[str]]) -> str:
+    """``unknown option `--rerunn` for %%step; did you mean `--rerun`? Its options: ...``"""
+    import difflib
+
+    options = [flags for flags in actions if "--help" not in flags]
+    longs = [f for flags in options for f in flags if f.startswith("--")]
+    close = difflib.get_close_matches(flag, longs, n=1, cutoff=0.6)
+    if not close and not flag.startswith("--"):  # -rerun for --rerun
+        close = difflib.get_close_matches("-" + flag, longs, n=1, cutoff=0.6)
+    hint = f"; did you mean `{close[0]}`?" if close else "."
+    listed = ", ".join("/".join(flags) for flags in options)
+    return f"unknown option `{flag}` for {magic}{hint} Its options: {listed}."
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
 
 
 def show_settings(runtime: Runtime) -> None:

@@ -176,10 +176,10 @@ def test_gc_drops_superseded_and_forgotten_records_and_their_files(store):
     planned = s.admin().gc(dry_run=True, grace_seconds=0)
     assert planned.events_dropped == 3  # a's first version, b's record, b's forget event
     assert planned.objects_removed == 2
-    assert len(step.inspect()) == 3  # a dry run changes nothing
+    assert len(step.inspect(all_columns=True)) == 3  # a dry run changes nothing
     done = s.admin().gc(grace_seconds=0)
     assert done == planned and done.bytes_freed == 200
-    frame = step.inspect()
+    frame = step.inspect(all_columns=True)
     assert frame["key"].tolist() == ["a"] and frame["result"].tolist() == [b"2" * 100]
     nbstep.reset()
     assert step.run("a", lambda: "x") == b"2" * 100
@@ -393,7 +393,7 @@ def test_a_slot_index_that_cannot_be_written_loses_nothing_and_is_reported(store
     Runtime.instance().drop_store()
     nbstep.reset()
     assert [step.run(f"k{i}", i, lambda x: "lost") for i in range(12)] == list(range(12))
-    assert step.inspect()["event_id"].tolist() == list(range(1, 13))
+    assert step.inspect(all_columns=True)["event_id"].tolist() == list(range(1, 13))
 
 
 def test_gc_waits_for_a_step_between_its_value_file_and_its_record(store, monkeypatch, tmp_path):
@@ -458,7 +458,7 @@ def test_event_ids_are_never_reused_after_gc(store):
     assert step.run("k", 2, lambda x: "B") == "B"  # ... and B records it anew
     outcome = slow.finish("A", 1.0)        # A finishes: the same input, so B's value stands
     assert outcome.value == "B" and outcome.replayed
-    frame = step.inspect()
+    frame = step.inspect(all_columns=True)
     assert frame["event_id"].is_unique
     assert frame[frame.key == "k"]["result"].tolist() == ["B"]
 
