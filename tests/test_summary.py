@@ -55,9 +55,10 @@ def test_a_cells_variables_each_summarized():
 
 
 @pytest.mark.parametrize(("seconds", "shown"), [
-    (0.000079, "79 µs"), (0.0, "0 µs"), (0.0009997, "1.0 ms"), (0.0042, "4.2 ms"),
-    (0.123, "123 ms"), (0.9996, "1.0 s"), (1.23, "1.2 s"), (12.4, "12 s"), (59.7, "1 min 00 s"),
-    (125, "2 min 05 s"), (3725, "1 h 02 min"), (None, ""), (math.nan, ""),
+    (0.000079, "79 µs"), (0.0042, "4 ms"), (1.23, "1.2 s"), (125, "2 min 5 s"),
+    (3725, "1 h 2 min"), (None, ""), (math.nan, ""),
 ])
-def test_durations_read_as_a_person_says_them(seconds, shown):
+def test_the_frame_writes_durations_as_every_message_does(seconds, shown):
+    # The frame's column uses the one formatter (tests/test_durations.py has its
+    # edges), with a blank where a duration is unknown.
     assert _duration_text(seconds) == shown

@@ -14,6 +14,8 @@ from typing import Any
 
 import pandas as pd  # noqa: TID253 - loaded only by step.inspect, which needs pandas
 
+from nbstep.core.durations import duration
+
 from .summary import summarize
 
 DURATIONS = ("duration", "saved")
@@ -107,30 +109,9 @@ def _objects(values: list[Any]) -> Any:
 
 
 def _duration_text(seconds: Any) -> str:
-    """A duration as a person reads it: ``79 µs``, ``4.2 ms``, ``1.2 s``, ``2 min 05 s``.
-
-    Private on purpose: nbstep.core.durations (another change) will hold the one
-    formatter every message uses, and this becomes a call to it.
-    """
-    if seconds is None or seconds != seconds:  # None, NaN
-        return ""
-    s = float(seconds)
-    # Each unit while its rounded figure stays below the next unit (999.7 µs is 1.0 ms).
-    if round(s * 1e6) < 1000:
-        return f"{s * 1e6:.0f} µs"
-    if round(s * 1e3, 1) < 10:
-        return f"{s * 1e3:.1f} ms"
-    if round(s * 1e3) < 1000:
-        return f"{s * 1e3:.0f} ms"
-    if round(s, 1) < 10:
-        return f"{s:.1f} s"
-    if round(s) < 60:
-        return f"{s:.0f} s"
-    if round(s) < 3600:
-        minutes, rest = divmod(round(s), 60)
-        return f"{minutes} min {rest:02d} s"
-    hours, rest = divmod(round(s), 3600)
-    return f"{hours} h {rest // 60:02d} min"
+    """A duration as every nbstep message writes it (``79 µs``, ``1.2 s``); blank
+    where unknown."""
+    return duration(None if seconds is None else float(seconds), unknown="")
 
 
 def _time_text(moment: Any) -> str:
