@@ -175,6 +175,25 @@ class NamespaceLog:
             return sorted((r for r in latest.values() if r is not None),
                           key=lambda r: r.event_id)
 
+    def versions(self, key: str, sequence: int, keep: int) -> list[Record]:
+        """The slot's earlier versions, newest first (:mod:`nbstep.storage.versions`).
+
+        Reads the whole log: asked only when a step's input differs from its
+        current record's."""
+        from nbstep.storage.versions import earlier
+
+        if keep <= 1:
+            return []
+        slot = (key, sequence)
+        with self.lock:
+            self._refresh()
+            if self._fd is None:
+                return []
+            mine = [frame for frame in self._frames(self._header_end(), self._size())
+                    if events.slot(frame.event) == slot]
+            found = earlier(reversed(mine), keep, lambda frame: frame.event["kind"])
+            return [self._record(frame, self._blob(frame)) for frame in found]
+
     def inline_value(self, record: Record) -> tuple[str | None, bytes | None]:
         """A value the record was loaded without (too big to keep in memory)."""
         with self.lock:
@@ -393,8 +412,11 @@ class NamespaceLog:
 
     # -- gc ----------------------------------------------------------------------------------
 
-    def compact(self, *, dry_run: bool = False) -> tuple[int, set[str]]:
+    def compact(self, *, dry_run: bool = False, keep: int = 1) -> tuple[int, set[str]]:
         """Drop superseded records, forgotten ones and their marks: the next generation.
+
+        Each slot keeps its ``keep`` newest records after its last ``forgotten``
+        event (the current one and its earlier versions); a forgotten slot, none.
 
         Returns how many events were (or would be) dropped, and the object files the
         kept records use. The new log is written beside the old one and renamed over
@@ -404,15 +426,20 @@ class NamespaceLog:
         if not self.path.exists():
             return 0, set()
         with self._writing():
-            kept: dict[Slot, frames.Frame] = {}
+            kept: dict[Slot, list[frames.Frame]] = {}
             total = 0
             for frame in self._frames(self._header_end(), self._size()):
                 total += 1
                 slot = events.slot(frame.event)
-                kept.pop(slot, None)
                 if frame.event["kind"] == RECORDED:
-                    kept[slot] = frame
-            ordered = sorted(kept.values(), key=lambda f: f.offset)
+                    versions = kept.setdefault(slot, [])
+                    versions.append(frame)
+                    if len(versions) > keep:
+                        del versions[0]
+                else:
+                    kept.pop(slot, None)  # forgotten: no version before it replays
+            ordered = sorted((f for versions in kept.values() for f in versions),
+                             key=lambda f: f.offset)
             live = {f.event["object_sha256"] for f in ordered if f.event.get("object_sha256")}
             dropped = total - len(ordered)
             if dry_run or dropped == 0:

@@ -43,6 +43,7 @@ class TeamAdmin(StoreAdmin, SharedAdmin):
     trust: Any
     server: Any
     journal: Any
+    keep_versions: int
 
     def _online(self, doing: str, work: Any, retry: bool = True) -> Any:
         raise NotImplementedError
@@ -69,10 +70,11 @@ class TeamAdmin(StoreAdmin, SharedAdmin):
     def summary(self) -> list[NamespaceSummary]:
         try:
             rows = self._online("summarize the store",
-                                lambda con: con.execute(sql.SUMMARY).fetchall())
+                                lambda con: con.execute(sql.SUMMARY, {"keep": self.keep_versions}
+                                                       ).fetchall())
         except faults.ServerUnreachable as e:
             self._stale(e, "the namespaces this machine has mirrored")
-            rows = self.mirror.summary()
+            rows = self.mirror.summary(self.keep_versions)
         return [NamespaceSummary(namespace, int(steps), int(keys), int(size), int(old),
                                  None if last is None else int(last))
                 for namespace, steps, keys, size, old, last in rows]
@@ -82,7 +84,7 @@ class TeamAdmin(StoreAdmin, SharedAdmin):
             self.sync([namespace])
         except faults.ServerUnreachable as e:
             self._stale(e, f"`{namespace}` as of the mirror's last sync")
-        return self.mirror.history(namespace, values)
+        return self.mirror.history(namespace, values, self.keep_versions)
 
     def _stale(self, error: NbstepError, what: str) -> None:
         warnings.warn(StoreOfflineWarning(f"nbstep: {error} Showing {what}."), stacklevel=4)
@@ -102,7 +104,7 @@ class TeamAdmin(StoreAdmin, SharedAdmin):
             con.execute("SELECT pg_advisory_lock(%s)", [schema.GC_LOCK])
             try:
                 with con.transaction():
-                    stale = con.execute(sql.STALE).fetchall()
+                    stale = con.execute(sql.STALE, {"keep": self.keep_versions}).fetchall()
                     report.events_dropped = len(stale)
                     if stale and not dry_run:
                         ids = [row[0] for row in stale]
