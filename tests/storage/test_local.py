@@ -166,7 +166,7 @@ def test_steps_go_on_while_another_program_holds_the_table(store, tmp_path):
 
 
 def test_gc_drops_superseded_and_forgotten_records_and_their_files(store):
-    nbstep.configure(inline_limit=10)
+    nbstep.configure(inline_limit=10, keep_versions=1)
     step.run("a", lambda: b"1" * 100)
     nbstep.reset()
     step.run("a", lambda: b"2" * 100, rerun=True)
