@@ -235,7 +235,9 @@ def test_gc_makes_mirrors_fetch_the_namespace_again(team):
     first, _ = store.append(new_record("nb", "k", 1, "old"), None)
     store.append(new_record("nb", "k", 1, "new"), first.event_id)
     assert len(store.admin().history("nb")) == 2
-    other = team.machine("admin")
+    assert list(store.admin().history("nb")["status"]) == ["earlier", "current"]
+    assert team.machine("admin").admin().gc(grace_seconds=0).events_dropped == 0  # kept
+    other = team.machine("admin", keep_versions=1)
     assert other.admin().gc(grace_seconds=0).events_dropped == 1
     history = store.admin().history("nb")
     assert list(history["status"]) == ["current"]
@@ -496,7 +498,7 @@ def test_large_values_go_to_an_s3_object_store_shared_by_machines(team, s3_doubl
 
 def test_gc_removes_unreferenced_objects_from_s3(team, s3_double):
     url = f"s3://{s3_double.bucket}/steps"
-    store = team.machine(objects=url)
+    store = team.machine(objects=url, keep_versions=1)
     old, _ = store.append(new_record("nb", "k", 1, bytes(100_000)), None)
     store.append(new_record("nb", "k", 1, bytes(100_001)), old.event_id)
     assert store.admin().gc(grace_seconds=3600).young_kept == 1
@@ -582,8 +584,11 @@ def test_the_store_commands_work_on_a_team_store(team, tmp_path, monkeypatch):
     assert shown.exit_code == 0 and "by nbstep_super" in shown.output, shown.output
     history = runner.invoke(cli, [*base, "inspect", "nb.ipynb", "--all", "--format", "json"])
     assert [r["status"] for r in json.loads(history.output)] == [
-        "superseded", "current", "current"]
+        "earlier", "current", "current"]
     assert runner.invoke(cli, [*base, "verify", "--decode"]).exit_code == 0
+    kept = runner.invoke(cli, [*base, "gc", "--grace", "0"])
+    assert kept.exit_code == 0 and "drop 0 events" in kept.output, kept.output
+    monkeypatch.setenv("NBSTEP_KEEP_VERSIONS", "1")
     gc = runner.invoke(cli, [*base, "gc", "--grace", "0"])
     assert gc.exit_code == 0 and "drop 1 event" in gc.output, gc.output
     assert "remove 1 unreferenced object file" in gc.output
