@@ -98,8 +98,9 @@ class LocalAdmin(StoreAdmin):
         check_grace(grace_seconds)
         report = GcReport()
         # gc's own exclusive lock on value files first: no writer is between writing a
-        # value file and appending its record while gc decides what is referenced.
-        with self.objects.exclusive():
+        # value file and appending its record while gc decides what is referenced. A
+        # dry run removes nothing: it shares the lock with writers, never stalling one.
+        with self.objects.pinned() if dry_run else self.objects.exclusive():
             live: set[str] = set()
             for namespace, _path in self._log_files():
                 dropped, used = self.log(namespace).compact(dry_run=dry_run,

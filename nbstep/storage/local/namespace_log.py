@@ -425,27 +425,40 @@ class NamespaceLog:
         """
         if not self.path.exists():
             return 0, set()
+        if dry_run:
+            # Only reading: no lock on the log, so steps go on recording meanwhile
+            # (`nbstep gc --dry-run` on a store in use never stalls a kernel).
+            with self.lock:
+                self._refresh()
+                if self._fd is None:
+                    return 0, set()
+                ordered, dropped = self._compacted(keep)
+            return dropped, {f.event["object_sha256"] for f in ordered
+                             if f.event.get("object_sha256")}
         with self._writing():
-            kept: dict[Slot, list[frames.Frame]] = {}
-            total = 0
-            for frame in self._frames(self._header_end(), self._size()):
-                total += 1
-                slot = events.slot(frame.event)
-                if frame.event["kind"] == RECORDED:
-                    versions = kept.setdefault(slot, [])
-                    versions.append(frame)
-                    if len(versions) > keep:
-                        del versions[0]
-                else:
-                    kept.pop(slot, None)  # forgotten: no version before it replays
-            ordered = sorted((f for versions in kept.values() for f in versions),
-                             key=lambda f: f.offset)
+            ordered, dropped = self._compacted(keep)
             live = {f.event["object_sha256"] for f in ordered if f.event.get("object_sha256")}
-            dropped = total - len(ordered)
-            if dry_run or dropped == 0:
-                return dropped, live
-            self._rewrite(ordered)
+            if dropped:
+                self._rewrite(ordered)
             return dropped, live
+
+    def _compacted(self, keep: int) -> tuple[list[frames.Frame], int]:
+        """The frames the next generation keeps, in log order, and how many it drops."""
+        kept: dict[Slot, list[frames.Frame]] = {}
+        total = 0
+        for frame in self._frames(self._header_end(), self._size()):
+            total += 1
+            slot = events.slot(frame.event)
+            if frame.event["kind"] == RECORDED:
+                versions = kept.setdefault(slot, [])
+                versions.append(frame)
+                if len(versions) > keep:
+                    del versions[0]
+            else:
+                kept.pop(slot, None)  # forgotten: no version before it replays
+        ordered = sorted((f for versions in kept.values() for f in versions),
+                         key=lambda f: f.offset)
+        return ordered, total - len(ordered)
 
     def rewrite_intact(self) -> int:
         """Write the log again without its damaged bytes (kept in quarantine/); how many
