@@ -36,9 +36,22 @@ print("{}")
 WRITER = """
 import json, sys, time, nbstep
 from nbstep import step
+from nbstep.storage.local.namespace_log import NamespaceLog
 root, namespace, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
 nbstep.configure(store=root, namespace=namespace)
+# How long each step waited for its log's lock: what another process can make it
+# wait for (the rest of a slow step is the machine: CPU, the disk).
+waits = []
+take = NamespaceLog._lock_for_write
+def timed(self):
+    t = time.perf_counter()
+    try:
+        return take(self)
+    finally:
+        waits.append(time.perf_counter() - t)
+NamespaceLog._lock_for_write = timed
 step.run("warm", lambda: 1)
+waits.clear()
 print("ready", flush=True)
 sys.stdin.readline()
 times, slow, i = [], [], 0
@@ -52,7 +65,7 @@ while clock() < end:
     if took >= 0.02:
         slow.append([at, took])
     i += 1
-print(json.dumps({"times": times, "slow": slow}), flush=True)
+print(json.dumps({"times": times, "slow": slow, "waits": waits}), flush=True)
 """
 
 COMMANDS = (["ls"], ["inspect", "read.ipynb"], ["verify"], ["gc", "--dry-run"])
@@ -62,10 +75,9 @@ def _python(script: Path, *args: str, **popen: object) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(script), *args], text=True, **popen)
 
 
-def _writer(script: Path, root: Path, namespace: str, seconds: float
-            ) -> tuple[list[float], list[list[float]]]:
-    """The writer's step latencies, sorted, and its steps of 20 ms or more as
-    (wall clock start, seconds)."""
+def _writer(script: Path, root: Path, namespace: str, seconds: float) -> dict[str, list]:
+    """One writer run: ``times`` (each step's seconds), ``slow`` (steps of 20 ms or
+    more as [wall clock start, seconds]) and ``waits`` (each lock wait's seconds)."""
     writer = _python(script, str(root), namespace, str(seconds),
                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert writer.stdin is not None and writer.stdout is not None
@@ -77,7 +89,7 @@ def _writer(script: Path, root: Path, namespace: str, seconds: float
     writer.wait(timeout=60)
     if writer.returncode != 0:
         raise RuntimeError(f"the writer failed ({writer.returncode})")
-    return sorted(result["times"]), result["slow"]
+    return result
 
 
 def _reader_loop(root: Path, stop: Path, log: Path) -> subprocess.Popen:
@@ -106,8 +118,12 @@ def _reader_loop(root: Path, stop: Path, log: Path) -> subprocess.Popen:
 
 
 def bench_readers(tmp: Path, quick: bool) -> list[dict[str, object]]:
-    """Rows: the writer's step latency without and with CLI readers."""
-    prefill, seconds = (2_000, 6.0) if quick else (20_000, 20.0)
+    """Rows: the writer's step latency without and with CLI readers.
+
+    The two alternate in rounds (the machine's own noise, other processes on it,
+    falls on both alike); each round's writer records into a notebook of
+    ``prefill`` records, the one ``nbstep inspect`` reads."""
+    prefill, seconds, rounds = (2_000, 3.0, 2) if quick else (20_000, 8.0, 3)
     root = tmp / "readers" / ".nbstep"
     folder = tmp / "readers"
     folder.mkdir(parents=True, exist_ok=True)
@@ -117,39 +133,43 @@ def bench_readers(tmp: Path, quick: bool) -> list[dict[str, object]]:
                    capture_output=True)
     script = folder / "writer.py"
     script.write_text(WRITER)
-    results = []
-    # Without readers, then with them (each on a notebook of `prefill` records).
-    alone, _slow = _writer(script, root, "quiet.ipynb", seconds)
-    results.append(("no readers", alone, None))
-    stop, log = folder / "stop", folder / "reader.json"
-    reader = _reader_loop(root, stop, log)
-    time.sleep(1.0)  # the first command is under way
-    try:
-        busy, slow = _writer(script, root, "read.ipynb", seconds)
-    finally:
-        stop.write_text("")
-        _, err = reader.communicate(timeout=300)
-    if reader.returncode != 0:
-        raise RuntimeError(f"the reader failed: {err[-3000:]}")
-    ran = json.loads(log.read_text())
-    results.append(("CLI readers", busy, ran))
+    runs: dict[str, list[dict[str, list]]] = {"no readers": [], "CLI readers": []}
+    ran: list[list] = []
+    for r in range(rounds):
+        runs["no readers"].append(_writer(script, root, "quiet.ipynb", seconds))
+        stop, log = folder / f"stop-{r}", folder / f"reader-{r}.json"
+        reader = _reader_loop(root, stop, log)
+        time.sleep(1.0)  # the first command is under way
+        try:
+            runs["CLI readers"].append(_writer(script, root, "read.ipynb", seconds))
+        finally:
+            stop.write_text("")
+            _, err = reader.communicate(timeout=300)
+        if reader.returncode != 0:
+            raise RuntimeError(f"the reader failed: {err[-3000:]}")
+        ran += json.loads(log.read_text())
     rows, out = [], []
-    for label, times, commands in results:
+    for label, results in runs.items():
+        times = sorted(t for result in results for t in result["times"])
+        waits = sorted(t for result in results for t in result["waits"])
         p50, p99, worst = statistics.median(times), percentile(times, 0.99), times[-1]
         stalls = sum(1 for t in times if t >= 0.050)
-        count = "" if commands is None else str(len(commands))
+        commands = ran if label == "CLI readers" else None
         per = "" if commands is None else ", ".join(
-            f"{name} {fmt(statistics.median([c[1] for c in commands if c[0] == name]))}"
+            f"{name} ×{sum(1 for c in commands if c[0] == name)} "
+            f"{fmt(statistics.median([c[1] for c in commands if c[0] == name]))}"
             for name in dict.fromkeys(c[0] for c in commands))
         rows.append([label, f"{len(times):,}", fmt(p50), fmt(p99), fmt(worst), str(stalls),
-                     count, per])
+                     fmt(waits[-1]) if waits else "", per])
         out.append({"label": label, "steps": len(times), "p50": p50, "p99": p99,
                     "max": worst, "stalls_50ms": stalls,
+                    "lock_wait_max": waits[-1] if waits else 0.0,
                     "commands": None if commands is None else len(commands)})
-    table(f"A writer's step latency while the CLI reads the store ({seconds:g} s each, "
-          f"notebooks of {prefill:,} records)",
+    table(f"A writer's step latency while the CLI reads the store ({rounds} rounds of "
+          f"{seconds:g} s each, notebooks of {prefill:,} records)",
           ["readers", "steps", "step p50", "step p99", "step max", "steps ≥ 50 ms",
-           "CLI commands run", "command median"], rows)
+           "longest wait for the log's lock", "commands run, median time"], rows)
+    slow = [s for result in runs["CLI readers"] for s in result["slow"]]
     if slow:
         # Which commands were running when the writer's slow steps started.
         during: dict[str, int] = {}
@@ -158,12 +178,16 @@ def bench_readers(tmp: Path, quick: bool) -> list[dict[str, object]]:
                 during[name] = during.get(name, 0) + 1
         print("\nsteps of 20 ms or more with readers, by the command running then: "
               + ", ".join(f"{name} {count}" for name, count in sorted(during.items())))
+    alone = sum(len(result["slow"]) for result in runs["no readers"])
+    print(f"steps of 20 ms or more without readers: {alone}")
     quiet, read = out
     ratio = float(read["p99"]) / float(quiet["p99"])  # type: ignore[arg-type]
     met = ratio <= 2.0 and float(read["max"]) < 0.050  # type: ignore[arg-type]
     figure("writer's step p99 while `nbstep ls/inspect/verify/gc --dry-run` run",
-           f"p99 {fmt(float(read['p99']))}, max {fmt(float(read['max']))}",  # type: ignore[arg-type]
-           peer=f"no readers: p99 {fmt(float(quiet['p99']))}",  # type: ignore[arg-type]
+           f"p99 {fmt(float(read['p99']))}, max {fmt(float(read['max']))}, "  # type: ignore[arg-type]
+           f"lock wait max {fmt(float(read['lock_wait_max']))}",  # type: ignore[arg-type]
+           peer=f"no readers: p99 {fmt(float(quiet['p99']))}, "  # type: ignore[arg-type]
+                f"max {fmt(float(quiet['max']))}",  # type: ignore[arg-type]
            ratio=ratio, target="p99 ≤ 2× without readers, max < 50 ms", met=met)
     return out
 

@@ -96,8 +96,9 @@ def begin(
     When the record's input hash differs, ``matches(record)`` may still accept it
     (the magic: an input the record's own step produced is no change), and the
     step replays; else an earlier kept version of the slot with this input (or that
-    ``earlier_matches``, by default ``matches``, accepts) replays, appending nothing; otherwise mode "error" raises
-    the mismatch, naming ``what_changed(record)`` and saying ``fix``.
+    ``earlier_matches``, by default ``matches``, accepts) replays, appending nothing;
+    otherwise mode "error" raises the mismatch, naming ``what_changed(record)`` and
+    saying ``fix``.
     """
     where = runtime.where()
     settings = runtime.settings(where=where)
