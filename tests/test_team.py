@@ -652,6 +652,23 @@ def test_a_journal_this_user_may_not_push_does_not_stop_the_steps(team, roles, p
     assert len(reader.journal.pending()) == 1  # kept for someone who may
 
 
+def test_gc_dry_run_never_waits_for_a_writer(team):
+    store = team.machine(inline_limit=1024)
+    first, _ = store.append(new_record("nb", "k", 1, bytes(10_000)), None)
+    store.append(new_record("nb", "k", 1, bytes(10_001)), first.event_id)
+    with psycopg.connect(team.url, autocommit=True) as writer:
+        # A writer between its value file and its record: a dry run only reads.
+        writer.execute("SELECT pg_advisory_lock_shared(%s)", [team_schema.GC_LOCK])
+        admin = team.machine("admin", keep_versions=1).admin()
+        admin.server.run("limit waits", lambda con: con.execute(
+            "SET lock_timeout = '2s'"))
+        started = time.monotonic()
+        report = admin.gc(dry_run=True, grace_seconds=0)
+        assert time.monotonic() - started < 2.0
+        assert report.events_dropped == 1 and report.objects_removed == 1
+        writer.execute("SELECT pg_advisory_unlock_shared(%s)", [team_schema.GC_LOCK])
+
+
 def test_gc_waits_for_a_writer_between_its_value_file_and_its_record(team):
     import threading
 

@@ -10,6 +10,7 @@ import textwrap
 import time
 
 import pytest
+from backends import new_record
 
 import nbstep
 from nbstep import StepReplayError, StoreBusy, StoreFormatError, step
@@ -394,6 +395,35 @@ def test_a_slot_index_that_cannot_be_written_loses_nothing_and_is_reported(store
     nbstep.reset()
     assert [step.run(f"k{i}", i, lambda x: "lost") for i in range(12)] == list(range(12))
     assert step.inspect()["event_id"].tolist() == list(range(1, 13))
+
+
+def test_gc_dry_run_takes_no_lock_a_step_waits_for(tmp_path):
+    import fcntl
+
+    s = LocalStore(tmp_path / ".nbstep", busy_timeout=0.5, inline_limit=10, keep_versions=1)
+    try:
+        first, _ = s.append(new_record("nb", "k", 1, b"x" * 100), None)
+        s.append(new_record("nb", "k", 1, b"y" * 100), first.event_id)
+        # Another process mid-append holds the log's lock, and one writing a value
+        # file holds objects.lock shared: a dry run reads past both, at once.
+        log = os.open(s.layout.logs / f"{log_name('nb')}.log", os.O_RDONLY)
+        pinned = os.open(s.objects.lock_path, os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(log, fcntl.LOCK_EX)
+            fcntl.flock(pinned, fcntl.LOCK_SH)
+            started = time.monotonic()
+            report = s.admin().gc(dry_run=True, grace_seconds=0)
+            assert time.monotonic() - started < 0.5
+            assert report.events_dropped == 1 and report.objects_removed == 1
+            fcntl.flock(pinned, fcntl.LOCK_UN)
+            with pytest.raises(StoreBusy):  # a real gc does wait for the log's writer
+                s.admin().gc(grace_seconds=0)
+        finally:
+            os.close(log)
+            os.close(pinned)
+        assert s.admin().gc(grace_seconds=0).events_dropped == 1
+    finally:
+        s.close()
 
 
 def test_gc_waits_for_a_step_between_its_value_file_and_its_record(store, monkeypatch, tmp_path):

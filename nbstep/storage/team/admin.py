@@ -101,7 +101,12 @@ class TeamAdmin(StoreAdmin, SharedAdmin):
             if not allowed and not dry_run:
                 raise faults.not_permitted(self.server.address, "run gc",
                                            f"no DELETE privilege on {schema.EVENTS}")
-            con.execute("SELECT pg_advisory_lock(%s)", [schema.GC_LOCK])
+            # gc holds GC_LOCK alone while it decides which value files nothing
+            # references; a dry run removes nothing and shares it with the writers of
+            # value files, never stalling one.
+            lock, unlock = (("pg_advisory_lock_shared", "pg_advisory_unlock_shared") if dry_run
+                            else ("pg_advisory_lock", "pg_advisory_unlock"))
+            con.execute(f"SELECT {lock}(%s)", [schema.GC_LOCK])
             try:
                 with con.transaction():
                     stale = con.execute(sql.STALE, {"keep": self.keep_versions}).fetchall()
@@ -125,7 +130,7 @@ class TeamAdmin(StoreAdmin, SharedAdmin):
                 return self.objects.sweep(live, time.time() - grace_seconds, dry_run=dry_run)
             finally:
                 if not con.broken:
-                    con.execute("SELECT pg_advisory_unlock(%s)", [schema.GC_LOCK])
+                    con.execute(f"SELECT {unlock}(%s)", [schema.GC_LOCK])
 
         swept = self._online("run gc", collect, retry=False)
         for name, count in swept.items():
