@@ -103,6 +103,10 @@ class NamespaceLog:
         # The cache holds every current record of the part the index covers (so a
         # slot it lacks has none there): set once a process read that part whole.
         self.read_whole = False
+        # Every slot's events as (recorded?, frame offset), in log order, up to
+        # ``history_to``: built by the first ``versions`` call, then only extended.
+        self.history: dict[Slot, list[tuple[bool, int]]] | None = None
+        self.history_to = 0
 
     # -- reading -----------------------------------------------------------------------
 
@@ -178,21 +182,35 @@ class NamespaceLog:
     def versions(self, key: str, sequence: int, keep: int) -> list[Record]:
         """The slot's earlier versions, newest first (:mod:`nbstep.storage.versions`).
 
-        Reads the whole log: asked only when a step's input differs from its
-        current record's."""
+        Asked only when a step's input differs from its current record's. The first
+        call reads the whole log into a map of every slot's event offsets; later calls
+        read only what was appended since (a loop of mismatching steps stays linear).
+        """
         from nbstep.storage.versions import earlier
 
         if keep <= 1:
             return []
-        slot = (key, sequence)
         with self.lock:
             self._refresh()
             if self._fd is None:
                 return []
-            mine = [frame for frame in self._frames(self._header_end(), self._size())
-                    if events.slot(frame.event) == slot]
-            found = earlier(reversed(mine), keep, lambda frame: frame.event["kind"])
-            return [self._record(frame, self._blob(frame)) for frame in found]
+            if self.history is None:
+                self.history, self.history_to = {}, self._header_end()
+            history = self.history
+            for frame in self._frames(self.history_to, self._size()):
+                history.setdefault(events.slot(frame.event), []).append(
+                    (frame.event["kind"] == RECORDED, frame.offset))
+                self.history_to = frame.end
+            found = earlier(reversed(history.get((key, sequence), [])), keep,
+                            lambda item: RECORDED if item[0] else FORGOTTEN)
+            records = []
+            for _recorded, offset in found:
+                frame = self._frame_at(offset)
+                if frame is None:
+                    raise NbstepError(f"the log {self.path} changed under this process "
+                                      f"while reading `{key}`'s versions; run the step again")
+                records.append(self._record(frame, self._blob(frame)))
+            return records
 
     def inline_value(self, record: Record) -> tuple[str | None, bytes | None]:
         """A value the record was loaded without (too big to keep in memory)."""
