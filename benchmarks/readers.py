@@ -41,7 +41,7 @@ WRITER = """
 import json, sys, time, nbstep
 from nbstep import step
 from nbstep.storage.local.namespace_log import NamespaceLog
-root, namespace, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+root, namespace, seconds, tag = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 nbstep.configure(store=root, namespace=namespace)
 # How long each step waited for its log's lock: what another process can make it
 # wait for (the rest of a slow step is the machine: CPU, the disk).
@@ -79,7 +79,7 @@ clock = time.perf_counter
 end = clock() + seconds
 while clock() < end:
     at, t = time.time(), clock()
-    step.run(f"item-{i}", i, lambda x: {"i": x, "label": f"row-{x}"})
+    step.run(f"item-{tag}-{i}", i, lambda x: {"i": x, "label": f"row-{x}"})  # recorded
     took = clock() - t
     times.append(took)
     if took >= 0.02:
@@ -104,11 +104,12 @@ class Place:
         self.store, self.env, self.cwd = store, env, cwd
 
 
-def _writer(script: Path, place: Place, namespace: str, seconds: float) -> dict[str, list]:
+def _writer(script: Path, place: Place, namespace: str, seconds: float, tag: str
+            ) -> dict[str, list]:
     """One writer run: ``times`` (each step's seconds), ``slow`` (steps of 20 ms or
     more as [wall clock start, seconds]) and ``waits`` (each wait for a local log's
     lock, in seconds)."""
-    writer = _python(script, place.store, namespace, str(seconds), env=place.env,
+    writer = _python(script, place.store, namespace, str(seconds), tag, env=place.env,
                      cwd=place.cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert writer.stdin is not None and writer.stdout is not None
     if writer.stdout.readline().strip() != "ready":
@@ -165,12 +166,12 @@ def _measure(label: str, place: Place, folder: Path, prefill: int, seconds: floa
     runs: dict[str, list[dict[str, list]]] = {"no readers": [], "CLI readers": []}
     ran: list[list] = []
     for r in range(rounds):
-        runs["no readers"].append(_writer(script, place, "quiet.ipynb", seconds))
+        runs["no readers"].append(_writer(script, place, "quiet.ipynb", seconds, str(r)))
         stop, log = folder / f"stop-{r}", folder / f"reader-{r}.json"
         reader = _reader_loop(place, stop, log, r % len(COMMANDS))
         time.sleep(1.0)  # the first command is under way
         try:
-            runs["CLI readers"].append(_writer(script, place, "read.ipynb", seconds))
+            runs["CLI readers"].append(_writer(script, place, "read.ipynb", seconds, str(r)))
         finally:
             stop.write_text("")
             _, err = reader.communicate(timeout=300)
