@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -378,7 +379,7 @@ def test_steps_journaled_after_a_torn_entry_survive_the_next_crash(store, tmp_pa
 def test_a_slot_index_that_cannot_be_written_loses_nothing_and_is_reported(store, monkeypatch):
     monkeypatch.setattr(namespace_log, "INDEX_AFTER", 5)
     failures = []
-    real_write = slots.write
+    real_write = slots.write_packed
 
     def failing_write(path, *args):
         if not failures:
@@ -386,7 +387,7 @@ def test_a_slot_index_that_cannot_be_written_loses_nothing_and_is_reported(store
             raise OSError(28, "No space left on device")
         return real_write(path, *args)
 
-    monkeypatch.setattr(slots, "write", failing_write)
+    monkeypatch.setattr(slots, "write_packed", failing_write)
     with pytest.warns(nbstep.StoreDamagedWarning, match="could not write the slot index"):
         values = [step.run(f"k{i}", i, lambda x: x) for i in range(12)]
     assert values == list(range(12)) and failures == [1]
@@ -547,3 +548,38 @@ def test_lookups_through_the_slot_index_agree_with_a_model(tmp_path, monkeypatch
     finally:
         for store in stores:
             store.close()
+
+
+def test_a_merged_slot_index_equals_one_written_whole(tmp_path):
+    import random as rand
+
+    rng = rand.Random(12)
+    for trial in range(20):
+        old = {(rng.getrandbits(64), rng.randint(1, 3)): rng.getrandbits(40)
+               for _ in range(rng.randint(0, 300))}
+        path = tmp_path / f"{trial}.idx"
+        slots.write(path, 1, 100, 7, [(h, seq, offset) for (h, seq), offset in old.items()])
+        index = slots.SlotIndex.open(path, 1)
+        assert index is not None
+        changes: dict[tuple[int, int], int | None] = {}
+        for target in rng.sample(sorted(old), min(len(old), rng.randint(0, 40))):
+            changes[target] = rng.choice([None, rng.getrandbits(40)])  # replaced or dropped
+        for _ in range(rng.randint(0, 40)):
+            changes[(rng.getrandbits(64), rng.randint(1, 3))] = rng.getrandbits(40)  # new
+        changes[(rng.getrandbits(64), 1)] = None  # dropping what is not there: nothing
+        expected = dict(old)
+        for target, offset in changes.items():
+            if offset is None:
+                expected.pop(target, None)
+            else:
+                expected[target] = offset
+        packed, count = slots.changes_of(index, changes)
+        index.close()
+        slots.write_packed(path, 1, 200, 9, packed, count)
+        merged = slots.SlotIndex.open(path, 1)
+        assert merged is not None and (merged.covered, merged.max_event_id) == (200, 9)
+        assert merged.entries() == sorted((h, seq, o) for (h, seq), o in expected.items())
+        merged.close()
+    packed, count = slots.changes_of(None, {(5, 1): 10, (3, 2): None, (1, 1): 4})
+    assert count == 2 and packed == b"".join(
+        struct.pack("<QIQ", *entry) for entry in [(1, 1, 4), (5, 1, 10)])

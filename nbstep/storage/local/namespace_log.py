@@ -403,17 +403,15 @@ class NamespaceLog:
 
     def reindex(self) -> None:
         """Write the slot index for the whole log as this process has read it."""
-        entries: dict[tuple[int, int], int] = {}
-        if self.index is not None:
-            entries = {(h, seq): offset for h, seq, offset in self.index.entries()}
+        # Only the slots appended to since the index was written change: the rest of
+        # it is copied as it is (a per-entry rewrite took ~60 ms at 30,000 slots, in
+        # the step that happened to cross INDEX_AFTER).
+        changes: dict[tuple[int, int], int | None] = {}
         for (key, seq), (record, offset) in self.recent.items():
-            hashed = (slots.key_hash(key), seq)
-            if record is None:
-                entries.pop(hashed, None)
-            else:
-                entries[hashed] = offset
-        slots.write(self.index_path, self.generation, self.parsed_to, self.max_event_id,
-                    [(h, seq, offset) for (h, seq), offset in entries.items()])
+            changes[(slots.key_hash(key), seq)] = None if record is None else offset
+        packed, count = slots.changes_of(self.index, changes)
+        slots.write_packed(self.index_path, self.generation, self.parsed_to,
+                           self.max_event_id, packed, count)
         index = slots.SlotIndex.open(self.index_path, self.generation)
         if index is not None:
             # What `recent` said now comes from the index: keep its records, and drop
