@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PARTS = ("import", "small", "fresh", "frame", "scale", "procs", "memory", "team")
+PARTS = ("import", "small", "fresh", "frame", "scale", "procs", "readers", "memory", "team")
 
 
 def main() -> None:
@@ -63,6 +63,10 @@ def main() -> None:
             from procs import bench_processes
 
             bench_processes(tmp, 8, 100 if quick else 500)
+        if "readers" in only:
+            from readers import bench_readers
+
+            bench_readers(tmp, quick)
         if "memory" in only:
             from memory import bench_memory
 

@@ -13,6 +13,8 @@ Resolution order, first match wins (documented in the README):
 ``namespace``
     ``NBSTEP_NAMESPACE``, then ``configure``, then ``[tool.nbstep]``; unset, the
     engine uses the running notebook's path (:mod:`nbstep.core.location`).
+``keep_versions`` (how many versions of a step's slot are kept, the current included)
+    ``NBSTEP_KEEP_VERSIONS``, then ``configure``, then ``[tool.nbstep]``
 ``objects``, ``trust`` (the team store: where large values go, whose pickles load)
     ``NBSTEP_OBJECTS`` / ``NBSTEP_TRUST`` (comma-separated), then ``configure``, then
     ``[tool.nbstep]``
@@ -63,6 +65,9 @@ class Settings(NamedTuple):
     busy_timeout: float = 60.0  # seconds to wait for another process holding the store
     linger: float = 0.05  # seconds an idle process keeps the store attached
     inline_limit: int = 64 * 1024  # values up to this many bytes live in the event table
+    # Versions kept per slot (the current one included): an input seen before replays
+    # its earlier version; gc keeps this many.
+    keep_versions: int = 5
     # The team store: where values above inline_limit go (a shared directory, or an
     # s3:// gs:// az:// URL), and the writers whose pickled values this machine loads.
     objects: str | None = None
@@ -84,13 +89,16 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "busy_timeout": (int, float),
     "linger": (int, float),
     "inline_limit": int,
+    "keep_versions": int,
     "objects": str,
     "trust": (list, tuple),
 }
 # Settings that shape the open store: changing one reopens it.
-STORE_SHAPING = ("store", "linger", "busy_timeout", "inline_limit", "objects", "trust")
+STORE_SHAPING = ("store", "linger", "busy_timeout", "inline_limit", "keep_versions", "objects",
+                 "trust")
 ENVIRONMENT = {"store": "NBSTEP_STORE", "namespace": "NBSTEP_NAMESPACE",
-               "objects": "NBSTEP_OBJECTS", "trust": "NBSTEP_TRUST"}
+               "objects": "NBSTEP_OBJECTS", "trust": "NBSTEP_TRUST",
+               "keep_versions": "NBSTEP_KEEP_VERSIONS"}
 SERVER_SCHEMES = ("postgresql://", "postgres://")
 CLOUD_SCHEMES = ("s3://", "gs://", "az://", "abfs://", "azure://")
 
@@ -136,6 +144,11 @@ def validate(name: str, value: Any, source: str) -> Any:
                           f"got {value}")
     if name == "inline_limit" and value < 0:
         raise ConfigError(f"{source}: `inline_limit` must be >= 0 bytes, got {value}")
+    if name == "keep_versions" and value < 1:
+        raise ConfigError(
+            f"{source}: `keep_versions` must be an integer >= 1 (the versions kept per step, "
+            f"the current one included), got {value}; use 1 to keep only the current one"
+        )
     if name == "trust":
         return _trust(value, source)
     if name == "objects" and "://" in value and not is_cloud_url(value):
@@ -178,6 +191,8 @@ def load(overrides: Mapping[str, Any], start: Path | None = None) -> Settings:
             value = _environment(env)
             if name == "trust":
                 value = validate(name, value.split(","), f"environment {env}")
+            elif name == "keep_versions":
+                value = validate(name, _integer(value, env), f"environment {env}")
             values[name], sources[name] = value, f"environment {env}"
         elif overrides.get(name) is not None:
             values[name], sources[name] = overrides[name], CONFIGURED
@@ -196,6 +211,15 @@ def load(overrides: Mapping[str, Any], start: Path | None = None) -> Settings:
         except ValueError as e:
             raise ConfigError(f"{e} ({sources['namespace']})") from None
     return Settings(**values, sources=sources)
+
+
+def _integer(text: str, env: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ConfigError(f"environment {env}: must be an integer >= 1 (the versions kept "
+                          f"per step, the current one included), got `{text}`; set it to "
+                          "e.g. 5, or unset it") from None
 
 
 def _environment(name: str) -> str | None:

@@ -127,6 +127,94 @@ def test_a_changed_input_raises_the_seed_mismatch(store):
     assert isinstance(caught.value, nbstep.NbstepError)
 
 
+# -- several versions per slot -----------------------------------------------------------
+
+
+def test_an_input_seen_before_replays_its_earlier_version(store):
+    handler = Counter()
+    assert step.run("k", 10, handler) == {"got": 10}
+    nbstep.reset()
+    assert step.run("k", 20, handler, on_mismatch="rerun") == {"got": 20}
+    events = len(step.inspect())
+    # Back to N=10: the default mode ("error") replays the kept version, appends nothing.
+    for _ in range(2):
+        nbstep.reset()
+        replayed = Runtime.instance().stats["replayed"]
+        assert step.run("k", 10, handler) == {"got": 10}
+        assert Runtime.instance().stats["replayed"] == replayed + 1
+        nbstep.reset()
+        assert step.run("k", 20, handler) == {"got": 20}
+    assert handler.calls == [10, 20]
+    frame = step.inspect()
+    assert len(frame) == events
+    assert frame["status"].tolist() == ["earlier", "current"]
+    # An input no kept version has is still the seed's mismatch, saying so.
+    nbstep.reset()
+    with pytest.raises(StepInputMismatch) as caught:
+        step.run("k", 30, handler)
+    assert "No kept version matches it either (1 earlier version of this step kept)." in str(
+        caught.value)
+    assert handler.calls == [10, 20]
+    # rerun=True recomputes even an input a kept version has, as a new version.
+    nbstep.reset()
+    assert step.run("k", 10, handler, rerun=True) == {"got": 10}
+    assert handler.calls == [10, 20, 10]
+    assert step.inspect()["status"].tolist() == ["earlier", "earlier", "current"]
+
+
+def test_keep_versions_one_keeps_only_the_current_record(store):
+    nbstep.configure(keep_versions=1)
+    step.run("k", 10, lambda x: x)
+    nbstep.reset()
+    step.run("k", 20, lambda x: x, on_mismatch="rerun")
+    nbstep.reset()
+    with pytest.raises(StepInputMismatch, match="no earlier version of this step is kept"):
+        step.run("k", 10, lambda x: -x)
+    nbstep.reset()
+    assert step.run("k", 10, lambda x: -x, on_mismatch="rerun") == -10
+    assert step.inspect()["status"].tolist() == ["superseded", "superseded", "current"]
+
+
+def test_forget_drops_the_earlier_versions_too(store):
+    step.run("k", 10, lambda x: x)
+    nbstep.reset()
+    step.run("k", 20, lambda x: x, on_mismatch="rerun")
+    assert step.forget("k") == 1
+    nbstep.reset()
+    handler = Counter()
+    step.run("k", 10, handler)
+    assert handler.calls == [10]  # computed again, not replayed from before the forget
+
+
+def test_keep_versions_is_validated_wherever_it_is_set(store, tmp_path, monkeypatch):
+    for bad, words in ((0, "must be an integer >= 1"), (-2, "got -2"), ("5", "must be int"),
+                       (True, "got bool"), (2.0, "must be int")):
+        with pytest.raises(nbstep.ConfigError, match=words):
+            nbstep.configure(keep_versions=bad)
+    rt = Runtime.instance()
+    nbstep.configure(keep_versions=3)
+    assert rt.settings(fresh=True).keep_versions == 3
+    monkeypatch.setenv("NBSTEP_KEEP_VERSIONS", " 2 ")
+    settings = rt.settings(fresh=True)
+    assert settings.keep_versions == 2
+    assert settings.sources["keep_versions"] == "environment NBSTEP_KEEP_VERSIONS"
+    monkeypatch.setenv("NBSTEP_KEEP_VERSIONS", "many")
+    with pytest.raises(nbstep.ConfigError, match="NBSTEP_KEEP_VERSIONS: must be an integer "
+                                                 ">= 1.*got `many`"):
+        rt.settings(fresh=True)
+    monkeypatch.setenv("NBSTEP_KEEP_VERSIONS", "0")
+    with pytest.raises(nbstep.ConfigError, match="`keep_versions` must be an integer >= 1"):
+        rt.settings(fresh=True)
+    monkeypatch.delenv("NBSTEP_KEEP_VERSIONS")
+    nbstep.configure(keep_versions=None)
+    (tmp_path / "pyproject.toml").write_text("[tool.nbstep]\nkeep_versions = 0\n")
+    with pytest.raises(nbstep.ConfigError, match="keep_versions"):
+        rt.settings(fresh=True)
+    (tmp_path / "pyproject.toml").write_text("[tool.nbstep]\nkeep_versions = 7\n")
+    assert rt.settings(fresh=True).keep_versions == 7
+    assert rt.store().keep_versions == 7
+
+
 def test_dict_key_order_does_not_change_the_input(store):
     step.run("k", {"a": 1, "b": 2}, lambda x: "once")
     nbstep.reset()
@@ -146,7 +234,7 @@ def test_on_mismatch_rerun_records_a_new_version(store):
     nbstep.reset()
     assert step.run("k", 2, Counter()) == 102
     frame = step.inspect(all_columns=True)
-    assert frame["status"].tolist() == ["superseded", "current"]
+    assert frame["status"].tolist() == ["earlier", "current"]
     assert frame["current"].tolist() == [False, True]
     assert frame["result"].tolist() == [101, 102]
 

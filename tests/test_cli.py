@@ -107,7 +107,7 @@ def test_group_help_lists_commands_and_store_env():
 # -- ls -------------------------------------------------------------------------------
 
 
-def test_ls_lists_notebooks_with_counts_sizes_and_old_versions(root):
+def test_ls_lists_notebooks_with_counts_sizes_and_old_versions(root, monkeypatch):
     out = invoke(root, "ls").output.splitlines()
     assert out[0].split()[:4] == ["NOTEBOOK", "STEPS", "SIZE", "OLD"]
     analysis = next(line for line in out if line.startswith(NB)).split()
@@ -115,7 +115,11 @@ def test_ls_lists_notebooks_with_counts_sizes_and_old_versions(root):
     assert analysis[1] == "5"
     assert analysis[4] == "-"  # nothing superseded there
     assert other[1] == "1"
-    assert other[4] != "-"  # the first `x` was superseded by the rerun
+    assert other[4] == "-"  # the first `x` is a kept earlier version: gc frees nothing
+    monkeypatch.setenv("NBSTEP_KEEP_VERSIONS", "1")
+    out = invoke(root, "ls").output.splitlines()
+    other = next(line for line in out if line.startswith("other.ipynb")).split()
+    assert other[4] != "-"  # keeping one version, the first `x` is for gc
 
 
 def test_ls_json_counts(root):
@@ -123,6 +127,12 @@ def test_ls_json_counts(root):
     assert rows[NB]["steps"] == 5
     assert rows[NB]["keys"] == 4
     assert rows[NB]["size_bytes"] > BIG.nbytes
+    assert rows["other.ipynb"]["old_bytes"] == 0  # an earlier version, kept
+
+
+def test_ls_json_old_bytes_are_what_gc_frees(root, monkeypatch):
+    monkeypatch.setenv("NBSTEP_KEEP_VERSIONS", "1")
+    rows = {r["notebook"]: r for r in json.loads(invoke(root, "ls", "--format", "json").output)}
     assert rows["other.ipynb"]["old_bytes"] > 0
 
 
@@ -183,12 +193,12 @@ def test_inspect_shows_current_records_unless_history(root):
         invoke(root, "inspect", "other.ipynb", "--history", "--format", "json").output
     )
     assert [(r["status"], r["value"]) for r in everything] == [
-        ("superseded", "'hello'"), ("current", "'hello2'")
+        ("earlier", "'hello'"), ("current", "'hello2'")
     ]
     # --all, as before: every record, every column.
     old = json.loads(invoke(root, "inspect", "other.ipynb", "--all", "--format", "json").output)
     assert [(r["status"], r["result"], r["reason"]) for r in old] == [
-        ("superseded", "hello", "first"), ("current", "hello2", "rerun")
+        ("earlier", "hello", "first"), ("current", "hello2", "rerun")
     ]
 
 
@@ -468,24 +478,29 @@ def all_versions(root, namespace):
     return [r["status"] for r in json.loads(out)]
 
 
-def test_gc_dry_run_changes_nothing_then_gc_frees(root):
+def test_gc_dry_run_changes_nothing_then_gc_frees(root, monkeypatch):
     path = object_file(root)
     invoke(root, "forget", NB, "big")
     dry = invoke(root, "gc", "--dry-run", "--grace", "0").output
-    assert "would drop 3 events" in dry  # big's record and its forget mark, other's old x
+    assert "would drop 2 events" in dry  # big's record and its forget mark
     assert "would free 156.4 KiB" in dry
     assert path.exists()
-    assert all_versions(root, "other.ipynb") == ["superseded", "current"]
+    assert all_versions(root, "other.ipynb") == ["earlier", "current"]
     out = invoke(root, "gc", "--grace", "0").output
-    assert "drop 3 events" in out and "freed 156.4 KiB" in out
+    assert "drop 2 events" in out and "freed 156.4 KiB" in out
     assert not path.exists()
-    assert all_versions(root, "other.ipynb") == ["current"]
+    assert all_versions(root, "other.ipynb") == ["earlier", "current"]  # kept: 5 versions
     assert len(current_keys(root)) == 4
     assert invoke(root, "gc").output.startswith("drop 0 events")
+    monkeypatch.setenv("NBSTEP_KEEP_VERSIONS", "1")
+    assert invoke(root, "gc", "--grace", "0").output.startswith("drop 1 event")  # old x
+    assert all_versions(root, "other.ipynb") == ["current"]
 
 
-def test_gc_reports_the_event_logs_as_well_as_object_files(root):
+def test_gc_reports_the_event_logs_as_well_as_object_files(root, monkeypatch):
     from nbstep.cli.text import size
+
+    monkeypatch.setenv("NBSTEP_KEEP_VERSIONS", "1")  # so other.ipynb's old x is for gc
 
     def logs_size():
         return sum(p.stat().st_size for p in (root / "logs").glob("*.log"))

@@ -184,8 +184,14 @@ def test_on_mismatch_and_rerun_reach_the_kernel(project):
     # A new version was recorded over the old one (not a forget and a first record).
     history = nbstep_cmd("inspect", "params.ipynb", "--all", "--format", "json", cwd=project)
     assert [(r["status"], r["reason"]) for r in json.loads(history.stdout)] == [
-        ("superseded", "first"), ("superseded", "input changed"), ("current", "rerun")
+        ("earlier", "first"), ("earlier", "input changed"), ("current", "rerun")
     ]
+    # Back to the first input: its kept version replays, in the default strict mode.
+    write_notebook(path, "from nbstep import step\nstep.run('train', 1, lambda lr: lr * 10)",
+                   markdown=False)
+    back = nbstep_cmd("run", str(path), cwd=project)
+    assert back.returncode == 0, back.stderr
+    assert summary_counts(back.stdout) == "1 replayed, 0 computed, 0 failed"
 
 
 def test_several_notebooks_stop_at_a_failure_unless_keep_going(project):

@@ -768,8 +768,11 @@ def test_two_cells_with_one_key_are_told_apart_by_cell_id(ip, capsys):
     execute("%%step dup\ny = 2", "cell-b")  # the same cell again: replays, no warning
     shown = capsys.readouterr()
     assert "nbstep ⟲ replayed `dup`" in shown.out and "warning" not in shown.err
+    # cell-a's own record is a kept earlier version: it replays.
+    execute("%%step dup --on-mismatch error\nx = 1", "cell-a")
+    assert "nbstep ⟲ replayed `dup`" in capsys.readouterr().out
     with pytest.raises(UsageError, match="also used by another cell"):
-        execute("%%step dup --on-mismatch error\nx = 1", "cell-a")
+        execute("%%step dup --on-mismatch error\nx = 5", "cell-a")
     # Without cell ids (a plain IPython shell) nothing is said.
     run(ip, "%%step dup\nz = 3")
     assert "warning" not in capsys.readouterr().err

@@ -235,7 +235,9 @@ def test_gc_makes_mirrors_fetch_the_namespace_again(team):
     first, _ = store.append(new_record("nb", "k", 1, "old"), None)
     store.append(new_record("nb", "k", 1, "new"), first.event_id)
     assert len(store.admin().history("nb")) == 2
-    other = team.machine("admin")
+    assert list(store.admin().history("nb")["status"]) == ["earlier", "current"]
+    assert team.machine("admin").admin().gc(grace_seconds=0).events_dropped == 0  # kept
+    other = team.machine("admin", keep_versions=1)
     assert other.admin().gc(grace_seconds=0).events_dropped == 1
     history = store.admin().history("nb")
     assert list(history["status"]) == ["current"]
@@ -496,7 +498,7 @@ def test_large_values_go_to_an_s3_object_store_shared_by_machines(team, s3_doubl
 
 def test_gc_removes_unreferenced_objects_from_s3(team, s3_double):
     url = f"s3://{s3_double.bucket}/steps"
-    store = team.machine(objects=url)
+    store = team.machine(objects=url, keep_versions=1)
     old, _ = store.append(new_record("nb", "k", 1, bytes(100_000)), None)
     store.append(new_record("nb", "k", 1, bytes(100_001)), old.event_id)
     assert store.admin().gc(grace_seconds=3600).young_kept == 1
@@ -582,8 +584,11 @@ def test_the_store_commands_work_on_a_team_store(team, tmp_path, monkeypatch):
     assert shown.exit_code == 0 and "by nbstep_super" in shown.output, shown.output
     history = runner.invoke(cli, [*base, "inspect", "nb.ipynb", "--all", "--format", "json"])
     assert [r["status"] for r in json.loads(history.output)] == [
-        "superseded", "current", "current"]
+        "earlier", "current", "current"]
     assert runner.invoke(cli, [*base, "verify", "--decode"]).exit_code == 0
+    kept = runner.invoke(cli, [*base, "gc", "--grace", "0"])
+    assert kept.exit_code == 0 and "drop 0 events" in kept.output, kept.output
+    monkeypatch.setenv("NBSTEP_KEEP_VERSIONS", "1")
     gc = runner.invoke(cli, [*base, "gc", "--grace", "0"])
     assert gc.exit_code == 0 and "drop 1 event" in gc.output, gc.output
     assert "remove 1 unreferenced object file" in gc.output
@@ -645,6 +650,23 @@ def test_a_journal_this_user_may_not_push_does_not_stop_the_steps(team, roles, p
     with pytest.raises(TeamServerError, match="may not push the journal"):
         reader.push()
     assert len(reader.journal.pending()) == 1  # kept for someone who may
+
+
+def test_gc_dry_run_never_waits_for_a_writer(team):
+    store = team.machine(inline_limit=1024)
+    first, _ = store.append(new_record("nb", "k", 1, bytes(10_000)), None)
+    store.append(new_record("nb", "k", 1, bytes(10_001)), first.event_id)
+    with psycopg.connect(team.url, autocommit=True) as writer:
+        # A writer between its value file and its record: a dry run only reads.
+        writer.execute("SELECT pg_advisory_lock_shared(%s)", [team_schema.GC_LOCK])
+        admin = team.machine("admin", keep_versions=1).admin()
+        admin.server.run("limit waits", lambda con: con.execute(
+            "SET lock_timeout = '2s'"))
+        started = time.monotonic()
+        report = admin.gc(dry_run=True, grace_seconds=0)
+        assert time.monotonic() - started < 2.0
+        assert report.events_dropped == 1 and report.objects_removed == 1
+        writer.execute("SELECT pg_advisory_unlock_shared(%s)", [team_schema.GC_LOCK])
 
 
 def test_gc_waits_for_a_writer_between_its_value_file_and_its_record(team):

@@ -61,7 +61,7 @@ def ls(state: State, notebook: str | None, fmt: str) -> None:
 @click.argument("notebook")
 @click.option("--key", help="Only this step's records.")
 @click.option("--history", is_flag=True,
-              help="Include superseded and forgotten records (default: current only).")
+              help="Include earlier, superseded and forgotten records (default: current only).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]),
               default="table", show_default=True)
 @click.option("--results", is_flag=True,

@@ -86,9 +86,11 @@ def forget(state: State, notebook: str, keys: tuple[str, ...], yes: bool) -> Non
                    "about to record one. 0 only when no notebook is running.")
 @click.pass_obj
 def gc(state: State, dry_run: bool, grace_seconds: float) -> None:
-    """Drop superseded and forgotten records and unreferenced object files.
+    """Drop old and forgotten records and unreferenced object files.
 
-    Current records are never touched. Reports the events dropped, the object files
+    Current records are never touched, nor the earlier versions kept with them
+    (keep_versions per step, the current one included: NBSTEP_KEEP_VERSIONS or
+    [tool.nbstep] keep_versions, default 5). Reports the events dropped, the object files
     removed and the bytes they freed, and the size of the database file (steps.duckdb,
     where small values live) and of the whole store before and after.
 

@@ -297,7 +297,8 @@ def gc_text(report: GcReport, dry_run: bool, before: Usage, after: Usage | None,
     would = "would " if dry_run else ""
     lines = [
         f"{would}drop {text.plural(report.events_dropped, 'event')} "
-        "(superseded and forgotten records, and the marks that forgot them)",
+        "(superseded records beyond the kept versions, forgotten ones, and the marks "
+        "that forgot them)",
         f"{would}remove {text.plural(report.objects_removed, 'unreferenced object file')}"
         f" and {text.plural(report.tmp_removed, 'stale temp file')}"
         f" ({'would free' if dry_run else 'freed'} {text.size(report.bytes_freed)}"
@@ -348,7 +349,7 @@ def verify_text(report: CheckReport) -> str:
         return "\n".join(lines)
     lines.append(f"DAMAGED: {text.plural(len(report.problems), 'record')}")
     for p in report.problems:
-        status = "current" if p.current else "superseded, not replayed"
+        status = "current" if p.current else "not current"
         lines.append(
             f"  `{p.record.namespace}` step `{p.record.key}` occurrence {p.record.sequence} "
             f"({status}, recorded {text.timestamp(p.record.occurred_at_us)} UTC): {p.what}"
@@ -359,7 +360,9 @@ def verify_text(report: CheckReport) -> str:
                      "once: nbstep verify --repair):")
         lines += [f"  nbstep forget {_quote(ns)} {_quote(key)}" for ns, key in fixes]
     if any(not p.current for p in report.problems):
-        lines.append("Damaged superseded records are never replayed; `nbstep gc` drops them.")
+        lines.append("A damaged record that is not current replays only when a step's input "
+                     "goes back to its own (an earlier version), and then fails saying how "
+                     "to recompute; `nbstep forget` the step to drop it now.")
     return "\n".join(lines)
 
 

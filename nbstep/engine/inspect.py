@@ -1,7 +1,7 @@
 """``step.inspect()``: a namespace's records as a pandas DataFrame.
 
 The default frame is for reading: one row per current step (``history=True`` adds
-the others: superseded, forgotten, whatever status the store gives), in the order
+the others: earlier, superseded, forgotten, whatever status the store gives), in the order
 they were recorded, with ``key``, ``occurrence``, ``status``, ``recorded_at``,
 ``duration`` (seconds), ``saved`` (the time replays in this process saved, else the
 duration: what each replay saves) and ``value``, a one-line summary

@@ -2,7 +2,9 @@
 
 The seed's order: take an occurrence (a per-(namespace, key) counter, used up even
 if the step later fails), look the slot up; the same input hash replays, another one
-is a mismatch (raised, or recomputed with ``on_mismatch="rerun"``), none computes.
+replays the slot's earlier version with that input if the store kept one
+(``StepStore.versions``, ``keep_versions`` of them), and is otherwise a mismatch
+(raised, or recomputed with ``on_mismatch="rerun"``); none computes.
 Recording is the store's compare-and-set: when another process recorded the slot
 while the handler ran, its value stands if the inputs agree (the seed's idempotent
 append), and a different input is a mismatch again.
@@ -47,17 +49,27 @@ def mismatch_error(
     input_hash: str,
     what_changed: str | None = None,
     fix: str = RUN_FIX,
+    kept: int | None = None,
 ) -> StepInputMismatch:
     """The seed's mismatch error, plus when the record was made and how to recompute.
 
-    ``fix`` says how to recompute in the caller's terms (the magic: ``--rerun``).
+    ``fix`` says how to recompute in the caller's terms (the magic: ``--rerun``);
+    ``kept``: how many earlier versions of the slot were compared too (none matched).
     """
     took = f"; the original run took {duration(record.duration_s)}" if record.duration_s else ""
     changed = f" What changed: {what_changed}." if what_changed else ""
+    if kept is None:
+        versions = ""
+    elif kept:
+        versions = (f" No kept version matches it either ({kept} earlier "
+                    f"version{'s' if kept != 1 else ''} of this step kept).")
+    else:
+        versions = " No kept version matches it (no earlier version of this step is kept)."
     error = StepInputMismatch(
         f"{builtin}: deterministic input mismatch for key `{record.key}` occurrence "
         f"{record.sequence} in namespace `{record.namespace}` (cached {record.input_hash}, "
-        f"current {input_hash}).{changed} The record was made {record.occurred_at}{took}. "
+        f"current {input_hash}).{versions}{changed} The record was made "
+        f"{record.occurred_at}{took}. "
         f"To recompute and record a new version, {fix}; "
         f"to drop the record, step.forget({record.key!r}, namespace={record.namespace!r})."
     )
@@ -78,13 +90,16 @@ def begin(
     what_changed: Callable[[Record], str | None] | None = None,
     matches: Callable[[Record], bool] | None = None,
     fix: str = RUN_FIX,
+    earlier_matches: Callable[[Record], bool] | None = None,
 ) -> Occurrence:
     """Take an occurrence and look it up; the caller then replays or computes.
 
     When the record's input hash differs, ``matches(record)`` may still accept it
     (the magic: an input the record's own step produced is no change), and the
-    step replays; otherwise mode "error" raises the mismatch, naming
-    ``what_changed(record)`` and saying ``fix``.
+    step replays; else an earlier kept version of the slot with this input (or that
+    ``earlier_matches``, by default ``matches``, accepts) replays, appending nothing;
+    otherwise mode "error" raises the mismatch, naming ``what_changed(record)`` and
+    saying ``fix``.
     """
     where = runtime.where()
     settings = runtime.settings(where=where)
@@ -100,18 +115,41 @@ def begin(
     if record is not None and not rerun and record.input_hash != input_hash:
         if matches is not None and matches(record):
             occurrence.input_hash = record.input_hash
+            return occurrence
+        earlier = store.versions(ns, key, sequence)
+        found = earlier_match(earlier, input_hash,
+                              earlier_matches if earlier_matches is not None else matches)
+        if found is not None:
+            # An input seen before: its version replays (the slot's current record
+            # stays what it is; recording compares with that one).
+            occurrence.record = found
+            occurrence.input_hash = found.input_hash
         elif mode == "error":
             runtime.stats["failed"] += 1
             changed = what_changed(record) if what_changed else None
-            raise mismatch_error(builtin, record, input_hash, changed, fix)
+            raise mismatch_error(builtin, record, input_hash, changed, fix, kept=len(earlier))
     return occurrence
+
+
+def earlier_match(earlier: list[Record], input_hash: str,
+                  matches: Callable[[Record], bool] | None) -> Record | None:
+    """The newest earlier version with this input hash, else the newest ``matches``
+    accepts, else None."""
+    for record in earlier:
+        if record.input_hash == input_hash:
+            return record
+    if matches is not None:
+        for record in earlier:
+            if matches(record):
+                return record
+    return None
 
 
 class Occurrence:
     """One occurrence of a step between its lookup and its outcome."""
 
     __slots__ = ("runtime", "store", "builtin", "namespace", "key", "sequence", "input_hash",
-                 "mode", "rerun", "record")
+                 "mode", "rerun", "record", "current")
 
     def __init__(self, runtime: Runtime, store: StepStore, builtin: str, namespace: str, key: str,
                  sequence: int, input_hash: str, mode: str, rerun: bool,
@@ -119,6 +157,9 @@ class Occurrence:
         self.runtime, self.store, self.builtin = runtime, store, builtin
         self.namespace, self.key, self.sequence = namespace, key, sequence
         self.input_hash, self.mode, self.rerun, self.record = input_hash, mode, rerun, record
+        # The slot's current record, which recording compares against; ``record`` is
+        # the one to replay (an earlier version, when the input was seen before).
+        self.current = record
 
     @property
     def replayable(self) -> bool:
@@ -170,7 +211,7 @@ class Occurrence:
             reason = "input changed"
         else:
             reason = "recompute"
-        expected = previous.event_id if previous is not None else None
+        expected = self.current.event_id if self.current is not None else None
         identity = self.identity()
         for _attempt in range(8):
             new = NewRecord(self.namespace, self.key, self.sequence, identity, self.input_hash,

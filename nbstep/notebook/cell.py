@@ -128,7 +128,7 @@ class CellStep(Recording):
         occurrence = occurrences.begin(
             self.runtime, BUILTIN, options.key, self.input_hash, options.namespace,
             options.on_mismatch, options.rerun, what_changed=self._what_changed,
-            matches=self._matches,
+            matches=self._matches, earlier_matches=self._matches_earlier,
             fix=f"run the cell as `%%step {options.key} --rerun`",
         )
         self.occurrence = occurrence
@@ -206,6 +206,11 @@ class CellStep(Recording):
             return True  # not compared: prepare() recomputes it
         recorded = inputs.recorded_parts(record)
         return recorded is not None and self._adjusted(record) == recorded
+
+    def _matches_earlier(self, record: Any) -> bool:
+        """An earlier version of the step whose parts are this cell's (a record this
+        nbstep cannot compare is not one)."""
+        return self._comparable(record) and self._matches(record)
 
     def _what_changed(self, record: Any, hint: bool = True) -> str:
         recorded = inputs.recorded_parts(record)

@@ -38,7 +38,7 @@ def open_store(location: str | os.PathLike[str], settings: Settings, *,
         return TeamStore(settings.store, location, inline_limit=settings.inline_limit,
                          objects=settings.objects, trust=settings.trust,
                          busy_timeout=settings.busy_timeout, linger=settings.linger,
-                         create=create)
+                         keep_versions=settings.keep_versions, create=create)
     from .local import DB_NAME, FORMAT_NAME, LocalStore
 
     root = Path(location)
@@ -50,4 +50,4 @@ def open_store(location: str | os.PathLike[str], settings: Settings, *,
             "directory (the `.nbstep` folder); a store is created by the first recorded step."
         )
     return LocalStore(root, linger=settings.linger, busy_timeout=settings.busy_timeout,
-                      inline_limit=settings.inline_limit)
+                      inline_limit=settings.inline_limit, keep_versions=settings.keep_versions)

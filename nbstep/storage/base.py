@@ -9,7 +9,10 @@ layer sees SQL, a connection or a file path of the store.
 The model: an append-only log of events per store. A ``recorded`` event holds a
 step's value, a ``forgotten`` event drops a slot; the latest event of a slot
 ``(namespace, key, sequence)`` decides what is current. Event ids increase in append
-order and are never reused.
+order and are never reused. A store keeps ``keep_versions`` versions of a slot (the
+current record included): the recorded events a later ``recorded`` superseded stay
+replayable (``versions``) until a ``forgotten`` event follows them or gc drops the
+oldest.
 """
 
 from __future__ import annotations
@@ -54,6 +57,15 @@ class StepStore(ABC):
     @abstractmethod
     def lookup(self, namespace: str, key: str, sequence: int) -> Record | None:
         """The current record of one step occurrence, or None."""
+
+    @abstractmethod
+    def versions(self, namespace: str, key: str, sequence: int) -> list[Record]:
+        """The slot's earlier versions that still replay, newest first.
+
+        The recorded events a later ``recorded`` event of the slot superseded, with no
+        ``forgotten`` event after them, at most ``keep_versions - 1`` (the current
+        record is not among them; a forgotten slot has none).
+        """
 
     @abstractmethod
     def current(self, namespace: str) -> list[Record]:
@@ -114,13 +126,17 @@ class StoreAdmin(ABC):
         """Every recorded event of a namespace, in append order, as a pandas DataFrame.
 
         Columns: ``nbstep.core.record.RECORD_COLUMNS`` (so ``Record.from_row`` reads a
-        row) plus ``status``: ``current``, ``superseded`` or ``forgotten``. Without
-        ``values`` the value columns are empty (fast).
+        row) plus ``status``: ``current``, ``earlier`` (superseded, but kept and
+        replayable: ``versions``), ``superseded`` (gc drops it) or ``forgotten``.
+        Without ``values`` the value columns are empty (fast).
         """
 
     @abstractmethod
     def gc(self, *, dry_run: bool = False, grace_seconds: float = 3600.0) -> GcReport:
         """Drop superseded and forgotten records and the value files nothing references.
+
+        Each slot keeps ``keep_versions`` records: the current one and its earlier
+        versions (a forgotten slot keeps none).
 
         Files younger than ``grace_seconds`` are kept even when unreferenced: a writer
         may be about to commit the record that points to one.

@@ -103,7 +103,7 @@ def test_append_is_a_compare_and_set_on_the_slot(stores):
     # Someone who looked before `first` existed loses, and gets `first` back.
     seen, inserted = store.append(new_record("nb", "k", 1, "late"), None)
     assert not inserted and seen.event_id == first.event_id
-    # Someone who saw `first` replaces it: a new version, the old one superseded.
+    # Someone who saw `first` replaces it: a new version, the old one kept as earlier.
     second, inserted = store.append(new_record("nb", "k", 1, "second", reason="rerun"),
                                     first.event_id)
     assert inserted and second.event_id > first.event_id
@@ -113,7 +113,7 @@ def test_append_is_a_compare_and_set_on_the_slot(stores):
     assert not inserted and stale.event_id == second.event_id
     history = store.admin().history("nb")
     assert list(zip(history["event_id"], history["status"], strict=True)) == [
-        (first.event_id, "superseded"), (second.event_id, "current")]
+        (first.event_id, "earlier"), (second.event_id, "current")]
 
 
 def test_two_store_objects_race_for_one_slot(stores):
@@ -206,7 +206,7 @@ def test_current_is_in_append_order_and_history_reads_as_records(stores):
 
 
 def test_namespaces_and_summary(stores):
-    store = stores(inline_limit=1024)
+    store = stores(inline_limit=1024, keep_versions=1)
     first, _ = store.append(new_record("b.ipynb", "k", 1, "x"), None)
     store.append(new_record("b.ipynb", "k", 1, "y"), first.event_id)
     store.append(new_record("b.ipynb", "big", 1, BIG), None)
@@ -221,7 +221,7 @@ def test_namespaces_and_summary(stores):
 
 
 def test_gc_drops_old_versions_and_unreferenced_files(stores):
-    store = stores(inline_limit=1024)
+    store = stores(inline_limit=1024, keep_versions=1)
     old, _ = store.append(new_record("nb", "k", 1, BIG), None)
     store.append(new_record("nb", "k", 1, BIG[::-1]), old.event_id)
     store.append(new_record("nb", "gone", 1, BIG + b"!"), None)
@@ -239,12 +239,102 @@ def test_gc_drops_old_versions_and_unreferenced_files(stores):
 
 
 def test_gc_keeps_young_unreferenced_files(stores):
-    store = stores(inline_limit=1024)
+    store = stores(inline_limit=1024, keep_versions=1)
     old, _ = store.append(new_record("nb", "k", 1, BIG), None)
     store.append(new_record("nb", "k", 1, "small now"), old.event_id)
     report = store.admin().gc(grace_seconds=3600)
     assert report.events_dropped == 1
     assert report.objects_removed == 0 and report.young_kept == 1
+
+
+def _versions(store, n, namespace="nb", key="k", big=False):
+    """Record n versions of one slot (inputs 1..n); their records, oldest first."""
+    made, expected = [], None
+    for i in range(1, n + 1):
+        value = BIG + bytes([i]) if big else f"v{i}"
+        record, inserted = store.append(new_record(namespace, key, 1, value, input=i),
+                                        expected)
+        assert inserted
+        made.append(record)
+        expected = record.event_id
+    return made
+
+
+def test_versions_are_the_earlier_records_newest_first(stores):
+    store = stores(keep_versions=3)
+    assert store.versions("nb", "k", 1) == []  # no record at all
+    (v1,) = _versions(store, 1)
+    assert store.versions("nb", "k", 1) == []  # only a current one
+    v2, _ = store.append(new_record("nb", "k", 1, "v2", input=2), v1.event_id)
+    v3, _ = store.append(new_record("nb", "k", 1, "v3", input=3), v2.event_id)
+    earlier = store.versions("nb", "k", 1)
+    assert [r.event_id for r in earlier] == [v2.event_id, v1.event_id]
+    assert [store.read(r) for r in earlier] == ["v2", "v1"]
+    assert earlier[1].input_hash == v1.input_hash != v2.input_hash
+    # At most keep_versions - 1: the oldest falls out.
+    v4, _ = store.append(new_record("nb", "k", 1, "v4", input=4), v3.event_id)
+    assert [r.event_id for r in store.versions("nb", "k", 1)] == [v3.event_id, v2.event_id]
+    # Another object on the same store sees the same (another process).
+    assert [r.event_id for r in stores(keep_versions=3).versions("nb", "k", 1)] == [
+        v3.event_id, v2.event_id]
+    # Other slots are their own.
+    assert store.versions("nb", "k", 2) == [] and store.versions("nb", "other", 1) == []
+    assert stores(keep_versions=1).versions("nb", "k", 1) == []
+    history = store.admin().history("nb")
+    assert list(zip(history["event_id"], history["status"], strict=True)) == [
+        (v1.event_id, "superseded"), (v2.event_id, "earlier"), (v3.event_id, "earlier"),
+        (v4.event_id, "current")]
+
+
+def test_forget_makes_the_earlier_versions_unreplayable(stores):
+    store = stores(keep_versions=5)
+    v1, v2, v3 = _versions(store, 3)
+    assert len(store.versions("nb", "k", 1)) == 2
+    assert store.forget("nb", "k") == 1
+    assert store.versions("nb", "k", 1) == [] and store.lookup("nb", "k", 1) is None
+    statuses = dict(zip(store.admin().history("nb")["event_id"],
+                        store.admin().history("nb")["status"], strict=True))
+    assert statuses == {v1.event_id: "superseded", v2.event_id: "superseded",
+                        v3.event_id: "forgotten"}
+    # A new record after the forget starts the slot's versions afresh.
+    n1, _ = store.append(new_record("nb", "k", 1, "n1", input=1), None)
+    assert store.versions("nb", "k", 1) == []
+    n2, _ = store.append(new_record("nb", "k", 1, "n2", input=2), n1.event_id)
+    assert [r.event_id for r in store.versions("nb", "k", 1)] == [n1.event_id]
+
+
+def test_summary_counts_only_what_gc_frees(stores):
+    store = stores(inline_limit=1024, keep_versions=2)
+    _versions(store, 3, big=True)  # v1 superseded; v2 earlier, kept
+    _versions(store, 1, namespace="a.ipynb")
+    summary = {s.namespace: s for s in store.admin().summary()}
+    assert summary["nb"].steps == 1
+    assert len(BIG) < summary["nb"].old_bytes < 2 * len(BIG)  # v1 only, not v2
+    assert summary["a.ipynb"].old_bytes == 0
+    bigger = {s.namespace: s for s in stores(inline_limit=1024, keep_versions=3).admin().summary()}
+    assert bigger["nb"].old_bytes == 0  # with three kept, nothing is for gc
+
+
+def test_gc_keeps_keep_versions_per_slot(stores):
+    store = stores(inline_limit=1024, keep_versions=2)
+    v1, v2, v3 = _versions(store, 3, big=True)
+    gone = _versions(store, 2, key="gone", big=False)
+    store.forget("nb", "gone")
+    admin = store.admin()
+    planned = admin.gc(dry_run=True, grace_seconds=0)
+    # v1, and both records of `gone` with its forget mark.
+    assert planned.events_dropped == 4 and planned.objects_removed == 1
+    done = admin.gc(grace_seconds=0)
+    assert (done.events_dropped, done.objects_removed) == (4, 1)
+    history = admin.history("nb")
+    assert list(zip(history["event_id"], history["status"], strict=True)) == [
+        (v2.event_id, "earlier"), (v3.event_id, "current")]
+    (earlier,) = store.versions("nb", "k", 1)
+    assert earlier.event_id == v2.event_id and store.read(earlier) == BIG + bytes([2])
+    assert store.read(store.lookup("nb", "k", 1)) == BIG + bytes([3])
+    assert store.lookup("nb", "gone", 1) is None and gone
+    assert admin.gc(grace_seconds=0).events_dropped == 0
+    assert admin.check().ok
 
 
 def test_event_ids_are_never_reused_after_gc(stores):

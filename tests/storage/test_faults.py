@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 from pathlib import Path
 
@@ -337,6 +338,10 @@ def test_gc_racing_writers_never_removes_what_they_record(tmp_path):
     writers = [subprocess.Popen([sys.executable, str(script), f"w{w}", str(GC_STEPS)], env=env,
                                 cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True) for w in range(3)]
+    deadline = time.monotonic() + 120
+    while not (store_dir / "format").exists():  # gc needs a store: the first step makes it
+        assert time.monotonic() < deadline and all(w.poll() is None for w in writers)
+        time.sleep(0.01)
     gcs = 0
     while any(w.poll() is None for w in writers):
         done = subprocess.run([sys.executable, "-m", "nbstep", "--store", str(store_dir),

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
 import time
 
 import pytest
+from backends import new_record
 
 import nbstep
 from nbstep import StepReplayError, StoreBusy, StoreFormatError, step
@@ -166,7 +168,7 @@ def test_steps_go_on_while_another_program_holds_the_table(store, tmp_path):
 
 
 def test_gc_drops_superseded_and_forgotten_records_and_their_files(store):
-    nbstep.configure(inline_limit=10)
+    nbstep.configure(inline_limit=10, keep_versions=1)
     step.run("a", lambda: b"1" * 100)
     nbstep.reset()
     step.run("a", lambda: b"2" * 100, rerun=True)
@@ -377,7 +379,7 @@ def test_steps_journaled_after_a_torn_entry_survive_the_next_crash(store, tmp_pa
 def test_a_slot_index_that_cannot_be_written_loses_nothing_and_is_reported(store, monkeypatch):
     monkeypatch.setattr(namespace_log, "INDEX_AFTER", 5)
     failures = []
-    real_write = slots.write
+    real_write = slots.write_packed
 
     def failing_write(path, *args):
         if not failures:
@@ -385,7 +387,7 @@ def test_a_slot_index_that_cannot_be_written_loses_nothing_and_is_reported(store
             raise OSError(28, "No space left on device")
         return real_write(path, *args)
 
-    monkeypatch.setattr(slots, "write", failing_write)
+    monkeypatch.setattr(slots, "write_packed", failing_write)
     with pytest.warns(nbstep.StoreDamagedWarning, match="could not write the slot index"):
         values = [step.run(f"k{i}", i, lambda x: x) for i in range(12)]
     assert values == list(range(12)) and failures == [1]
@@ -394,6 +396,35 @@ def test_a_slot_index_that_cannot_be_written_loses_nothing_and_is_reported(store
     nbstep.reset()
     assert [step.run(f"k{i}", i, lambda x: "lost") for i in range(12)] == list(range(12))
     assert step.inspect(all_columns=True)["event_id"].tolist() == list(range(1, 13))
+
+
+def test_gc_dry_run_takes_no_lock_a_step_waits_for(tmp_path):
+    import fcntl
+
+    s = LocalStore(tmp_path / ".nbstep", busy_timeout=0.5, inline_limit=10, keep_versions=1)
+    try:
+        first, _ = s.append(new_record("nb", "k", 1, b"x" * 100), None)
+        s.append(new_record("nb", "k", 1, b"y" * 100), first.event_id)
+        # Another process mid-append holds the log's lock, and one writing a value
+        # file holds objects.lock shared: a dry run reads past both, at once.
+        log = os.open(s.layout.logs / f"{log_name('nb')}.log", os.O_RDONLY)
+        pinned = os.open(s.objects.lock_path, os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(log, fcntl.LOCK_EX)
+            fcntl.flock(pinned, fcntl.LOCK_SH)
+            started = time.monotonic()
+            report = s.admin().gc(dry_run=True, grace_seconds=0)
+            assert time.monotonic() - started < 0.5
+            assert report.events_dropped == 1 and report.objects_removed == 1
+            fcntl.flock(pinned, fcntl.LOCK_UN)
+            with pytest.raises(StoreBusy):  # a real gc does wait for the log's writer
+                s.admin().gc(grace_seconds=0)
+        finally:
+            os.close(log)
+            os.close(pinned)
+        assert s.admin().gc(grace_seconds=0).events_dropped == 1
+    finally:
+        s.close()
 
 
 def test_gc_waits_for_a_step_between_its_value_file_and_its_record(store, monkeypatch, tmp_path):
@@ -517,3 +548,38 @@ def test_lookups_through_the_slot_index_agree_with_a_model(tmp_path, monkeypatch
     finally:
         for store in stores:
             store.close()
+
+
+def test_a_merged_slot_index_equals_one_written_whole(tmp_path):
+    import random as rand
+
+    rng = rand.Random(12)
+    for trial in range(20):
+        old = {(rng.getrandbits(64), rng.randint(1, 3)): rng.getrandbits(40)
+               for _ in range(rng.randint(0, 300))}
+        path = tmp_path / f"{trial}.idx"
+        slots.write(path, 1, 100, 7, [(h, seq, offset) for (h, seq), offset in old.items()])
+        index = slots.SlotIndex.open(path, 1)
+        assert index is not None
+        changes: dict[tuple[int, int], int | None] = {}
+        for target in rng.sample(sorted(old), min(len(old), rng.randint(0, 40))):
+            changes[target] = rng.choice([None, rng.getrandbits(40)])  # replaced or dropped
+        for _ in range(rng.randint(0, 40)):
+            changes[(rng.getrandbits(64), rng.randint(1, 3))] = rng.getrandbits(40)  # new
+        changes[(rng.getrandbits(64), 1)] = None  # dropping what is not there: nothing
+        expected = dict(old)
+        for target, offset in changes.items():
+            if offset is None:
+                expected.pop(target, None)
+            else:
+                expected[target] = offset
+        packed, count = slots.changes_of(index, changes)
+        index.close()
+        slots.write_packed(path, 1, 200, 9, packed, count)
+        merged = slots.SlotIndex.open(path, 1)
+        assert merged is not None and (merged.covered, merged.max_event_id) == (200, 9)
+        assert merged.entries() == sorted((h, seq, o) for (h, seq), o in expected.items())
+        merged.close()
+    packed, count = slots.changes_of(None, {(5, 1): 10, (3, 2): None, (1, 1): 4})
+    assert count == 2 and packed == b"".join(
+        struct.pack("<QIQ", *entry) for entry in [(1, 1, 4), (5, 1, 10)])

@@ -45,6 +45,7 @@ class LocalAdmin(StoreAdmin):
     objects: ObjectFiles
     mirror: Mirror
     quarantine: Quarantine
+    keep_versions: int
 
     def log(self, namespace: str) -> NamespaceLog:
         raise NotImplementedError
@@ -78,7 +79,7 @@ class LocalAdmin(StoreAdmin):
         from .mirror import queries as mirror_queries
 
         with self.mirror.using() as con:
-            rows = mirror_queries.summary(con)
+            rows = mirror_queries.summary(con, self.keep_versions)
         return [NamespaceSummary(namespace, int(steps), int(keys), int(size), int(old),
                                  None if last is None else int(last))
                 for namespace, steps, keys, size, old, last in rows]
@@ -87,7 +88,7 @@ class LocalAdmin(StoreAdmin):
         from .mirror import queries as mirror_queries
 
         with self.mirror.using({f"{log_name(namespace)}.log"}) as con:
-            return mirror_queries.history(con, namespace, values)
+            return mirror_queries.history(con, namespace, values, self.keep_versions)
 
     # -- gc ---------------------------------------------------------------------------
 
@@ -97,11 +98,13 @@ class LocalAdmin(StoreAdmin):
         check_grace(grace_seconds)
         report = GcReport()
         # gc's own exclusive lock on value files first: no writer is between writing a
-        # value file and appending its record while gc decides what is referenced.
-        with self.objects.exclusive():
+        # value file and appending its record while gc decides what is referenced. A
+        # dry run removes nothing: it shares the lock with writers, never stalling one.
+        with self.objects.pinned() if dry_run else self.objects.exclusive():
             live: set[str] = set()
             for namespace, _path in self._log_files():
-                dropped, used = self.log(namespace).compact(dry_run=dry_run)
+                dropped, used = self.log(namespace).compact(dry_run=dry_run,
+                                                            keep=self.keep_versions)
                 report.events_dropped += dropped
                 live |= used
             swept = self.objects.sweep(live, time.time() - grace_seconds, dry_run=dry_run)

@@ -91,6 +91,40 @@ class SlotIndex:
             lo += 1
         return found
 
+    def position(self, target: tuple[int, int], lo: int = 0) -> int:
+        """The index of the first entry at or after ``(key hash, sequence)``, from ``lo``."""
+        hi = self.count
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._entry(mid)[:2] < target:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def merged(self, changes: dict[tuple[int, int], int | None]) -> tuple[bytes, int]:
+        """These entries with ``changes`` applied ((key hash, sequence) -> the slot's new
+        frame offset, or None: no current record), packed and sorted, and how many.
+
+        Copies the runs of unchanged entries as they are and looks up only the changed
+        ones, so rewriting a big index costs about its size in bytes copied, not a
+        Python object per entry."""
+        start, size = _HEADER.size, _ENTRY.size
+        chunks, count, at = [], 0, 0
+        for target, offset in sorted(changes.items()):
+            i = self.position(target, at)
+            chunks.append(self._map[start + at * size:start + i * size])
+            count += i - at
+            if i < self.count and self._entry(i)[:2] == target:
+                i += 1  # the slot's old entry: replaced or dropped
+            if offset is not None:
+                chunks.append(_ENTRY.pack(*target, offset))
+                count += 1
+            at = i
+        chunks.append(self._map[start + at * size:start + self.count * size])
+        count += self.count - at
+        return b"".join(chunks), count
+
     def entries(self) -> list[tuple[int, int, int]]:
         start = _HEADER.size
         return list(_ENTRY.iter_unpack(self._map[start:start + self.count * _ENTRY.size]))
@@ -103,10 +137,24 @@ def write(path: Path, generation: int, covered: int, max_event_id: int,
           entries: Iterable[tuple[int, int, int]]) -> None:
     """Write an index atomically: a temp file beside it, fsynced, renamed over it."""
     ordered = sorted(entries)
-    body = b"".join([
-        _HEADER.pack(MAGIC, VERSION, generation, covered, max_event_id, len(ordered)),
-        *(_ENTRY.pack(*entry) for entry in ordered),
-    ])
+    write_packed(path, generation, covered, max_event_id,
+                 b"".join(_ENTRY.pack(*entry) for entry in ordered), len(ordered))
+
+
+def changes_of(index: SlotIndex | None, changes: dict[tuple[int, int], int | None]
+               ) -> tuple[bytes, int]:
+    """The packed entries of ``index`` (None: none yet) with ``changes`` applied."""
+    if index is not None:
+        return index.merged(changes)
+    ordered = [(target, offset) for target, offset in sorted(changes.items())
+               if offset is not None]
+    return b"".join(_ENTRY.pack(*target, offset) for target, offset in ordered), len(ordered)
+
+
+def write_packed(path: Path, generation: int, covered: int, max_event_id: int,
+                 entries: bytes, count: int) -> None:
+    """Write an index of ``count`` packed, sorted entries atomically."""
+    body = _HEADER.pack(MAGIC, VERSION, generation, covered, max_event_id, count) + entries
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(body + _CRC.pack(zlib.crc32(body)))

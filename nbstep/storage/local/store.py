@@ -19,6 +19,7 @@ from nbstep.errors import NbstepError, StoreFormatError
 from nbstep.storage import values
 from nbstep.storage.base import StepStore, StoreAdmin
 from nbstep.storage.objects import ObjectFiles
+from nbstep.storage.versions import DEFAULT_KEEP
 
 from .admin import LocalAdmin
 from .layout import DB_NAME, Layout
@@ -36,12 +37,14 @@ class LocalStore(LocalAdmin, StepStore):
 
     def __init__(self, root: str | os.PathLike[str], *, linger: float = DEFAULT_LINGER,
                  busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
-                 inline_limit: int = DEFAULT_INLINE_LIMIT) -> None:
+                 inline_limit: int = DEFAULT_INLINE_LIMIT,
+                 keep_versions: int = DEFAULT_KEEP) -> None:
         self.root = Path(root)
         self.location = str(self.root)
         self.layout = Layout(self.root)
         self.busy_timeout = busy_timeout
         self.inline_limit = inline_limit
+        self.keep_versions = keep_versions
         self.objects = ObjectFiles(self.layout.objects)
         self.quarantine = Quarantine(self.layout.quarantine)
         self.mirror = Mirror(self.root, self.layout.logs, self.quarantine,
@@ -104,6 +107,9 @@ class LocalStore(LocalAdmin, StepStore):
 
     def lookup(self, namespace: str, key: str, sequence: int) -> Record | None:
         return self.log(namespace).lookup(key, sequence)
+
+    def versions(self, namespace: str, key: str, sequence: int) -> list[Record]:
+        return self.log(namespace).versions(key, sequence, self.keep_versions)
 
     def current(self, namespace: str) -> list[Record]:
         return self.log(namespace).current()

@@ -43,6 +43,7 @@ class TeamAdmin(StoreAdmin, SharedAdmin):
     trust: Any
     server: Any
     journal: Any
+    keep_versions: int
 
     def _online(self, doing: str, work: Any, retry: bool = True) -> Any:
         raise NotImplementedError
@@ -69,10 +70,11 @@ class TeamAdmin(StoreAdmin, SharedAdmin):
     def summary(self) -> list[NamespaceSummary]:
         try:
             rows = self._online("summarize the store",
-                                lambda con: con.execute(sql.SUMMARY).fetchall())
+                                lambda con: con.execute(sql.SUMMARY, {"keep": self.keep_versions}
+                                                       ).fetchall())
         except faults.ServerUnreachable as e:
             self._stale(e, "the namespaces this machine has mirrored")
-            rows = self.mirror.summary()
+            rows = self.mirror.summary(self.keep_versions)
         return [NamespaceSummary(namespace, int(steps), int(keys), int(size), int(old),
                                  None if last is None else int(last))
                 for namespace, steps, keys, size, old, last in rows]
@@ -82,7 +84,7 @@ class TeamAdmin(StoreAdmin, SharedAdmin):
             self.sync([namespace])
         except faults.ServerUnreachable as e:
             self._stale(e, f"`{namespace}` as of the mirror's last sync")
-        return self.mirror.history(namespace, values)
+        return self.mirror.history(namespace, values, self.keep_versions)
 
     def _stale(self, error: NbstepError, what: str) -> None:
         warnings.warn(StoreOfflineWarning(f"nbstep: {error} Showing {what}."), stacklevel=4)
@@ -99,10 +101,15 @@ class TeamAdmin(StoreAdmin, SharedAdmin):
             if not allowed and not dry_run:
                 raise faults.not_permitted(self.server.address, "run gc",
                                            f"no DELETE privilege on {schema.EVENTS}")
-            con.execute("SELECT pg_advisory_lock(%s)", [schema.GC_LOCK])
+            # gc holds GC_LOCK alone while it decides which value files nothing
+            # references; a dry run removes nothing and shares it with the writers of
+            # value files, never stalling one.
+            lock, unlock = (("pg_advisory_lock_shared", "pg_advisory_unlock_shared") if dry_run
+                            else ("pg_advisory_lock", "pg_advisory_unlock"))
+            con.execute(f"SELECT {lock}(%s)", [schema.GC_LOCK])
             try:
                 with con.transaction():
-                    stale = con.execute(sql.STALE).fetchall()
+                    stale = con.execute(sql.STALE, {"keep": self.keep_versions}).fetchall()
                     report.events_dropped = len(stale)
                     if stale and not dry_run:
                         ids = [row[0] for row in stale]
@@ -123,7 +130,7 @@ class TeamAdmin(StoreAdmin, SharedAdmin):
                 return self.objects.sweep(live, time.time() - grace_seconds, dry_run=dry_run)
             finally:
                 if not con.broken:
-                    con.execute("SELECT pg_advisory_unlock(%s)", [schema.GC_LOCK])
+                    con.execute(f"SELECT {unlock}(%s)", [schema.GC_LOCK])
 
         swept = self._online("run gc", collect, retry=False)
         for name, count in swept.items():

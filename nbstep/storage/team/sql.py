@@ -73,6 +73,13 @@ ON CONFLICT ON CONSTRAINT events_slot_version DO NOTHING
 RETURNING event_id, recorded_by
 """
 
+# A slot's newest events, for its earlier versions (nbstep/storage/versions.py).
+VERSIONS = f"""
+SELECT kind, {SELECT_RECORD} FROM {EVENTS}
+WHERE namespace = %s AND key = %s AND sequence = %s
+ORDER BY version DESC LIMIT %s
+"""
+
 REGISTER = f"INSERT INTO {NAMESPACES} (namespace) VALUES (%s) ON CONFLICT DO NOTHING"
 
 # The latest event of every slot of a namespace (or of every namespace).
@@ -94,6 +101,15 @@ def lookup(con: Any, namespace: str, key: str, sequence: int) -> Record | None:
     if row is None or row[0] != RECORDED:
         return None
     return Record.from_row(row[1:])
+
+
+def versions(con: Any, namespace: str, key: str, sequence: int, keep: int) -> list[Record]:
+    from nbstep.storage.versions import earlier
+
+    if keep <= 1:
+        return []
+    rows = con.execute(VERSIONS, [namespace, key, sequence, keep]).fetchall()
+    return [Record.from_row(row[1:]) for row in earlier(rows, keep, lambda row: row[0])]
 
 
 def append(con: Any, new: NewRecord, placed: Any, expected: int | None, occurred_at_us: int,
@@ -167,21 +183,39 @@ WITH RECURSIVE found AS (
 SELECT namespace FROM found WHERE namespace IS NOT NULL
 """
 
+# Per event: `kept_rank`, its place among its slot's records after the slot's last
+# `forgotten` event, newest first (1: the current record, 2..keep_versions: its
+# earlier versions, kept by gc; nbstep/storage/versions.py).
+_SLOTS = f"""
+SELECT *,
+    CASE WHEN kind = '{RECORDED}' AND version > forgot_version THEN row_number() OVER (
+        PARTITION BY namespace, key, sequence,
+            kind = '{RECORDED}' AND version > forgot_version
+        ORDER BY version DESC) END AS kept_rank
+FROM (
+    SELECT event_id, namespace, key, sequence, kind, version, size_bytes, occurred_at,
+        max(version) OVER slot AS last_version,
+        coalesce(max(CASE WHEN kind = '{FORGOTTEN}' THEN version END) OVER slot, 0)
+            AS forgot_version
+    FROM {EVENTS}
+    WINDOW slot AS (PARTITION BY namespace, key, sequence)
+) events_by_slot
+"""
+
+# old_bytes: what gc would free (neither current nor an earlier version).
 SUMMARY = f"""
 SELECT namespace,
     count(*) FILTER (WHERE is_current) AS steps,
     count(DISTINCT key) FILTER (WHERE is_current) AS keys,
     coalesce(sum(size_bytes) FILTER (WHERE is_current), 0) AS size_bytes,
-    coalesce(sum(size_bytes) FILTER (WHERE kind = '{RECORDED}' AND NOT is_current), 0)
+    coalesce(sum(size_bytes) FILTER (WHERE kind = '{RECORDED}' AND NOT is_current
+                                     AND coalesce(kept_rank > %(keep)s, true)), 0)
         AS old_bytes,
     max((extract(epoch FROM occurred_at) * 1000000)::bigint)
         FILTER (WHERE kind = '{RECORDED}') AS last_us
 FROM (
-    SELECT namespace, key, kind, size_bytes, occurred_at,
-        kind = '{RECORDED}'
-            AND version = max(version) OVER (PARTITION BY namespace, key, sequence)
-            AS is_current
-    FROM {EVENTS}
+    SELECT *, kind = '{RECORDED}' AND version = last_version AS is_current
+    FROM ({_SLOTS}) ranked
 ) slots
 GROUP BY namespace
 ORDER BY namespace
@@ -195,14 +229,11 @@ FROM {EVENTS} WHERE kind = '{RECORDED}'
 ORDER BY event_id
 """
 
-# gc: every event that is not the current record of its slot.
+# gc: every event that is neither the current record of its slot nor one of its
+# keep_versions - 1 earlier versions.
 STALE = f"""
-SELECT event_id, namespace FROM (
-    SELECT event_id, namespace, kind,
-        version = max(version) OVER (PARTITION BY namespace, key, sequence) AS is_latest
-    FROM {EVENTS}
-) slots
-WHERE NOT (is_latest AND kind = '{RECORDED}')
+SELECT event_id, namespace FROM ({_SLOTS}) ranked
+WHERE NOT coalesce(kept_rank <= %(keep)s, false)
 """
 
 LIVE_OBJECTS = f"SELECT DISTINCT object_sha256 FROM {EVENTS} WHERE object_sha256 IS NOT NULL"

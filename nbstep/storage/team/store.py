@@ -40,6 +40,7 @@ from nbstep.errors import (
 from nbstep.storage import values
 from nbstep.storage.base import PushReport, StepStore, StoreAdmin
 from nbstep.storage.objects import Damaged
+from nbstep.storage.versions import DEFAULT_KEEP
 
 from . import faults, journal, schema, sql
 from .admin import TeamAdmin
@@ -82,11 +83,13 @@ class TeamStore(TeamAdmin, StepStore):
     def __init__(self, url: str, local_dir: str | os.PathLike[str], *,
                  inline_limit: int = DEFAULT_INLINE_LIMIT, objects: str | None = None,
                  trust: tuple[str, ...] = (), busy_timeout: float = 60.0,
-                 linger: float = 0.05, create: bool = True) -> None:
+                 linger: float = 0.05, keep_versions: int = DEFAULT_KEEP,
+                 create: bool = True) -> None:
         self.address = parse(url)
         self.location = self.address.shown
         self.folder = Path(local_dir) / "team" / self.address.ident
         self.inline_limit = inline_limit
+        self.keep_versions = keep_versions
         self.server = Server(self.address, create=create)
         self.objects: Any = open_objects(objects, self.folder / "objects") or NoObjects()
         self.keeps_objects = objects is not None
@@ -189,6 +192,21 @@ class TeamStore(TeamAdmin, StepStore):
             warnings.warn(f"nbstep: the local mirror cannot be read either ({e}); the step "
                           "runs", RuntimeWarning, stacklevel=4)
             return None
+
+    def versions(self, namespace: str, key: str, sequence: int) -> list[Record]:
+        try:
+            return self._online("look up a step's earlier versions", lambda con: sql.versions(
+                con, namespace, key, sequence, self.keep_versions))
+        except faults.ServerUnreachable as e:
+            self._went_offline(e)
+            if self.journal.latest(namespace, key, sequence) is not None:
+                return []  # recorded offline: the server's versions are not this slot's
+            try:
+                return self.mirror.versions(namespace, key, sequence, self.keep_versions)
+            except NbstepError as error:
+                warnings.warn(f"nbstep: the local mirror cannot be read either ({error}); "
+                              "no earlier version replays", RuntimeWarning, stacklevel=4)
+                return []
 
     def current(self, namespace: str) -> list[Record]:
         try:

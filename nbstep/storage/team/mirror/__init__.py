@@ -85,13 +85,17 @@ class TeamMirror:
 
     # -- questions -------------------------------------------------------------------------
 
-    def history(self, namespace: str, values: bool) -> Any:
+    def history(self, namespace: str, values: bool, keep: int) -> Any:
         with self.using() as con:
-            return tables.history(con, namespace, values)
+            return tables.history(con, namespace, values, keep)
 
-    def summary(self) -> list[tuple[Any, ...]]:
+    def summary(self, keep: int) -> list[tuple[Any, ...]]:
         with self.using() as con:
-            return tables.summary(con)
+            return tables.summary(con, keep)
+
+    def versions(self, namespace: str, key: str, sequence: int, keep: int) -> list[Record]:
+        with self.using() as con:
+            return tables.versions(con, namespace, key, sequence, keep)
 
     def current(self, namespace: str) -> list[Record]:
         with self.using() as con:

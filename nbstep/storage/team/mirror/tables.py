@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbstep.core.record import RECORDED, Record
+from nbstep.core.record import FORGOTTEN, RECORDED, Record
 from nbstep.core.version import __version__
 from nbstep.storage.local.mirror.schema import ALIAS, transaction
 
@@ -151,31 +151,46 @@ def _insert(con: Any, rows: list[tuple[Any, ...]]) -> None:
         con.unregister("batch")
 
 
-HISTORY = f"""
-SELECT * EXCLUDE (kind, last_version, last_recorded_version, version),
-    CASE WHEN version = last_version THEN 'current'
-         WHEN version < last_recorded_version THEN 'superseded'
-         ELSE 'forgotten' END AS status
+# Per event: `kept_rank`, its place among its slot's records after the slot's last
+# `forgotten` event, newest first (1: current, 2..keep_versions: earlier versions).
+_SLOTS = f"""
+SELECT *,
+    CASE WHEN kind = '{RECORDED}' AND version > forgot_version THEN row_number() OVER (
+        PARTITION BY namespace, key, sequence, kind = '{RECORDED}' AND version > forgot_version
+        ORDER BY version DESC) END AS kept_rank
 FROM (
     SELECT kind, version, {{columns}},
         max(version) OVER slot AS last_version,
-        max(CASE WHEN kind = '{RECORDED}' THEN version END) OVER slot AS last_recorded_version
-    FROM {EVENTS} WHERE namespace = ?
-    WINDOW slot AS (PARTITION BY key, sequence)
+        max(CASE WHEN kind = '{RECORDED}' THEN version END) OVER slot AS last_recorded_version,
+        coalesce(max(CASE WHEN kind = '{FORGOTTEN}' THEN version END) OVER slot, 0)
+            AS forgot_version
+    FROM {EVENTS} {{where}}
+    WINDOW slot AS (PARTITION BY namespace, key, sequence)
 )
+"""
+
+HISTORY = f"""
+SELECT * EXCLUDE (kind, last_version, last_recorded_version, forgot_version, kept_rank,
+                  version),
+    CASE WHEN version = last_version THEN 'current'
+         WHEN kept_rank <= $keep THEN 'earlier'
+         WHEN version < last_recorded_version THEN 'superseded'
+         ELSE 'forgotten' END AS status
+FROM ({_SLOTS.format(columns="{columns}", where="WHERE namespace = $namespace")})
 WHERE kind = '{RECORDED}'
 ORDER BY event_id
 """
 
 
-def history(con: Any, namespace: str, values: bool) -> Any:
+def history(con: Any, namespace: str, values: bool, keep: int) -> Any:
     columns = RECORD_SELECT
     if not values:
         columns = columns.replace(
             "result_json, result_blob",
             "NULL::VARCHAR AS result_json, NULL::BLOB AS result_blob",
         )
-    return con.execute(HISTORY.format(columns=columns), [namespace]).df()
+    return con.execute(HISTORY.format(columns=columns),
+                       {"namespace": namespace, "keep": keep}).df()
 
 
 SUMMARY = f"""
@@ -183,23 +198,22 @@ SELECT namespace,
     count(*) FILTER (WHERE is_current) AS steps,
     count(DISTINCT key) FILTER (WHERE is_current) AS keys,
     coalesce(sum(size_bytes) FILTER (WHERE is_current), 0) AS size_bytes,
-    coalesce(sum(size_bytes) FILTER (WHERE kind = '{RECORDED}' AND NOT is_current), 0)
+    coalesce(sum(size_bytes) FILTER (WHERE kind = '{RECORDED}' AND NOT is_current
+                                     AND coalesce(kept_rank > $keep, true)), 0)
         AS old_bytes,
     max(epoch_us(occurred_at)) FILTER (WHERE kind = '{RECORDED}') AS last_us
 FROM (
-    SELECT namespace, key, kind, size_bytes, occurred_at,
-        kind = '{RECORDED}'
-            AND version = max(version) OVER (PARTITION BY namespace, key, sequence)
-            AS is_current
-    FROM {EVENTS}
+    SELECT *, kind = '{RECORDED}' AND version = last_version AS is_current
+    FROM ({_SLOTS.format(columns="namespace, key, sequence, size_bytes, occurred_at",
+                         where="")})
 )
 GROUP BY namespace
 ORDER BY namespace
 """
 
 
-def summary(con: Any) -> list[tuple[Any, ...]]:
-    return con.execute(SUMMARY).fetchall()
+def summary(con: Any, keep: int) -> list[tuple[Any, ...]]:
+    return con.execute(SUMMARY, {"keep": keep}).fetchall()
 
 
 _CURRENT = f"""
@@ -223,6 +237,19 @@ def lookup(con: Any, namespace: str, key: str, sequence: int) -> Record | None:
     if row is None or row[0] != RECORDED:
         return None
     return Record.from_row(row[1:])
+
+
+def versions(con: Any, namespace: str, key: str, sequence: int, keep: int) -> list[Record]:
+    """The slot's earlier versions as of the last sync (nbstep/storage/versions.py)."""
+    from nbstep.storage.versions import earlier
+
+    if keep <= 1:
+        return []
+    rows = con.execute(
+        f"SELECT kind, {RECORD_SELECT} FROM {EVENTS} WHERE namespace = ? AND key = ? "
+        "AND sequence = ? ORDER BY version DESC LIMIT ?", [namespace, key, sequence, keep]
+    ).fetchall()
+    return [Record.from_row(row[1:]) for row in earlier(rows, keep, lambda row: row[0])]
 
 
 def value(con: Any, event_id: int) -> tuple[str | None, bytes | None] | None:
