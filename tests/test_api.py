@@ -135,7 +135,7 @@ def test_an_input_seen_before_replays_its_earlier_version(store):
     assert step.run("k", 10, handler) == {"got": 10}
     nbstep.reset()
     assert step.run("k", 20, handler, on_mismatch="rerun") == {"got": 20}
-    events = len(step.inspect())
+    events = len(step.inspect(history=True))
     # Back to N=10: the default mode ("error") replays the kept version, appends nothing.
     for _ in range(2):
         nbstep.reset()
@@ -145,7 +145,7 @@ def test_an_input_seen_before_replays_its_earlier_version(store):
         nbstep.reset()
         assert step.run("k", 20, handler) == {"got": 20}
     assert handler.calls == [10, 20]
-    frame = step.inspect()
+    frame = step.inspect(history=True)
     assert len(frame) == events
     assert frame["status"].tolist() == ["earlier", "current"]
     # An input no kept version has is still the seed's mismatch, saying so.
@@ -159,7 +159,7 @@ def test_an_input_seen_before_replays_its_earlier_version(store):
     nbstep.reset()
     assert step.run("k", 10, handler, rerun=True) == {"got": 10}
     assert handler.calls == [10, 20, 10]
-    assert step.inspect()["status"].tolist() == ["earlier", "earlier", "current"]
+    assert step.inspect(history=True)["status"].tolist() == ["earlier", "earlier", "current"]
 
 
 def test_keep_versions_one_keeps_only_the_current_record(store):
@@ -172,7 +172,8 @@ def test_keep_versions_one_keeps_only_the_current_record(store):
         step.run("k", 10, lambda x: -x)
     nbstep.reset()
     assert step.run("k", 10, lambda x: -x, on_mismatch="rerun") == -10
-    assert step.inspect()["status"].tolist() == ["superseded", "superseded", "current"]
+    assert step.inspect(history=True)["status"].tolist() == [
+        "superseded", "superseded", "current"]
 
 
 def test_forget_drops_the_earlier_versions_too(store):
@@ -396,14 +397,14 @@ def test_inspect_results_adds_the_values_and_history_adds_old_records(store):
     # `saved`: the time the replays in this process saved.
     assert frame["saved"].tolist() == [frame["duration"][0], 2 * frame["duration"][1]]
     everything = step.inspect(history=True, results=True)
-    assert everything["status"].tolist() == ["superseded", "current", "current"]
+    assert everything["status"].tolist() == ["earlier", "current", "current"]
     assert everything["value"][0] == "dict of 1: a"
     assert isinstance(everything["result"][0]["a"], pd.DataFrame)
     assert "  x\n" not in repr(everything)  # the frame in the dict is not printed out
     lean = step.inspect(results=False)
     assert "value" not in lean.columns and "result" not in lean.columns
     assert step.inspect({"results": False, "history": True})["status"].tolist() == [
-        "superseded", "current", "current"]
+        "earlier", "current", "current"]
     assert len(step.inspect(all_columns=True, history=False)) == 2
 
 

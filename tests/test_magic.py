@@ -837,7 +837,7 @@ def test_steps_follows_step_inspects_defaults(ip):
     frame = run(ip, "%steps").result
     assert frame["status"].tolist() == ["current"]
     assert frame["saved"].tolist() == frame["duration"].tolist()
-    assert run(ip, "%steps --history").result["status"].tolist() == ["superseded", "current"]
+    assert run(ip, "%steps --history").result["status"].tolist() == ["earlier", "current"]
     lean = run(ip, "%steps --no-results").result
     assert list(lean.columns) == ["key", "occurrence", "status", "recorded_at", "duration",
                                   "saved"]  # no empty column
