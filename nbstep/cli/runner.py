@@ -33,6 +33,7 @@ from nbstep import settings as settings_module
 from nbstep.core.location import namespace_for_path
 
 from .export import replacing
+from .identity import ensure_id, notebook_namespace
 from .outcomes import NotebookFailed, NotebookResult, RunError
 from .progress import Progress
 
@@ -62,6 +63,8 @@ def run_notebook(path: Path, options: RunOptions, progress: Progress,
     result = NotebookResult(path=path, namespace=namespace_for_path(path, store.parent),
                             store=store)
     nb = _read_notebook(path)
+    result.notes.extend(filter(None, [ensure_id(path, nb)]))  # the notebook id (identity.py)
+    result.namespace = notebook_namespace(nb, result.namespace)
     result.kernel = _kernel_of(nb, path, options)
     settings = settings_module.load({}, path.parent)
     server = options.server or (settings.store if settings_module.is_server_url(settings.store)
