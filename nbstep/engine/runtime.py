@@ -125,8 +125,7 @@ class Runtime:
     def _notebook_file(self) -> str | None:
         """The running notebook's file: from the front end, else from the runner."""
         path = location.notebook_path(self.user_ns)
-        if path is None and self.user_ns is not None and location.session_name(
-                self.user_ns) is None:
+        if path is None and self._in_kernel() and location.session_name(self.user_ns) is None:
             path = location.runner_notebook()
         return path
 
@@ -203,9 +202,14 @@ class Runtime:
         path = location.script_path(self.user_ns)
         if path is not None:
             return location.namespace_for_path(path, self.store_root())
-        if self.user_ns is not None and "ipykernel" in sys.modules:
+        if self._in_kernel():
             return self._unnamed_kernel()
         return "default"
+
+    def _in_kernel(self) -> bool:
+        """Whether this is a Jupyter kernel (there is a notebook, named or not)."""
+        return "ipykernel" in sys.modules and (self.user_ns is not None
+                                               or location.script_path() is None)
 
     def _notebook_namespace(self, path: str) -> str:
         root = self.store_root()
