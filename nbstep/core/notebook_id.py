@@ -52,12 +52,14 @@ def id_in(notebook: Any) -> str | None:
 
 def give_id(notebook: Any, notebook_id: str | None = None) -> str:
     """Set the notebook's id (a fresh one unless given); returns it."""
-    metadata = notebook.setdefault("metadata", {})
+    if not isinstance(notebook.get("metadata"), dict):
+        notebook["metadata"] = {}
+    metadata = notebook["metadata"]
     ours = metadata.get("nbstep")
-    if not isinstance(ours, dict):
-        ours = metadata["nbstep"] = {}
-    ours["id"] = notebook_id or new_id()
-    return ours["id"]
+    the_id = notebook_id or new_id()
+    # Assigned whole: an nbformat node copies a dict given to it.
+    metadata["nbstep"] = {**(ours if isinstance(ours, dict) else {}), "id": the_id}
+    return the_id
 
 
 def read_id(path: str | os.PathLike[str]) -> str | None:
