@@ -83,6 +83,14 @@ def script_path(user_ns: dict[str, Any] | None = None) -> str | None:
     return None
 
 
+def is_installed(path: str) -> bool:
+    """Whether ``path`` belongs to the Python installation (a tool's ``__main__`` run
+    with ``python -m``), not to the user's project."""
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix}
+    resolved = os.path.realpath(path)
+    return any(resolved.startswith(os.path.realpath(p) + os.sep) for p in prefixes)
+
+
 # The programs that execute a notebook in a kernel they start, and how to find the
 # notebook among their arguments: papermill's input is its first notebook argument;
 # nbconvert converts every notebook it is given (one is unambiguous).

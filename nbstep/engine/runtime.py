@@ -120,7 +120,9 @@ class Runtime:
     def _find_origin(self) -> str:
         """The folder the store and pyproject.toml are looked for from."""
         path = self._notebook_file() or location.script_path(self.user_ns)
-        return os.path.dirname(path) if path is not None else os.getcwd()
+        if path is None or location.is_installed(path):
+            return os.getcwd()  # no file of the user's (a REPL, `python -m pytest`)
+        return os.path.dirname(path)
 
     def _notebook_file(self) -> str | None:
         """The running notebook's file: from the front end, else from the runner."""
