@@ -63,7 +63,7 @@ def run_notebook(path: Path, options: RunOptions, progress: Progress,
     result = NotebookResult(path=path, namespace=namespace_for_path(path, store.parent),
                             store=store)
     nb = _read_notebook(path)
-    result.notes.extend(filter(None, [ensure_id(path, nb)]))  # the notebook id (identity.py)
+    result.notes.extend(filter(None, [ensure_id(path, nb, store)]))  # the notebook id (identity.py)
     result.namespace = notebook_namespace(nb, result.namespace)
     result.kernel = _kernel_of(nb, path, options)
     settings = settings_module.load({}, path.parent)

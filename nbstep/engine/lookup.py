@@ -41,6 +41,7 @@ def resolve_namespace(store: StepStore, root: Path, notebook: str) -> str:
         lines[0] += f" (as a path it is the namespace `{by_path}`)"
     if hint:
         lines.append(f"Did you mean {hint}?")
+    known = [ns for ns in known if not ns.startswith("nbstep:")]  # the store's own
     if known:
         shown = ", ".join(f"`{ns}`" for ns in known[:8]) + (" ..." if len(known) > 8 else "")
         lines.append(f"Notebooks in this store: {shown} (`nbstep ls` lists them).")
