@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from typing import Any
 
 PREFIX = "nb:"
@@ -23,6 +22,8 @@ _CACHE: dict[str, tuple[tuple[int, int], str | None]] = {}
 
 
 def new_id() -> str:
+    import uuid  # only where an id is made
+
     return uuid.uuid4().hex
 
 
