@@ -240,7 +240,7 @@ class Runtime:
                 f"go to the namespace `{by_path}`, not to {recorded}'s records. Save it "
                 "through Jupyter (or run it with `nbstep run`) to give it an id of its own."))
             return by_path
-        if not store.current(namespace) and store.current(by_path):
+        if store.current(by_path) and not store.current(namespace):  # the cheap one first
             moved = store.admin().move(by_path, namespace)
             self._tell(f"adopt:{by_path}", (
                 f"nbstep: {moved} records of `{by_path}` now belong to this notebook's id "
