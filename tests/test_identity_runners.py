@@ -147,3 +147,23 @@ def test_a_script_uses_its_projects_store_not_the_working_directorys(project, in
     assert computed(log) == ["script"]
     assert namespaces(project) == ["scripts/job.py"]
     assert not (cwd / ".nbstep").exists()
+
+
+def test_a_runner_that_names_no_notebook_never_shares_records(project):
+    """papermill's Python API from a script: the kernel's parent is `python -c`, so the
+    kernel cannot tell which notebook it runs; each gets a namespace of its own and
+    says so in its output."""
+    log = project.parent / "computed.txt"
+    a = write_notebook(project / "a.ipynb", "a")
+    b = write_notebook(project / "b.ipynb", "b")
+    code = ("import papermill as pm, sys\n"
+            "for path in sys.argv[1:]:\n"
+            "    pm.execute_notebook(path, path.replace('.ipynb', '.out.ipynb'), "
+            "kernel_name='python3', progress_bar=False)\n")
+    run([sys.executable, "-c", code, str(a), str(b)], project, log)
+    assert computed(log) == ["a", "b"]  # b did not replay a's record
+    found = namespaces(project)
+    assert len(found) == 2 and all(ns.startswith("kernel:") for ns in found)
+    out = nbformat.read(project / "a.out.ipynb", as_version=4)
+    stderr = "".join(o.get("text", "") for o in out.cells[0].outputs if o.get("name") == "stderr")
+    assert "cannot tell which notebook it runs" in stderr and "nbstep run" in stderr
