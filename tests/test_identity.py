@@ -166,22 +166,3 @@ def test_the_runner_names_the_notebook_on_its_command_line(tmp_path, argv, expec
         write_nb(tmp_path / name)
     found = location.notebook_in_command(argv, str(tmp_path))
     assert found == (None if expected is None else str(tmp_path / expected))
-
-
-def test_a_kernel_nobody_names_gets_a_namespace_of_its_own(project, capfd, monkeypatch):
-    import sys
-    import types
-
-    import ipykernel  # noqa: F401  (a kernel: ipykernel is loaded)
-
-    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
-    # In a kernel IPython makes the user's namespace __main__: a module with no file.
-    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
-
-    runtime = in_notebook(project / "x.ipynb", key="unrelated")
-    first = runtime.default_namespace()
-    runtime.reset()
-    assert first.startswith("kernel:") and runtime.default_namespace() == first
-    assert "cannot tell which notebook it runs" in capfd.readouterr().err
-    in_notebook(project / "x.ipynb", key="unrelated")
-    assert Runtime.instance().default_namespace() != first  # never shared

@@ -63,12 +63,12 @@ def run_notebook(path: Path, options: RunOptions, progress: Progress,
     result = NotebookResult(path=path, namespace=namespace_for_path(path, store.parent),
                             store=store)
     nb = _read_notebook(path)
-    result.notes.extend(filter(None, [ensure_id(path, nb, store)]))  # the notebook id (identity.py)
-    result.namespace = notebook_namespace(nb, result.namespace)
     result.kernel = _kernel_of(nb, path, options)
     settings = settings_module.load({}, path.parent)
     server = options.server or (settings.store if settings_module.is_server_url(settings.store)
                                 else None)
+    result.notes.extend(ensure_id(path, nb, store, server))  # the notebook id (identity.py)
+    result.namespace = notebook_namespace(nb, result.namespace)
     env = _kernel_environment(path, server or str(store), result)
     sockets = tempfile.mkdtemp(prefix="nbstep-kernel-")
     start_code = (

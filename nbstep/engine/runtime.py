@@ -208,10 +208,11 @@ class Runtime:
             return self._unnamed_kernel()
         return "default"
 
-    def _in_kernel(self) -> bool:
-        """Whether this is a Jupyter kernel (there is a notebook, named or not)."""
-        return "ipykernel" in sys.modules and (self.user_ns is not None
-                                               or location.script_path() is None)
+    @staticmethod
+    def _in_kernel() -> bool:
+        """Whether this process is a Jupyter kernel (there is a notebook, named or not)."""
+        app = sys.modules.get("ipykernel.kernelapp")
+        return app is not None and app.IPKernelApp.initialized()
 
     def _notebook_namespace(self, path: str) -> str:
         root = self.store_root()
