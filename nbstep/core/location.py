@@ -18,6 +18,7 @@ its front end passes it (docs/design.md, "Which notebook is this"):
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -83,9 +84,10 @@ def script_path(user_ns: dict[str, Any] | None = None) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=64)
 def is_installed(path: str) -> bool:
     """Whether ``path`` belongs to the Python installation (a tool's ``__main__`` run
-    with ``python -m``), not to the user's project."""
+    with ``python -m``), not to the user's project. Cached: asked once per cell."""
     prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix}
     resolved = os.path.realpath(path)
     return any(resolved.startswith(os.path.realpath(p) + os.sep) for p in prefixes)

@@ -64,6 +64,7 @@ class Runtime:
         # The folder of the running notebook or script (the store is found from it),
         # found again after reset(); see where().
         self._origin: str | None = None
+        self._file: str | None | bool = False  # the notebook's file; False: not looked for
         # Notebook ids this process resolved, by path: a kernel keeps its notebook's
         # id when the file is renamed away, or another notebook takes its old name.
         self._ids: dict[str, str] = {}
@@ -125,7 +126,14 @@ class Runtime:
         return os.path.dirname(path)
 
     def _notebook_file(self) -> str | None:
-        """The running notebook's file: from the front end, else from the runner."""
+        """The running notebook's file: from the front end, else from the runner
+        (found once per cell: reset() forgets it)."""
+        if self._file is not False:
+            return self._file  # type: ignore[return-value]
+        self._file = self._find_notebook_file()
+        return self._file
+
+    def _find_notebook_file(self) -> str | None:
         path = location.notebook_path(self.user_ns)
         if path is None and self._in_kernel() and location.session_name(self.user_ns) is None:
             path = location.runner_notebook()
@@ -276,6 +284,7 @@ class Runtime:
             self._counters.clear()
         self._namespace = None
         self._origin = None
+        self._file: str | None | bool = False  # False: not looked for since reset()
         self._settings = None
 
     def next_sequence(self, namespace: str, key: str) -> int:
