@@ -115,6 +115,8 @@ def test_a_copy_with_its_originals_id_does_not_share_its_records(project, capfd)
     runtime = in_notebook(copy)
     assert step.run("k", computes(calls, 2)) == 2 and calls == [1, 2]
     assert runtime.default_namespace() == "analysis-Copy1.ipynb"
+    runtime.reset()  # the next cell: still the copy's own namespace
+    assert runtime.default_namespace() == "analysis-Copy1.ipynb"
     assert "carries the notebook id of analysis.ipynb (a copy)" in capfd.readouterr().err
     in_notebook(original)
     assert step.run("k", computes(calls, 3)) == 1  # the original still replays its own

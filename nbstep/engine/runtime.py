@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from nbstep import settings as settings_module
 from nbstep.core import location, notebook_id
 from nbstep.core.names import plain_text
-from nbstep.errors import ConfigError
+from nbstep.errors import ConfigError, NbstepError
 from nbstep.settings import Settings
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class Runtime:
         # id when the file is renamed away, or another notebook takes its old name.
         self._ids: dict[str, str] = {}
         # (namespace, path) pairs whose mapping and adoption were settled already.
-        self._claimed: set[tuple[str, str]] = set()
+        self._claimed: dict[tuple[str, str], str] = {}  # -> the namespace it settled on
         self._told: set[str] = set()  # notices printed once per process
         self._unnamed: str | None = None  # this kernel's own namespace, when unnamed
         self.user_ns: dict[str, Any] | None = None  # the notebook's, when in a kernel
@@ -230,10 +230,11 @@ class Runtime:
         if the_id is None:
             return by_path
         namespace = notebook_id.namespace_of(the_id)
-        if (namespace, by_path) not in self._claimed:
-            namespace = self._claim(namespace, by_path, path, the_id, root)
-            self._claimed.add((notebook_id.namespace_of(the_id), by_path))
-        return namespace
+        settled = self._claimed.get((namespace, by_path))
+        if settled is None:
+            settled = self._claimed[(namespace, by_path)] = self._claim(
+                namespace, by_path, path, the_id, root)
+        return settled
 
     def _claim(self, namespace: str, by_path: str, path: str, the_id: str, root: Path) -> str:
         """Record the notebook's path beside its namespace; adopt the records of its
@@ -250,7 +251,15 @@ class Runtime:
                 "through Jupyter (or run it with `nbstep run`) to give it an id of its own."))
             return by_path
         if store.current(by_path) and not store.current(namespace):  # the cheap one first
-            moved = store.admin().move(by_path, namespace)
+            try:
+                moved = store.admin().move(by_path, namespace)
+            except NbstepError as e:
+                # A team store's server is down, say: keep to the records that replay.
+                self._tell(f"adopt-failed:{by_path}", (
+                    f"nbstep: could not move the records of `{by_path}` to this notebook's "
+                    f"id `{namespace}` ({e}); this kernel keeps using `{by_path}`. They "
+                    "move when a kernel of this notebook next starts."))
+                return by_path
             self._tell(f"adopt:{by_path}", (
                 f"nbstep: {moved} records of `{by_path}` now belong to this notebook's id "
                 f"(`{namespace}`): they follow it when it is renamed or moved."))
