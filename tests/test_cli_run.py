@@ -99,11 +99,15 @@ def test_first_run_computes_second_replays(project):
     assert nbformat.read(path, as_version=4).cells[1].outputs == []  # input untouched
 
     # The store was found as the kernel finds it (next to pyproject.toml), and the
-    # namespace is the notebook's path relative to the store's folder.
+    # namespace is the notebook's id, which `nbstep run` wrote into it, with its path
+    # beside it (docs/design.md, "Which notebook is this").
+    the_id = json.loads(path.read_text())["metadata"]["nbstep"]["id"]
     store = LocalStore(project / ".nbstep")
     try:
-        assert store.admin().namespaces() == ["notebooks/analysis.ipynb"]
-        assert [r.key for r in store.current("notebooks/analysis.ipynb")] == [
+        assert store.admin().namespaces() == [f"nb:{the_id}", "nbstep:notebooks"]
+        assert store.read(store.lookup("nbstep:notebooks", f"nb:{the_id}", 1)) == {
+            "path": "notebooks/analysis.ipynb"}
+        assert [r.key for r in store.current(f"nb:{the_id}")] == [
             "load", "sum", "scale"
         ]
     finally:

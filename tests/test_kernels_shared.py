@@ -92,4 +92,7 @@ def test_two_kernels_and_the_cli_share_one_store(tmp_path):
     finally:
         con.close()
     assert dupes == []
-    assert namespaces == ["a.ipynb", "b.ipynb", "shared"]
+    # Each notebook's id, which `nbstep run` wrote into it, and the ids' paths.
+    ids = sorted(f"nb:{json.loads((tmp_path / f'{n}.ipynb').read_text())['metadata']['nbstep']['id']}"
+                 for n in "ab")
+    assert namespaces == [*ids, "nbstep:notebooks", "shared"]

@@ -103,7 +103,10 @@ def test_a_step_computed_on_one_machine_replays_on_another(team, tmp_path):
         (folder / "pyproject.toml").write_text(
             f'[tool.nbstep]\nstore = "{team.url}"\nobjects = "../shared"\n')
         env = {k: v for k, v in os.environ.items() if not k.startswith("NBSTEP_")}
-        done = subprocess.run([sys.executable, str(script), name], cwd=folder, env=env,
+        # The script lives in its project: the store is found from the script's folder.
+        local = folder / script.name
+        local.write_text(script.read_text())
+        done = subprocess.run([sys.executable, str(local), name], cwd=folder, env=env,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-3000:]
         assert "Warning" not in done.stderr, done.stderr[-3000:]
@@ -562,9 +565,15 @@ def test_nbstep_run_on_two_machines_computes_a_cell_once(team, tmp_path):
         outputs[machine] = summary_counts(done.stdout)
     assert outputs == {"laptop": "0 replayed, 1 computed, 0 failed",
                        "ci": "1 replayed, 0 computed, 0 failed"}
+    # Each machine's copy had no id: the laptop's run gave it one and recorded its path,
+    # and ci's run gave its copy the same id back (the server knows that path's id).
+    ids = {json.loads((tmp_path / m / "notebooks" / "analysis.ipynb").read_text())[
+        "metadata"]["nbstep"]["id"] for m in ("laptop", "ci")}
+    assert len(ids) == 1
     with psycopg.connect(team.url) as con:
-        assert con.execute("SELECT namespace, key FROM nbstep.events").fetchall() == [
-            ("notebooks/analysis.ipynb", "load")]
+        rows = con.execute("SELECT namespace, key FROM nbstep.events ORDER BY 1").fetchall()
+    assert rows == [(f"nb:{ids.pop()}", "load")] + [
+        ("nbstep:notebooks", key) for _, key in rows[1:]]
 
 
 def test_the_store_commands_work_on_a_team_store(team, tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ import click  # noqa: TID253
 from nbstep.core.version import __version__
 from nbstep.errors import NbstepError, NotFound
 
-from . import records, team, upkeep
+from . import identity, records, team, upkeep
 from .outcomes import RunError
 from .run import run
 from .state import CONTEXT, CommandError, State
@@ -69,7 +69,7 @@ def cli(ctx: click.Context, store: str | None) -> None:
 
 
 for command in (run, records.ls, records.inspect, records.show, records.export, upkeep.forget,
-                upkeep.gc, upkeep.verify, team.team, team.push):
+                upkeep.gc, upkeep.verify, team.team, team.push, identity.mv):
     cli.add_command(command)
 
 

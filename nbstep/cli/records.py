@@ -26,8 +26,9 @@ from .state import CONTEXT, State
 def ls(state: State, notebook: str | None, fmt: str) -> None:
     """List the notebooks in the store, or one notebook's steps.
 
-    For each notebook: its current steps, their size, the size of older versions
-    that `nbstep gc` would free, and when a step was last recorded. For one notebook:
+    For each notebook: its file (a notebook with an id is listed as `nb:<id>`), its
+    current steps, their size, the size of older versions that `nbstep gc` would
+    free, and when a step was last recorded; ORPHANED when its notebook is gone. For one notebook:
     each current step with its occurrence, size, compute time and when it was recorded.
 
     \b
@@ -38,11 +39,17 @@ def ls(state: State, notebook: str | None, fmt: str) -> None:
     """
     store = state.store()
     if notebook is None:
-        rows = store.admin().summary()
+        from . import identity
+
+        rows = identity.listed(store, store.admin().summary())
+        files = identity.statuses(store, state.namespace_root(), rows)
         if fmt == "json":
-            click.echo(views.notebooks_json(rows))
+            click.echo(views.notebooks_json(rows, files))
         elif rows:
-            click.echo(views.notebooks_table(rows))
+            click.echo(views.notebooks_table(rows, files))
+            if any(f.orphaned for f in files.values()):
+                click.echo("orphaned: the notebook is gone (`nbstep mv` gives its records "
+                           "to where it went; `nbstep gc --orphans` removes them)")
         else:
             click.echo(f"no records in {store.location}")
         return

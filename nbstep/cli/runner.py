@@ -37,6 +37,7 @@ from nbstep.core.location import namespace_for_path
 
 from . import parameters
 from .export import replacing
+from .identity import ensure_id, notebook_namespace
 from .outcomes import NotebookFailed, NotebookResult, RunError
 from .progress import Progress
 
@@ -73,6 +74,8 @@ def run_notebook(path: Path, options: RunOptions, progress: Progress,
     settings = settings_module.load({}, path.parent)
     server = options.server or (settings.store if settings_module.is_server_url(settings.store)
                                 else None)
+    result.notes.extend(ensure_id(path, nb, store, server))  # the notebook id (identity.py)
+    result.namespace = notebook_namespace(nb, result.namespace)
     env = _kernel_environment(path, server or str(store), result)
     sockets = tempfile.mkdtemp(prefix="nbstep-kernel-")
     start_code = (

@@ -84,8 +84,12 @@ def forget(state: State, notebook: str, keys: tuple[str, ...], yes: bool) -> Non
               show_default=True, metavar="SECONDS",
               help="Keep unreferenced files younger than this: a running kernel may be "
                    "about to record one. 0 only when no notebook is running.")
+@click.option("--orphans", is_flag=True,
+              help="Remove the records of notebooks that are gone (`nbstep ls` marks them "
+                   "ORPHANED), after asking; with --dry-run, list them.")
+@click.option("-y", "--yes", is_flag=True, help="With --orphans: do not ask.")
 @click.pass_obj
-def gc(state: State, dry_run: bool, grace_seconds: float) -> None:
+def gc(state: State, dry_run: bool, grace_seconds: float, orphans: bool, yes: bool) -> None:
     """Drop old and forgotten records and unreferenced object files.
 
     Current records are never touched, nor the earlier versions kept with them
@@ -99,7 +103,13 @@ def gc(state: State, dry_run: bool, grace_seconds: float) -> None:
       nbstep gc --dry-run
       nbstep gc
       nbstep gc --grace 0      # no notebook is running: free everything now
+      nbstep gc --orphans --dry-run
     """
+    if orphans:
+        from .identity import gc_orphans
+
+        gc_orphans(state, dry_run, yes)
+        return
     store = state.store()
     admin = store.admin()
     store.release()  # the files as they are with nothing attached

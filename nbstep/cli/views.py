@@ -15,21 +15,38 @@ from nbstep.storage.reports import CheckReport, GcReport, NamespaceSummary, Repa
 from . import text
 
 
-def notebooks_table(rows: list[NamespaceSummary]) -> str:
+def notebooks_table(rows: list[NamespaceSummary], files: dict[str, Any] | None = None) -> str:
+    files = files or {}
     body = [
         [r.namespace, r.steps, text.size(r.size_bytes),
-         text.size(r.old_bytes) if r.old_bytes else "-", text.timestamp(r.last_recorded_us)]
+         text.size(r.old_bytes) if r.old_bytes else "-", text.timestamp(r.last_recorded_us),
+         _file(files.get(r.namespace), r.namespace)]
         for r in rows
     ]
     return text.table(
-        ["NOTEBOOK", "STEPS", "SIZE", "OLD", "LAST RECORDED (UTC)"], body, right=(1, 2, 3)
+        ["NOTEBOOK", "STEPS", "SIZE", "OLD", "LAST RECORDED (UTC)", "FILE"], body,
+        right=(1, 2, 3),
     )
 
 
-def notebooks_json(rows: list[NamespaceSummary]) -> str:
+def _file(whose: Any, namespace: str) -> str:
+    """The FILE column: the notebook's path (``-`` when it is the namespace itself and
+    present, or unknown), and ORPHANED when it is gone."""
+    if whose is None:
+        return "-"
+    shown = whose.path if whose.path and whose.path != namespace else ""
+    if whose.orphaned:
+        return f"{shown} ORPHANED".strip()
+    return shown or "-"
+
+
+def notebooks_json(rows: list[NamespaceSummary], files: dict[str, Any] | None = None) -> str:
+    files = files or {}
     return json.dumps([
         {"notebook": r.namespace, "steps": r.steps, "keys": r.keys, "size_bytes": r.size_bytes,
-         "old_bytes": r.old_bytes, "last_recorded": text.timestamp(r.last_recorded_us)}
+         "old_bytes": r.old_bytes, "last_recorded": text.timestamp(r.last_recorded_us),
+         "path": getattr(files.get(r.namespace), "path", None),
+         "orphaned": bool(getattr(files.get(r.namespace), "orphaned", False))}
         for r in rows
     ], indent=2)
 

@@ -11,11 +11,14 @@ its front end passes it (docs/design.md, "Which notebook is this"):
   notebook's folder);
 - VS Code sets ``__vsc_ipynb_file__`` in the user namespace;
 - nbclient, nbconvert and papermill set nothing (``nbstep run`` sets
-  ``JPY_SESSION_NAME`` itself).
+  ``JPY_SESSION_NAME`` itself); the kernel is their child process, so
+  :func:`runner_notebook` reads the notebook from the command line that started its
+  parent (``jupyter nbconvert --execute a.ipynb``, ``papermill in.ipynb out.ipynb``).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -71,10 +74,61 @@ def notebook_path(user_ns: dict[str, Any] | None = None) -> str | None:
     return None
 
 
-def script_path() -> str | None:
-    """The running script's path (``python script.py``), if there is one."""
+def script_path(user_ns: dict[str, Any] | None = None) -> str | None:
+    """The running script's path (``python script.py``, ``ipython script.py``), if any."""
     main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    if isinstance(path, str) and path and not path.startswith("<") and os.path.isfile(path):
-        return path
+    for path in (getattr(main, "__file__", None), (user_ns or {}).get("__file__")):
+        if isinstance(path, str) and path and not path.startswith("<") \
+                and not path.endswith(".ipynb") and os.path.isfile(path):
+            return os.path.abspath(path)
     return None
+
+
+@functools.lru_cache(maxsize=64)
+def is_installed(path: str) -> bool:
+    """Whether ``path`` belongs to the Python installation (a tool's ``__main__`` run
+    with ``python -m``), not to the user's project. Cached: asked once per cell."""
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix}
+    resolved = os.path.realpath(path)
+    return any(resolved.startswith(os.path.realpath(p) + os.sep) for p in prefixes)
+
+
+# The programs that execute a notebook in a kernel they start, and how to find the
+# notebook among their arguments: papermill's input is its first notebook argument;
+# nbconvert converts every notebook it is given (one is unambiguous).
+_RUNNERS = {"papermill": "first", "jupyter-nbconvert": "only", "nbconvert": "only",
+            "jupyter-execute": "only"}
+
+
+def runner_notebook(pid: int | None = None) -> str | None:
+    """The notebook a runner (papermill, nbconvert) is executing in this kernel.
+
+    Those runners tell the kernel nothing; but the kernel is their child, so the
+    parent's command line names the notebook (relative to the parent's working
+    directory). Linux only (``/proc``); None where that cannot be read, or when the
+    parent is no known runner or names several notebooks.
+    """
+    pid = os.getppid() if pid is None else pid
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [a.decode("utf-8", "surrogateescape") for a in f.read().split(b"\0") if a]
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return None
+    return notebook_in_command(argv, cwd)
+
+
+def notebook_in_command(argv: list[str], cwd: str) -> str | None:
+    """The notebook a runner's command line ``argv`` (run in ``cwd``) executes."""
+    words = [os.path.basename(a) for a in argv[:3]]
+    rule = next((_RUNNERS[w] for w in words if w in _RUNNERS), None)
+    if rule is None and "nbconvert" in argv[1:3] and "jupyter" in words[:2]:
+        rule = "only"  # `jupyter nbconvert ...`, `python -m nbconvert ...`
+    if rule is None:
+        return None
+    found = [os.path.join(cwd, a) for a in argv[1:]
+             if a.endswith(".ipynb") and not a.startswith("-")]
+    found = [path for path in found if os.path.isfile(path)] if rule == "only" else found
+    if not found or (rule == "only" and len(found) > 1):
+        return None
+    return os.path.normpath(found[0])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from nbstep.core import notebook_id
 from nbstep.core.location import namespace_for_path
 from nbstep.core.record import Record
 from nbstep.errors import NotFound
@@ -25,6 +26,10 @@ def resolve_namespace(store: StepStore, root: Path, notebook: str) -> str:
     candidates = []
     by_path = namespace_for_path(notebook, root)
     if Path(notebook).expanduser().is_file():
+        # A notebook with an id is its `nb:<id>` (docs/design.md, "Which notebook is this").
+        the_id = notebook_id.read_id(Path(notebook).expanduser())
+        if the_id is not None:
+            candidates.append(notebook_id.namespace_of(the_id))
         candidates.append(by_path)  # the file the shell completed wins over a same-named namespace
     candidates += [notebook, by_path]
     for candidate in candidates:
@@ -36,6 +41,7 @@ def resolve_namespace(store: StepStore, root: Path, notebook: str) -> str:
         lines[0] += f" (as a path it is the namespace `{by_path}`)"
     if hint:
         lines.append(f"Did you mean {hint}?")
+    known = [ns for ns in known if not ns.startswith("nbstep:")]  # the store's own
     if known:
         shown = ", ".join(f"`{ns}`" for ns in known[:8]) + (" ..." if len(known) > 8 else "")
         lines.append(f"Notebooks in this store: {shown} (`nbstep ls` lists them).")

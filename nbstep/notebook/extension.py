@@ -194,8 +194,9 @@ class NotebookExtension:
         if self.runtime.settings().namespace is not None:
             return
         user_ns = step_.user_ns
-        if location.notebook_path(user_ns) or location.script_path():
-            return
+        namespace = self.runtime.default_namespace()
+        if namespace != "default" and not namespace.startswith("session:"):
+            return  # a notebook's id or path, a script's, or a kernel's own (it said so)
         self.identity_noted = True
         session = location.session_name(user_ns)
         if session:

@@ -9,6 +9,7 @@ runtime's settings, ``%steps`` to ``step.inspect``'s frame. Library errors becom
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any, Protocol
 
 # This module is imported only by the extension, when IPython is running: importing
@@ -304,13 +305,17 @@ def show_settings(runtime: Runtime) -> None:
     """``%step_config`` without arguments: each setting, its value, where it comes from."""
     settings = _settings(runtime)
     try:
-        store_dir = settings_module.store_dir(settings)
+        store_dir = settings_module.store_dir(settings, Path(runtime.where()[0]))
         namespace = runtime.default_namespace()
     except NbstepError as e:
         raise UsageError(str(e)) from e
     namespace_source = settings.sources["namespace"]
     if namespace_source == settings_module.DEFAULT:
-        if location.notebook_path(runtime.user_ns):
+        if namespace.startswith("nb:"):
+            namespace_source = "the notebook's id (metadata.nbstep.id)"
+        elif namespace.startswith("kernel:"):
+            namespace_source = "no notebook named by the runner: this kernel's own"
+        elif location.notebook_path(runtime.user_ns):
             namespace_source = "the notebook's path"
         elif namespace.startswith("session:"):
             namespace_source = ("a new notebook's session name: this notebook's own "
@@ -319,7 +324,7 @@ def show_settings(runtime: Runtime) -> None:
             namespace_source = "no notebook path: the shared default"
     store_source = settings.sources["store"]
     if store_source == settings_module.DEFAULT:
-        store_source = "found from the working directory"
+        store_source = "found from the notebook's (or script's) folder"
     rows = [
         ("on mismatch", settings.magic_on_mismatch, settings.sources["magic_on_mismatch"]),
         ("quiet", settings.quiet, settings.sources["quiet"]),

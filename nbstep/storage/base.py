@@ -159,6 +159,44 @@ class StoreAdmin(ABC):
     def usage(self) -> Usage:
         """How much space the store takes."""
 
+    @abstractmethod
+    def move(self, source: str, target: str) -> int:
+        """Move every current record of ``source`` to ``target``; how many.
+
+        All or nothing as the reader sees it: each record is copied to ``target``
+        (its identity hash computed for the new namespace, ``details.moved_from``
+        naming the event it came from), then the source's are forgotten. Refuses
+        with :class:`~nbstep.errors.NbstepError` when ``target`` has records of its
+        own. A move cut short is finished by running it again.
+        """
+
+    @abstractmethod
+    def remove(self, namespace: str) -> int:
+        """Drop every event of a namespace; how many current records it had."""
+
+
+def check_move(source: str, target: str) -> None:
+    from nbstep.errors import NbstepError
+
+    if source == target:
+        raise NbstepError(f"cannot move namespace `{source}` onto itself: name another "
+                          "namespace (or notebook path) as the target")
+
+
+def moved_from(record: Record) -> str | None:
+    """The namespace a moved record came from (None: recorded where it is)."""
+    found = (record.details or {}).get("moved_from")
+    return found.get("namespace") if isinstance(found, dict) else None
+
+
+def target_has_records(source: str, target: str, count: int) -> Exception:
+    from nbstep.errors import NbstepError
+
+    return NbstepError(
+        f"cannot move `{source}` to `{target}`: `{target}` already has {count} records of "
+        f"its own, and merging two notebooks' records would mix them. Forget them first "
+        f"(`nbstep forget {target}`) or pick another target.")
+
 
 class SharedAdmin(ABC):
     """What a store shared by several machines adds (the team store): its status, the

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbstep.core.record import RECORDED, Record
 from nbstep.errors import StepReplayError, StoreDamagedWarning
-from nbstep.storage.base import StoreAdmin
+from nbstep.storage.base import StoreAdmin, check_move, moved_from, target_has_records
 from nbstep.storage.objects import ObjectFiles
 
 from . import events, frames
@@ -67,10 +67,11 @@ class LocalAdmin(StoreAdmin):
                     head = f.read(1 << 16)
             except FileNotFoundError:
                 continue
-            named = next((item.event["namespace"] for item in frames.scan(head)
-                          if isinstance(item, frames.Frame) and "namespace" in item.event),
-                         None)
-            if named is not None:
+            found = [item.event for item in frames.scan(head) if isinstance(item, frames.Frame)]
+            named = next((event["namespace"] for event in found if "namespace" in event), None)
+            # A log whose events were all removed (remove(), a move) is no namespace.
+            if named is not None and (len(head) == 1 << 16
+                                      or any("event_id" in event for event in found)):
                 yield named, path
 
     def summary(self) -> list[NamespaceSummary]:
@@ -89,6 +90,51 @@ class LocalAdmin(StoreAdmin):
 
         with self.mirror.using({f"{log_name(namespace)}.log"}) as con:
             return mirror_queries.history(con, namespace, values, self.keep_versions)
+
+    # -- moving and removing namespaces -------------------------------------------------
+
+    def move(self, source: str, target: str) -> int:
+        """Every current record of ``source`` to ``target`` (docs/record-format.md,
+        "Moving a namespace"). Copies first (one append to the target's log, each
+        copy naming the event it came from in ``details.moved_from``), then the
+        source's records are forgotten. A move cut short (kill -9 between the two)
+        leaves both, and running it again finishes it: copies already made count as
+        done, the rest are copied, then the source is forgotten."""
+        from nbstep.hashing import step_identity
+
+        check_move(source, target)
+        src, dst = self.log(source), self.log(target)
+        wanted = src.current_frames()
+        moved: set[int] = set()
+
+        def build(current: list[Record]) -> list[tuple[dict[str, Any], bytes | None]]:
+            foreign = [r for r in current if moved_from(r) != source]
+            if foreign:
+                raise target_has_records(source, target, len(foreign))
+            done = {int(r.details["moved_from"]["event_id"]) for r in current if r.details}
+            copies = []
+            for frame in wanted:
+                event = dict(frame.event)
+                if event["event_id"] in done:
+                    continue
+                details = dict(event.get("details") or {})
+                details["moved_from"] = {"namespace": source, "event_id": event["event_id"]}
+                event.update(namespace=target, details=details, identity=step_identity(
+                    target, event["key"], event["sequence"],
+                    event["deterministic_inputs_hash"]))
+                copies.append((event, src.frame_bytes(frame) if frame.has_blob else None))
+            moved.update(done, (int(e["details"]["moved_from"]["event_id"]) for e, _ in copies))
+            return copies
+
+        dst.adopt(build)  # under the target's lock: a move run twice copies nothing twice
+        src.forget(None, only=moved, reason="moved")
+        return len(moved)
+
+    def remove(self, namespace: str) -> int:
+        """Drop a namespace's events; how many current records it had."""
+        if not self.log(namespace).exists():
+            return 0
+        return self.log(namespace).clear()
 
     # -- gc ---------------------------------------------------------------------------
 

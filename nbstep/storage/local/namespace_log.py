@@ -26,9 +26,10 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from nbstep.core.record import FORGOTTEN, RECORDED, NewRecord, Record
 from nbstep.errors import (
@@ -426,7 +427,51 @@ class NamespaceLog:
                 self.index.close()
             self.index, self.recent = index, {}
 
-    # -- gc ----------------------------------------------------------------------------------
+    # -- moving a namespace ---------------------------------------------------------------
+
+    def current_frames(self) -> list[frames.Frame]:
+        """The frame of every current record, in log order (values included: the raw
+        frames carry them)."""
+        with self.lock:
+            self._refresh()
+            if self._fd is None:
+                return []
+            latest: dict[Slot, frames.Frame] = {}
+            for frame in self._frames(self._header_end(), self._size()):
+                slot = events.slot(frame.event)
+                latest.pop(slot, None)
+                if frame.event["kind"] == RECORDED:
+                    latest[slot] = frame
+            return sorted(latest.values(), key=lambda f: f.offset)
+
+    def frame_bytes(self, frame: frames.Frame) -> bytes:
+        with self.lock:
+            return self._read(frame.blob_start, frame.end) if frame.has_blob else b""
+
+    def adopt(self, build: Callable[[list[Record]], list[tuple[dict[str, Any], bytes | None]]]
+              ) -> None:
+        """Append the events ``build(current records)`` returns (their ids are given
+        here) in one write, all under the log's lock."""
+        with self._writing():
+            copies = build(self._all_current())
+            batch = []
+            for i, (event, blob) in enumerate(copies, start=self.max_event_id + 1):
+                batch.append(frames.encode(dict(event, event_id=i), blob))
+            if batch:
+                self._append(batch)
+                self.max_event_id += len(batch)
+        self.close()  # read again from the log on next use (simpler than updating caches)
+
+    def clear(self) -> int:
+        """Drop every event (the next generation is empty; event ids go on from the
+        old floor); how many current records there were."""
+        if not self.path.exists():
+            return 0
+        with self._writing():
+            count = len(self._all_current())
+            self._rewrite([])
+        return count
+
 
     def compact(self, *, dry_run: bool = False, keep: int = 1) -> tuple[int, set[str]]:
         """Drop superseded records, forgotten ones and their marks: the next generation.

@@ -28,6 +28,9 @@ from nbstep.storage.base import (
     StoreAdmin,
     Usage,
     check_grace,
+    check_move,
+    moved_from,
+    target_has_records,
 )
 
 from . import faults, schema, sql
@@ -88,6 +91,90 @@ class TeamAdmin(StoreAdmin, SharedAdmin):
 
     def _stale(self, error: NbstepError, what: str) -> None:
         warnings.warn(StoreOfflineWarning(f"nbstep: {error} Showing {what}."), stacklevel=4)
+
+    # -- moving and removing namespaces ---------------------------------------------------
+
+    def move(self, source: str, target: str) -> int:
+        """Every current record of ``source`` to ``target``, in one transaction: a
+        copy of each in ``target`` (its identity for the new namespace, the event it
+        came from in ``details.moved_from``), and a ``forgotten`` event for each in
+        ``source``. Inserts only, so a writer may move; the copies are recorded by
+        the mover (``recorded_by``), whose pickles others load only if they trust them.
+        A killed mover's transaction is rolled back by the server: nothing moved."""
+        import json
+
+        from nbstep.hashing import step_identity
+
+        check_move(source, target)
+        waiting = [p for p in self.journal.pending()
+                   if p.record.namespace in (source, target)]
+        if waiting:
+            raise NbstepError(
+                f"cannot move `{source}` to `{target}`: {len(waiting)} of their records are "
+                "still in this machine's offline journal. Run `nbstep team push` when the "
+                "server is back, then move.")
+
+        def work(con: Any) -> int:
+            with con.transaction():
+                for name in sorted((source, target)):
+                    con.execute(sql.MOVE_LOCK, [name])
+                current = sql.current_of(con, target)
+                foreign = [r for r in current if moved_from(r) != source]
+                if foreign:
+                    raise target_has_records(source, target, len(foreign))
+                done = {int(r.details["moved_from"]["event_id"]) for r in current if r.details}
+                sql.register(con, target)
+                moved = set(done)
+                for record in sql.current_of(con, source):
+                    if record.event_id in done:
+                        continue
+                    details = dict(record.details or {})
+                    details["moved_from"] = {"namespace": source, "event_id": record.event_id}
+                    con.execute(sql.MOVE_COPY, {
+                        "target": target, "event_id": record.event_id,
+                        "identity": step_identity(target, record.key, record.sequence,
+                                                  record.input_hash),
+                        "details": json.dumps(details, sort_keys=True)})
+                    moved.add(record.event_id)
+                if moved:
+                    sql.forget(con, source, None, "moved", os.getpid(), self._host(),
+                               only=moved)
+                return len(moved)
+
+        count = self._online("move a namespace", work, retry=False)
+        self._after_change([source, target])
+        return count
+
+    def remove(self, namespace: str) -> int:
+        """Delete a namespace's events (the admin role: it deletes rows, as gc does)."""
+        def work(con: Any) -> int:
+            allowed = con.execute("SELECT has_table_privilege(%s, 'DELETE')",
+                                  [schema.EVENTS]).fetchone()[0]
+            if not allowed:
+                raise faults.not_permitted(self.server.address, "remove a namespace",
+                                           f"no DELETE privilege on {schema.EVENTS}")
+            with con.transaction():
+                count = len(sql.current_of(con, namespace))
+                con.execute(f"DELETE FROM {schema.EVENTS} WHERE namespace = %s", [namespace])
+                con.execute(f"INSERT INTO {schema.NAMESPACES} (namespace) VALUES (%s) "
+                            "ON CONFLICT DO NOTHING", [namespace])
+                con.execute(f"UPDATE {schema.NAMESPACES} SET generation = generation + 1 "
+                            "WHERE namespace = %s", [namespace])
+                return count
+
+        count = self._online("remove a namespace", work, retry=False)
+        for item in list(self.journal.of(namespace)):
+            self.journal.remove(item)
+        self._after_change([namespace])
+        return count
+
+    def _host(self) -> str:
+        import socket
+
+        return socket.gethostname()
+
+    def _after_change(self, namespaces: list[str]) -> None:
+        raise NotImplementedError
 
     # -- gc ----------------------------------------------------------------------------------
 

@@ -250,3 +250,28 @@ ORDER BY event_id
 """
 ALL_OF = f"SELECT {SELECT_EVENT} FROM {EVENTS} WHERE namespace = %s ORDER BY event_id"
 GENERATIONS = f"SELECT namespace, generation FROM {NAMESPACES} WHERE namespace = ANY(%s)"
+
+
+# A move: a copy of each current record of the source in the target (the next version
+# of its slot there), its identity and details given; in the mover's transaction.
+MOVE_COPY = f"""
+INSERT INTO {EVENTS} (kind, namespace, key, sequence, version, identity,
+    deterministic_inputs_hash, codec, result_json, result_blob, object_sha256, checksum,
+    size_bytes, duration_s, occurred_at, reason, details, pid, host)
+SELECT '{RECORDED}', %(target)s, e.key, e.sequence,
+    coalesce((SELECT max(t.version) FROM {EVENTS} t WHERE t.namespace = %(target)s
+              AND t.key = e.key AND t.sequence = e.sequence), 0) + 1,
+    %(identity)s, e.deterministic_inputs_hash, e.codec, e.result_json, e.result_blob,
+    e.object_sha256, e.checksum, e.size_bytes, e.duration_s, e.occurred_at, e.reason,
+    %(details)s, e.pid, e.host
+FROM {EVENTS} e WHERE e.event_id = %(event_id)s
+"""
+# Moves of one namespace wait for each other (writers of steps do not take it).
+MOVE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))"
+
+
+def current_full(con: Any, namespace: str) -> list[Record]:
+    rows = con.execute(_LATEST.replace(SELECT_RECORD, SELECT_FULL_RECORD).format(
+        where="WHERE namespace = %s"), [namespace]).fetchall()
+    records = [Record.from_row(row[1:]) for row in rows if row[0] == RECORDED]
+    return sorted(records, key=lambda r: r.event_id)

@@ -332,6 +332,12 @@ class TeamStore(TeamAdmin, StepStore):
     def admin(self) -> StoreAdmin:
         return self
 
+    def _after_change(self, namespaces: list[str]) -> None:
+        """After a move or remove: this process's caches and the mirror catch up."""
+        self._seen.clear()
+        for namespace in namespaces:
+            self._touch(namespace)
+
     def release(self) -> None:
         self.mirror.release()
 

@@ -1,0 +1,95 @@
+"""``nbstep ls`` shows each notebook's file and marks the orphans; ``nbstep mv`` moves
+records; ``nbstep gc --orphans`` removes the records of notebooks that are gone."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+from test_identity import write_nb
+
+from nbstep import step
+from nbstep.cli.main import cli
+from nbstep.engine.runtime import Runtime
+
+A, B, C = "a" * 32, "b" * 32, "c" * 32
+
+
+def record(path, key="k", value=1):
+    Runtime.clear_instance()
+    Runtime.instance().user_ns = {"__session__": str(path)}
+    step.run(key, lambda: value)
+    Runtime.clear_instance()
+
+
+def invoke(project, *args, code=0, input=None):
+    result = CliRunner().invoke(cli, ["--store", str(project / ".nbstep"), *args], input=input)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
+    monkeypatch.chdir(tmp_path)
+    record(write_nb(tmp_path / "kept.ipynb", A))          # nb:A, its file in place
+    record(write_nb(tmp_path / "deleted.ipynb", B))       # nb:B, file deleted below
+    record(write_nb(tmp_path / "before.ipynb", C))        # nb:C, renamed in the shell
+    record(write_nb(tmp_path / "plain.ipynb"))            # a path namespace, file present
+    record(write_nb(tmp_path / "gone.ipynb"))             # a path namespace, file deleted
+    os.remove(tmp_path / "deleted.ipynb")
+    os.remove(tmp_path / "gone.ipynb")
+    (tmp_path / "sub").mkdir()
+    os.replace(tmp_path / "before.ipynb", tmp_path / "sub" / "after.ipynb")
+    return tmp_path
+
+
+def test_ls_shows_files_and_marks_the_orphans(project):
+    rows = {r["notebook"]: r for r in json.loads(invoke(project, "ls", "--format", "json"))}
+    assert set(rows) == {f"nb:{A}", f"nb:{B}", f"nb:{C}", "plain.ipynb", "gone.ipynb"}
+    assert (rows[f"nb:{A}"]["path"], rows[f"nb:{A}"]["orphaned"]) == ("kept.ipynb", False)
+    assert rows[f"nb:{B}"]["orphaned"] is True
+    # Renamed outside Jupyter: found by its id under the store's root.
+    assert (rows[f"nb:{C}"]["path"], rows[f"nb:{C}"]["orphaned"]) == ("sub/after.ipynb", False)
+    assert rows["plain.ipynb"]["orphaned"] is False and rows["gone.ipynb"]["orphaned"] is True
+    table = invoke(project, "ls")
+    line = next(line for line in table.splitlines() if line.startswith(f"nb:{B}"))
+    assert line.rstrip().endswith("deleted.ipynb ORPHANED")
+    assert "nbstep gc --orphans" in table and "nbstep:notebooks" not in table
+
+
+def test_mv_moves_records_and_refuses_a_target_with_its_own(project):
+    assert invoke(project, "mv", "gone.ipynb", "new.ipynb") == \
+        "moved 1 record of `gone.ipynb` to `new.ipynb`\n"
+    rows = {r["notebook"]: r for r in json.loads(invoke(project, "ls", "--format", "json"))}
+    assert rows["new.ipynb"]["steps"] == 1
+    # What is left of the old one: no steps, no orphan (plain `nbstep gc` drops it).
+    assert (rows["gone.ipynb"]["steps"], rows["gone.ipynb"]["orphaned"]) == (0, False)
+    out = invoke(project, "mv", "new.ipynb", "plain.ipynb", code=1)
+    assert "`plain.ipynb` already has 1 records of its own" in out
+    # A notebook with an id renamed in the shell: OLD names its recorded path, NEW the
+    # file; the records stay in nb:<id> and its new path is recorded.
+    out = invoke(project, "mv", "before.ipynb", "sub/after.ipynb")
+    assert out == f"moved 0 records of `nb:{C}` to `nb:{C}` (sub/after.ipynb)\n"
+    # Into a namespace of one's choosing, and from a notebook file that has an id.
+    assert invoke(project, "mv", "kept.ipynb", "experiment-1") == \
+        f"moved 1 record of `nb:{A}` to `experiment-1`\n"
+    out = invoke(project, "mv", "nothing.ipynb", "x.ipynb", code=2)
+    assert "no notebook `nothing.ipynb`" in out
+
+
+def test_gc_orphans_lists_asks_and_removes(project):
+    out = invoke(project, "gc", "--orphans", "--dry-run")
+    assert f"nb:{B}" in out and "gone.ipynb" in out and f"nb:{A}" not in out
+    assert "would remove 2 orphaned notebooks" in out
+    out = invoke(project, "gc", "--orphans", code=1)  # no terminal to answer: nothing done
+    assert "Pass --yes" in out
+    assert "removed 2 records of 2 orphaned notebooks" in invoke(project, "gc", "--orphans",
+                                                                  "--yes")
+    rows = {r["notebook"] for r in json.loads(invoke(project, "ls", "--format", "json"))}
+    assert rows == {f"nb:{A}", f"nb:{C}", "plain.ipynb"}
+    assert "no orphaned notebooks" in invoke(project, "gc", "--orphans")
