@@ -39,7 +39,7 @@ def test_modules_are_bound_on_replay_but_are_never_variables(tmp_path):
         assert all(c.ok for c in cells), [c.errors() for c in cells]
         assert cells[2].lines() == ["pandas numpy posixpath DataFrame 3"]
         assert cells[3].lines() == ["['frame'] | frame: DataFrame 3×2"]
-    assert second[1].lines()[-1].startswith("replayed `frame`")
+    assert second[1].notices()[-1].startswith("nbstep ⟲ replayed `frame`")
     # %steps in Jupyter: the HTML table, readable.
     (html,) = [d["text/html"] for d in second[4].rich("execute_result")]
     assert "<td>frame: DataFrame 3×2</td>" in html and "numpy" not in html
