@@ -29,6 +29,7 @@ from nbstep.engine.api import step
 from nbstep.engine.runtime import Runtime
 from nbstep.errors import NbstepError
 
+from . import notices
 from .magics import MAGIC_NAMES, StepMagics, header, parse_step_line
 
 if TYPE_CHECKING:
@@ -200,15 +201,17 @@ class NotebookExtension:
         self.identity_noted = True
         session = location.session_name(user_ns)
         if session:
-            print(f"note: the session name `{session}` is not a saved notebook's path (a new "
-                  "notebook keeps its first name until the kernel restarts), so this "
-                  f"notebook's steps go to the namespace `session:{session}`, its own. After "
-                  "you save it and restart the kernel they run once more under the "
-                  "notebook's path; or run %step_config --namespace NAME now.")
+            notices.show(self.shell, "note", (
+                f"the session name `{session}` is not a saved notebook's path (a new "
+                "notebook keeps its first name until the kernel restarts), so this "
+                f"notebook's steps go to the namespace `session:{session}`, its own. After "
+                "you save it and restart the kernel they run once more under the "
+                "notebook's path; or run %step_config --namespace NAME now."))
             return
-        print("note: nbstep cannot tell which notebook this is (neither JPY_SESSION_NAME nor "
-              "__vsc_ipynb_file__ names it). Steps go to the namespace `default`, shared with "
-              "other such notebooks. Run %step_config --namespace NAME to give it its own.")
+        notices.show(self.shell, "note", (
+            "nbstep cannot tell which notebook this is (neither JPY_SESSION_NAME nor "
+            "__vsc_ipynb_file__ names it). Steps go to the namespace `default`, shared with "
+            "other such notebooks. Run %step_config --namespace NAME to give it its own."))
 
     # -- the input transformer -----------------------------------------------------------
 
