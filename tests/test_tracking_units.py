@@ -229,6 +229,26 @@ def test_process_state_changes_replay(monkeypatch, tmp_path):
     assert os.getcwd() == str(tmp_path / "sub")
 
 
+def test_a_path_added_after_a_folder_listed_twice_replays_in_its_place(monkeypatch):
+    # sys.path often holds a folder twice ("" and the notebook's folder, or an editable
+    # install's): an entry appended at the end goes back to the end, not after the
+    # first copy of the entry before it.
+    monkeypatch.setattr(sys, "path", ["/nbstep/dup", "/nbstep/a", "/nbstep/dup"])
+    probe = globalstate.BY_NAME["sys.path"]
+    before = probe.read()
+    sys.path.append("/nbstep/last")
+    sys.path.insert(1, "/nbstep/second")
+    change = probe.change(before, probe.read())
+    sys.path[:] = before
+    probe.apply(change)
+    assert sys.path == ["/nbstep/dup", "/nbstep/second", "/nbstep/a", "/nbstep/dup",
+                        "/nbstep/last"]
+    # A change recorded before the copy was noted (three parts) still applies.
+    sys.path[:] = before
+    probe.apply({"added": [tuple(a[:3]) for a in change["added"]], "removed": []})
+    assert "/nbstep/last" in sys.path and "/nbstep/second" in sys.path
+
+
 def test_a_generator_state_is_an_input_part_the_same_in_every_process():
     probe = globalstate.BY_NAME["numpy.random"]
     np.random.seed(3)

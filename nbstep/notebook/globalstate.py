@@ -140,7 +140,10 @@ class SysPath(Probe):
 
     def change(self, before: Any, after: Any) -> Any:
         kept = set(before)
-        added = [(i, entry, after[i - 1] if i else None)
+        # Each added entry with the entry before it, and which copy of that entry it
+        # follows (sys.path may hold one folder twice: "" and the notebook's folder).
+        added = [(i, entry, after[i - 1] if i else None,
+                  after[:i - 1].count(after[i - 1]) if i else 0)
                  for i, entry in enumerate(after) if entry not in kept]
         removed = [entry for entry in before if entry not in set(after)]
         return {"added": added, "removed": removed}
@@ -149,13 +152,14 @@ class SysPath(Probe):
         for entry in change["removed"]:
             while entry in sys.path:
                 sys.path.remove(entry)
-        for _, entry, previous in change["added"]:
+        for _, entry, previous, *copy in change["added"]:  # records before 0.2: no copy
             if entry in sys.path:
                 continue
             if previous is None:
                 sys.path.insert(0, entry)
             elif previous in sys.path:
-                sys.path.insert(sys.path.index(previous) + 1, entry)
+                places = [i for i, e in enumerate(sys.path) if e == previous]
+                sys.path.insert(places[min(copy[0] if copy else 0, len(places) - 1)] + 1, entry)
             else:
                 sys.path.append(entry)
 
