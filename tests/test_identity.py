@@ -106,6 +106,29 @@ def test_records_made_before_the_notebook_had_an_id_are_adopted_once(project, ca
     assert "1 records of `analysis.ipynb` now belong to this notebook's id" in capfd.readouterr().err
 
 
+def test_an_adopted_notebook_still_goes_back_to_a_kept_version(project):
+    """Adoption moves the kept earlier versions too: N=10, N=20 before the id, then
+    N=10 after it replays N=10's record instead of recomputing."""
+    path = write_nb(project / "sweep.ipynb")
+    calls: list[int] = []
+
+    def times_ten(n):
+        calls.append(n)
+        return n * 10
+
+    runtime = in_notebook(path)
+    for n in (10, 20):  # one cell run twice: occurrence 1 of `k` each time
+        runtime.reset()
+        assert step.run("k", n, times_ten, on_mismatch="rerun") == n * 10
+    assert calls == [10, 20]
+    time.sleep(0.01)
+    write_nb(path, "9" * 32)  # saved through Jupyter: the pre-save hook gave it an id
+    runtime = in_notebook(path)
+    assert step.run("k", 10, times_ten, on_mismatch="rerun") == 100
+    assert calls == [10, 20]  # replayed the kept N=10 version, in nb:<id>
+    assert runtime.default_namespace() == "nb:" + "9" * 32
+
+
 def test_a_copy_with_its_originals_id_does_not_share_its_records(project, capfd):
     original = write_nb(project / "analysis.ipynb", "d" * 32)
     calls: list[int] = []
