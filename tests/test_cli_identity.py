@@ -93,3 +93,24 @@ def test_gc_orphans_lists_asks_and_removes(project):
     rows = {r["notebook"] for r in json.loads(invoke(project, "ls", "--format", "json"))}
     assert rows == {f"nb:{A}", f"nb:{C}", "plain.ipynb"}
     assert "no orphaned notebooks" in invoke(project, "gc", "--orphans")
+
+
+def test_nbstep_run_gives_a_copy_made_in_the_shell_an_id_of_its_own(project):
+    """The kernel's notice for a copy says `nbstep run` gives it an id of its own:
+    it does (before running it), and leaves the original's id alone."""
+    from nbstep.cli.identity import ensure_id
+
+    store = project / ".nbstep"
+    copy = write_nb(project / "kept-copy.ipynb", A)  # `cp kept.ipynb kept-copy.ipynb`
+    nb = json.loads(copy.read_text())
+    notes = ensure_id(copy, nb, store)
+    assert len(notes) == 1 and "gave kept-copy.ipynb a notebook id of its own" in notes[0]
+    new = json.loads(copy.read_text())["metadata"]["nbstep"]["id"]
+    assert new != A and nb["metadata"]["nbstep"]["id"] == new
+    original = project / "kept.ipynb"
+    assert ensure_id(original, json.loads(original.read_text()), store) == []
+    assert json.loads(original.read_text())["metadata"]["nbstep"]["id"] == A
+    # A notebook moved in the shell (its recorded path gone) is no copy: it keeps its id.
+    moved = project / "sub" / "after.ipynb"
+    assert ensure_id(moved, json.loads(moved.read_text()), store) == []
+    assert json.loads(moved.read_text())["metadata"]["nbstep"]["id"] == C

@@ -250,8 +250,9 @@ class Runtime:
         if other is not None:
             self._tell(f"copy:{path}", (
                 f"nbstep: {by_path} carries the notebook id of {recorded} (a copy): its steps "
-                f"go to the namespace `{by_path}`, not to {recorded}'s records. Save it "
-                "through Jupyter (or run it with `nbstep run`) to give it an id of its own."))
+                f"go to the namespace `{by_path}`, not to {recorded}'s records. Run it "
+                "once with `nbstep run` (or delete its metadata.nbstep.id and save it) to "
+                "give it an id of its own."))
             return by_path
         if store.current(by_path) and not store.current(namespace):  # the cheap one first
             try:
