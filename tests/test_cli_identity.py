@@ -114,3 +114,16 @@ def test_nbstep_run_gives_a_copy_made_in_the_shell_an_id_of_its_own(project):
     moved = project / "sub" / "after.ipynb"
     assert ensure_id(moved, json.loads(moved.read_text()), store) == []
     assert json.loads(moved.read_text())["metadata"]["nbstep"]["id"] == C
+
+
+def test_a_copy_named_by_its_path_is_its_own_namespace_not_its_originals(project):
+    """`nbstep ls/inspect/forget copy.ipynb` (and `%steps copy.ipynb`) mean the
+    namespace the copy's steps go to (its path), never the original's nb:<id>."""
+    copy = write_nb(project / "kept-copy.ipynb", A)  # `cp kept.ipynb kept-copy.ipynb`
+    record(copy, key="c", value=2)  # its kernel records in its path namespace
+    steps = json.loads(invoke(project, "ls", "kept-copy.ipynb", "--format", "json"))
+    assert [s["key"] for s in steps] == ["c"]
+    assert "forgot 1 record of `kept-copy.ipynb`" in invoke(project, "forget",
+                                                           "kept-copy.ipynb", "--yes")
+    original = json.loads(invoke(project, "ls", "kept.ipynb", "--format", "json"))
+    assert [s["key"] for s in original] == ["k"]  # the original's record is untouched

@@ -110,12 +110,9 @@ def _copied_from(path: Path, the_id: str, store_dir: Path, server: str | None) -
     root = store_dir.parent
     opened = open_store(store_dir, settings)
     try:
-        recorded = notebooks.recorded_path(opened, notebook_id.namespace_of(the_id))
+        return notebooks.copy_of(opened, root, path, the_id)
     finally:
         opened.close()
-    if recorded is None or recorded == notebooks.relative(path, root):
-        return None
-    return notebooks.is_copy(root, recorded, str(path), the_id)
 
 
 def _lost_id(path: Path, store_dir: Path, server: str | None) -> str | None:
@@ -220,7 +217,8 @@ def source_namespace(store: StepStore, root: Path, name: str) -> str:
     file = Path(name).expanduser()
     if file.is_file():
         the_id = notebook_id.read_id(file)
-        if the_id is not None and notebook_id.namespace_of(the_id) in known:
+        if (the_id is not None and notebook_id.namespace_of(the_id) in known
+                and notebooks.copy_of(store, root, file, the_id) is None):
             return notebook_id.namespace_of(the_id)
     by_path = notebooks.relative(name, root)
     if name not in known and by_path not in known:
