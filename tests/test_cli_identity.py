@@ -127,3 +127,26 @@ def test_a_copy_named_by_its_path_is_its_own_namespace_not_its_originals(project
                                                            "kept-copy.ipynb", "--yes")
     original = json.loads(invoke(project, "ls", "kept.ipynb", "--format", "json"))
     assert [s["key"] for s in original] == ["k"]  # the original's record is untouched
+
+
+def test_nbstep_run_runs_a_notebook_it_cannot_write_an_id_into(project, monkeypatch):
+    """A notebook whose file or folder is read-only runs in its path namespace, with a
+    note, instead of failing with advice to pass a --namespace that `nbstep run` does
+    not have. Test double: `replacing` refusing with EACCES stands for the read-only
+    file (the tests may run as root, whom file permissions do not stop)."""
+    from nbstep.cli import identity
+
+    def refused(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(identity, "replacing", refused)
+    path = write_nb(project / "readonly.ipynb")
+    nb = json.loads(path.read_text())
+    (note,) = identity.ensure_id(path, nb, project / ".nbstep")
+    assert note.startswith(f"cannot write a notebook id into {path} (Permission denied): "
+                           "it runs in its path namespace")
+    assert "nbstep" not in nb["metadata"] and "nbstep" not in json.loads(path.read_text())[
+        "metadata"]
+    copy = write_nb(project / "kept-copy.ipynb", A)  # a copy that cannot get its own id
+    (note,) = identity.ensure_id(copy, json.loads(copy.read_text()), project / ".nbstep")
+    assert "it runs in its path namespace" in note

@@ -53,7 +53,10 @@ def ensure_id(path: Path, nb: Any, store: Path | None = None,
         # A copy (made in the shell) of a notebook recorded elsewhere: its own id, as
         # the kernel's notice about copies promises, so it never shares the records.
         fresh = notebook_id.new_id()
-        _write_id(path, fresh, replace=True)
+        try:
+            _write_id(path, fresh, replace=True)
+        except Unwritable as e:
+            return [*notes, e.note()]  # the kernel runs a copy in its path namespace
         notebook_id.give_id(nb, fresh)
         notebook_id.forget_cached(path)
         notes.append(f"gave {path.name} a notebook id of its own: it carried the id of "
@@ -65,7 +68,10 @@ def ensure_id(path: Path, nb: Any, store: Path | None = None,
             lost = _lost_id(path, store, server)
         except NbstepError as e:
             notes.append(f"could not ask the store whether {path.name} had an id before ({e})")
-    new = _write_id(path, lost)
+    try:
+        new = _write_id(path, lost)
+    except Unwritable as e:
+        return [*notes, e.note()]
     notebook_id.give_id(nb, new)
     notebook_id.forget_cached(path)
     if lost is not None:
@@ -84,16 +90,23 @@ def _write_id(path: Path, the_id: str | None, *, replace: bool = False) -> str:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise NbstepError(f"cannot read {path} to give it a notebook id ({e}); check the "
-                          "file is a notebook you may write, or pass --namespace") from e
+                          "file is a notebook (valid JSON) you may read") from e
     new = (None if replace else notebook_id.id_in(raw)) or notebook_id.give_id(raw, the_id)
     try:
         with replacing(path) as tmp:
             Path(tmp).write_text(json.dumps(raw, indent=1, sort_keys=True, ensure_ascii=False)
                                  + "\n", encoding="utf-8")
     except OSError as e:
-        raise NbstepError(f"cannot write a notebook id into {path} ({e.strerror}); make the "
-                          "file writable, or copy the notebook somewhere writable") from e
+        raise Unwritable(f"cannot write a notebook id into {path} ({e.strerror})") from e
     return new
+
+
+class Unwritable(NbstepError):
+    """The notebook's file (or its folder) cannot be written: it runs without an id."""
+
+    def note(self) -> str:
+        return (f"{self}: it runs in its path namespace, as a notebook without an id "
+                "does (make the file and its folder writable to give it one)")
 
 
 def _copied_from(path: Path, the_id: str, store_dir: Path, server: str | None) -> str | None:
