@@ -191,3 +191,23 @@ def test_the_runner_names_the_notebook_on_its_command_line(tmp_path, argv, expec
         write_nb(tmp_path / name)
     found = location.notebook_in_command(argv, str(tmp_path))
     assert found == (None if expected is None else str(tmp_path / expected))
+
+
+@pytest.mark.kernel
+def test_in_a_notebook_the_adoption_line_is_an_nbstep_notice(tmp_path):
+    """The engine's lines about a notebook's identity are nbstep notices (display
+    outputs apart from the cell's own), like every other nbstep line, not stderr."""
+    from kernels import Kernel
+
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
+    path = write_nb(tmp_path / "analysis.ipynb")
+    with Kernel(path) as kernel:
+        assert kernel.run("%load_ext nbstep").ok
+        assert kernel.run("step.run('k', lambda: 1)").ok
+        time.sleep(0.01)
+        write_nb(path, "8" * 32)  # saved through Jupyter: the pre-save hook gave it an id
+        cell = kernel.run("step.run('k', lambda: 2)")
+    assert cell.ok and cell.rich("execute_result") == [{"text/plain": "1"}]
+    assert any("1 records of `analysis.ipynb` now belong to this notebook's id" in line
+               for line in cell.notices())
+    assert "now belong" not in cell.stream("stderr")
