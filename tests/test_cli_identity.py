@@ -93,3 +93,60 @@ def test_gc_orphans_lists_asks_and_removes(project):
     rows = {r["notebook"] for r in json.loads(invoke(project, "ls", "--format", "json"))}
     assert rows == {f"nb:{A}", f"nb:{C}", "plain.ipynb"}
     assert "no orphaned notebooks" in invoke(project, "gc", "--orphans")
+
+
+def test_nbstep_run_gives_a_copy_made_in_the_shell_an_id_of_its_own(project):
+    """The kernel's notice for a copy says `nbstep run` gives it an id of its own:
+    it does (before running it), and leaves the original's id alone."""
+    from nbstep.cli.identity import ensure_id
+
+    store = project / ".nbstep"
+    copy = write_nb(project / "kept-copy.ipynb", A)  # `cp kept.ipynb kept-copy.ipynb`
+    nb = json.loads(copy.read_text())
+    notes = ensure_id(copy, nb, store)
+    assert len(notes) == 1 and "gave kept-copy.ipynb a notebook id of its own" in notes[0]
+    new = json.loads(copy.read_text())["metadata"]["nbstep"]["id"]
+    assert new != A and nb["metadata"]["nbstep"]["id"] == new
+    original = project / "kept.ipynb"
+    assert ensure_id(original, json.loads(original.read_text()), store) == []
+    assert json.loads(original.read_text())["metadata"]["nbstep"]["id"] == A
+    # A notebook moved in the shell (its recorded path gone) is no copy: it keeps its id.
+    moved = project / "sub" / "after.ipynb"
+    assert ensure_id(moved, json.loads(moved.read_text()), store) == []
+    assert json.loads(moved.read_text())["metadata"]["nbstep"]["id"] == C
+
+
+def test_a_copy_named_by_its_path_is_its_own_namespace_not_its_originals(project):
+    """`nbstep ls/inspect/forget copy.ipynb` (and `%steps copy.ipynb`) mean the
+    namespace the copy's steps go to (its path), never the original's nb:<id>."""
+    copy = write_nb(project / "kept-copy.ipynb", A)  # `cp kept.ipynb kept-copy.ipynb`
+    record(copy, key="c", value=2)  # its kernel records in its path namespace
+    steps = json.loads(invoke(project, "ls", "kept-copy.ipynb", "--format", "json"))
+    assert [s["key"] for s in steps] == ["c"]
+    assert "forgot 1 record of `kept-copy.ipynb`" in invoke(project, "forget",
+                                                           "kept-copy.ipynb", "--yes")
+    original = json.loads(invoke(project, "ls", "kept.ipynb", "--format", "json"))
+    assert [s["key"] for s in original] == ["k"]  # the original's record is untouched
+
+
+def test_nbstep_run_runs_a_notebook_it_cannot_write_an_id_into(project, monkeypatch):
+    """A notebook whose file or folder is read-only runs in its path namespace, with a
+    note, instead of failing with advice to pass a --namespace that `nbstep run` does
+    not have. Test double: `replacing` refusing with EACCES stands for the read-only
+    file (the tests may run as root, whom file permissions do not stop)."""
+    from nbstep.cli import identity
+
+    def refused(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(identity, "replacing", refused)
+    path = write_nb(project / "readonly.ipynb")
+    nb = json.loads(path.read_text())
+    (note,) = identity.ensure_id(path, nb, project / ".nbstep")
+    assert note.startswith(f"cannot write a notebook id into {path} (Permission denied): "
+                           "it runs in its path namespace")
+    assert "nbstep" not in nb["metadata"] and "nbstep" not in json.loads(path.read_text())[
+        "metadata"]
+    copy = write_nb(project / "kept-copy.ipynb", A)  # a copy that cannot get its own id
+    (note,) = identity.ensure_id(copy, json.loads(copy.read_text()), project / ".nbstep")
+    assert "it runs in its path namespace" in note

@@ -102,6 +102,9 @@ def test_first_run_computes_second_replays(project):
     # namespace is the notebook's id, which `nbstep run` wrote into it, with its path
     # beside it (docs/design.md, "Which notebook is this").
     the_id = json.loads(path.read_text())["metadata"]["nbstep"]["id"]
+    # The executed copy written elsewhere does not carry the id: it would be a copy
+    # of the notebook that takes over its records once the input is renamed.
+    assert "id" not in executed.metadata.get("nbstep", {})
     store = LocalStore(project / ".nbstep")
     try:
         assert store.admin().namespaces() == [f"nb:{the_id}", "nbstep:notebooks"]

@@ -106,6 +106,29 @@ def test_records_made_before_the_notebook_had_an_id_are_adopted_once(project, ca
     assert "1 records of `analysis.ipynb` now belong to this notebook's id" in capfd.readouterr().err
 
 
+def test_an_adopted_notebook_still_goes_back_to_a_kept_version(project):
+    """Adoption moves the kept earlier versions too: N=10, N=20 before the id, then
+    N=10 after it replays N=10's record instead of recomputing."""
+    path = write_nb(project / "sweep.ipynb")
+    calls: list[int] = []
+
+    def times_ten(n):
+        calls.append(n)
+        return n * 10
+
+    runtime = in_notebook(path)
+    for n in (10, 20):  # one cell run twice: occurrence 1 of `k` each time
+        runtime.reset()
+        assert step.run("k", n, times_ten, on_mismatch="rerun") == n * 10
+    assert calls == [10, 20]
+    time.sleep(0.01)
+    write_nb(path, "9" * 32)  # saved through Jupyter: the pre-save hook gave it an id
+    runtime = in_notebook(path)
+    assert step.run("k", 10, times_ten, on_mismatch="rerun") == 100
+    assert calls == [10, 20]  # replayed the kept N=10 version, in nb:<id>
+    assert runtime.default_namespace() == "nb:" + "9" * 32
+
+
 def test_a_copy_with_its_originals_id_does_not_share_its_records(project, capfd):
     original = write_nb(project / "analysis.ipynb", "d" * 32)
     calls: list[int] = []
@@ -168,3 +191,23 @@ def test_the_runner_names_the_notebook_on_its_command_line(tmp_path, argv, expec
         write_nb(tmp_path / name)
     found = location.notebook_in_command(argv, str(tmp_path))
     assert found == (None if expected is None else str(tmp_path / expected))
+
+
+@pytest.mark.kernel
+def test_in_a_notebook_the_adoption_line_is_an_nbstep_notice(tmp_path):
+    """The engine's lines about a notebook's identity are nbstep notices (display
+    outputs apart from the cell's own), like every other nbstep line, not stderr."""
+    from kernels import Kernel
+
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
+    path = write_nb(tmp_path / "analysis.ipynb")
+    with Kernel(path) as kernel:
+        assert kernel.run("%load_ext nbstep").ok
+        assert kernel.run("step.run('k', lambda: 1)").ok
+        time.sleep(0.01)
+        write_nb(path, "8" * 32)  # saved through Jupyter: the pre-save hook gave it an id
+        cell = kernel.run("step.run('k', lambda: 2)")
+    assert cell.ok and cell.rich("execute_result") == [{"text/plain": "1"}]
+    assert any("1 records of `analysis.ipynb` now belong to this notebook's id" in line
+               for line in cell.notices())
+    assert "now belong" not in cell.stream("stderr")

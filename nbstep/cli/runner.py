@@ -115,9 +115,31 @@ def run_notebook(path: Path, options: RunOptions, progress: Progress,
         shutil.rmtree(sockets, ignore_errors=True)
     _collect(result, client)
     if output is not None:
+        if Path(os.path.abspath(output)) != path:
+            nb = _without_id(nb)
         _write_notebook(nb, output)
         result.written = output
     return result
+
+
+def _without_id(nb: Any) -> Any:
+    """The executed notebook as written to another file: without the input's notebook
+    id. Carrying it, the output would be a copy of the notebook that takes over its
+    records (``nb:<id>``) once the input is renamed in the shell and the output runs
+    first; without it, it is a notebook of its own (docs/design.md, "Which notebook
+    is this")."""
+    import copy
+
+    ours = nb.metadata.get("nbstep")
+    if not isinstance(ours, dict) or "id" not in ours:
+        return nb
+    written = copy.deepcopy(nb)
+    rest = {k: v for k, v in ours.items() if k != "id"}
+    if rest:
+        written.metadata["nbstep"] = rest
+    else:
+        del written.metadata["nbstep"]
+    return written
 
 
 def _inject_parameters(nb: Any, values: dict[str, Any], result: NotebookResult) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from nbstep.core import notebook_id
 from nbstep.core.location import namespace_for_path
 from nbstep.core.record import Record
+from nbstep.engine import notebooks
 from nbstep.errors import NotFound
 from nbstep.storage import StepStore
 
@@ -25,10 +26,13 @@ def resolve_namespace(store: StepStore, root: Path, notebook: str) -> str:
     known = store.admin().namespaces()
     candidates = []
     by_path = namespace_for_path(notebook, root)
-    if Path(notebook).expanduser().is_file():
-        # A notebook with an id is its `nb:<id>` (docs/design.md, "Which notebook is this").
-        the_id = notebook_id.read_id(Path(notebook).expanduser())
-        if the_id is not None:
+    file = Path(notebook).expanduser()
+    if file.is_file():
+        # A notebook with an id is its `nb:<id>` (docs/design.md, "Which notebook is
+        # this"), unless it is a copy of the notebook recorded under that id: a copy's
+        # steps are in its path namespace, and the original's are not its to show.
+        the_id = notebook_id.read_id(file)
+        if the_id is not None and notebooks.copy_of(store, root, file, the_id) is None:
             candidates.append(notebook_id.namespace_of(the_id))
         candidates.append(by_path)  # the file the shell completed wins over a same-named namespace
     candidates += [notebook, by_path]

@@ -69,6 +69,17 @@ def is_copy(root: Path, recorded: str | None, this_file: str, the_id: str) -> st
     return str(other) if notebook_id.read_id(other) == the_id else None
 
 
+def copy_of(store: StepStore, root: Path, file: str | os.PathLike[str], the_id: str
+            ) -> str | None:
+    """The notebook ``file`` is a copy of (as the kernel decides it: the store records
+    ``the_id`` at another path whose file still holds it), else None. A copy's steps
+    go to its path namespace, never to ``nb:<id>``."""
+    recorded = recorded_path(store, notebook_id.namespace_of(the_id))
+    if recorded is None or recorded == relative(file, root):
+        return None
+    return is_copy(root, recorded, os.fspath(file), the_id)
+
+
 def relative(path: str | os.PathLike[str], root: Path) -> str:
     from nbstep.core.location import namespace_for_path
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -71,6 +72,9 @@ class Runtime:
         # (namespace, path) pairs whose mapping and adoption were settled already.
         self._claimed: dict[tuple[str, str], str] = {}  # -> the namespace it settled on
         self._told: set[str] = set()  # notices printed once per process
+        # Shows a notice as nbstep's own line in the notebook (set by %load_ext nbstep,
+        # nbstep/notebook/notices.py); None: print it on stderr.
+        self.notify: Callable[[str], None] | None = None
         self._unnamed: str | None = None  # this kernel's own namespace, when unnamed
         self.user_ns: dict[str, Any] | None = None  # the notebook's, when in a kernel
         # Counts since the process started, for `nbstep run`'s summary and %steps.
@@ -250,8 +254,9 @@ class Runtime:
         if other is not None:
             self._tell(f"copy:{path}", (
                 f"nbstep: {by_path} carries the notebook id of {recorded} (a copy): its steps "
-                f"go to the namespace `{by_path}`, not to {recorded}'s records. Save it "
-                "through Jupyter (or run it with `nbstep run`) to give it an id of its own."))
+                f"go to the namespace `{by_path}`, not to {recorded}'s records. Run it "
+                "once with `nbstep run` (or delete its metadata.nbstep.id and save it) to "
+                "give it an id of its own."))
             return by_path
         if store.current(by_path) and not store.current(namespace):  # the cheap one first
             try:
@@ -281,10 +286,15 @@ class Runtime:
         return namespace
 
     def _tell(self, what: str, line: str) -> None:
-        """Print a notice once per process, on stderr (a notebook shows it)."""
+        """Say something once per process: as a notice in a notebook that loaded nbstep
+        (never mistaken for the cell's output), else on stderr."""
         if what not in self._told:
             self._told.add(what)
-            print(line, file=sys.stderr, flush=True)
+            notify = self.notify
+            if notify is not None:
+                notify(line.removeprefix("nbstep: "))
+            else:
+                print(line, file=sys.stderr, flush=True)
 
     def resolve_namespace(self, namespace: str | None) -> str:
         return namespace if namespace is not None else self.default_namespace()

@@ -313,6 +313,11 @@ class NotebookExtension:
             shell.user_ns["step"] = step
             shell.user_ns_hidden["step"] = step
 
+    def note(self, message: str) -> None:
+        """The engine's notes (a notebook's records adopted by its id, a copy, a kernel
+        that cannot name its notebook) as nbstep notices in this shell."""
+        notices.show(self.shell, "note", message)
+
     def load(self) -> None:
         ip = self.shell
         ip.register_magics(StepMagics(ip, self))
@@ -324,6 +329,7 @@ class NotebookExtension:
             self.original_tb = formatter.structured_traceback
             formatter.structured_traceback = self.structured_traceback
         self.runtime.user_ns = ip.user_ns
+        self.runtime.notify = self.note
         self.runtime.reset()
         if "step" not in ip.user_ns:
             ip.user_ns["step"] = step
@@ -367,6 +373,8 @@ class NotebookExtension:
             del ip.user_ns_hidden["step"]
         if self.runtime.user_ns is ip.user_ns:
             self.runtime.user_ns = None
+        if self.runtime.notify == self.note:
+            self.runtime.notify = None
         self.injected_step = False
         self.session_outputs.clear()
 

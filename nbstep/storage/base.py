@@ -163,7 +163,8 @@ class StoreAdmin(ABC):
     def move(self, source: str, target: str) -> int:
         """Move every current record of ``source`` to ``target``; how many.
 
-        All or nothing as the reader sees it: each record is copied to ``target``
+        All or nothing as the reader sees it: each record, and before it each of its
+        kept earlier versions (``versions``), oldest first, is copied to ``target``
         (its identity hash computed for the new namespace, ``details.moved_from``
         naming the event it came from), then the source's are forgotten. Refuses
         with :class:`~nbstep.errors.NbstepError` when ``target`` has records of its

@@ -74,6 +74,43 @@ def test_moving_an_empty_namespace_moves_nothing_and_twice_is_harmless(stores):
     assert len(store.current("Untitled.ipynb")) == 3 and store.current("b.ipynb") == []
 
 
+def test_a_move_takes_the_kept_earlier_versions_along_in_order(stores):
+    """A notebook's adoption of its path namespace (or `nbstep mv`) keeps what a step
+    goes back to: N=10, N=20, then N=10 again replays N=10's record in the target."""
+    store = stores(keep_versions=3, inline_limit=1024)
+    source, target = "Untitled.ipynb", "nb:" + "1" * 32
+    first, _ = store.append(new_record(source, "k", 1, "ten", input=10), None)
+    second, _ = store.append(new_record(source, "k", 1, "twenty", input=20), first.event_id)
+    third, _ = store.append(new_record(source, "k", 1, "thirty", input=30), second.event_id)
+    gone, _ = store.append(new_record(source, "f", 1, "x", input=1), None)
+    store.append(new_record(source, "f", 1, "y", input=2), gone.event_id)
+    store.forget(source, "f")  # a forgotten slot has no versions: nothing of it moves
+    previous = None
+    for value in "abcd":  # "a" is beyond keep_versions: not kept, not moved
+        previous, _ = store.append(new_record(source, "old", 1, value, input=value),
+                                   None if previous is None else previous.event_id)
+
+    assert store.admin().move(source, target) == 2  # current records: k and old
+    assert store.read(store.lookup(target, "k", 1)) == "thirty"
+    versions = store.versions(target, "k", 1)
+    assert [store.read(r) for r in versions] == ["twenty", "ten"]
+    assert [r.input_hash for r in versions] == [second.input_hash, first.input_hash]
+    assert [r.details["moved_from"]["event_id"] for r in versions] == [
+        second.event_id, first.event_id]
+    assert all(r.identity == step_identity(target, "k", 1, r.input_hash) for r in versions)
+    assert [store.read(r) for r in store.versions(target, "old", 1)] == ["c", "b"]
+    assert store.lookup(target, "f", 1) is None and store.versions(target, "f", 1) == []
+    assert store.versions(source, "k", 1) == []  # the source forgot them
+    history = store.admin().history(target, values=False)
+    assert sorted(history["status"]) == ["current", "current", "earlier", "earlier",
+                                         "earlier", "earlier"]
+    # Again: nothing copied twice, and a fresh reader sees the same versions.
+    assert store.admin().move(source, target) == 2
+    assert len(store.admin().history(target, values=False)) == 6
+    fresh = stores(keep_versions=3, inline_limit=1024)
+    assert [fresh.read(r) for r in fresh.versions(target, "k", 1)] == ["twenty", "ten"]
+
+
 KILLED_MOVE = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})

@@ -94,24 +94,31 @@ class LocalAdmin(StoreAdmin):
     # -- moving and removing namespaces -------------------------------------------------
 
     def move(self, source: str, target: str) -> int:
-        """Every current record of ``source`` to ``target`` (docs/record-format.md,
-        "Moving a namespace"). Copies first (one append to the target's log, each
-        copy naming the event it came from in ``details.moved_from``), then the
-        source's records are forgotten. A move cut short (kill -9 between the two)
-        leaves both, and running it again finishes it: copies already made count as
-        done, the rest are copied, then the source is forgotten."""
+        """Every current record of ``source``, with its kept earlier versions, to
+        ``target`` (docs/record-format.md, "Moving a namespace"). Copies first (one
+        append to the target's log, in the source's log order, each copy naming the
+        event it came from in ``details.moved_from``), then the source's records are
+        forgotten. A move cut short (kill -9 between the two) leaves both, and running
+        it again finishes it: copies already made count as done, the rest are copied,
+        then the source is forgotten."""
         from nbstep.hashing import step_identity
 
         check_move(source, target)
         src, dst = self.log(source), self.log(target)
-        wanted = src.current_frames()
-        moved: set[int] = set()
+        wanted = src.kept_frames(self.keep_versions)
+        # The slots' current records: the last kept frame of each slot.
+        current = set({events.slot(f.event): f.event["event_id"] for f in wanted}.values())
 
-        def build(current: list[Record]) -> list[tuple[dict[str, Any], bytes | None]]:
-            foreign = [r for r in current if moved_from(r) != source]
+        def build(now: list[Record], recorded: list[dict[str, Any]]
+                  ) -> list[tuple[dict[str, Any], bytes | None]]:
+            foreign = [r for r in now if moved_from(r) != source]
             if foreign:
                 raise target_has_records(source, target, len(foreign))
-            done = {int(r.details["moved_from"]["event_id"]) for r in current if r.details}
+            # A move run again counts what an earlier run moved as moved.
+            current.update(int(r.details["moved_from"]["event_id"]) for r in now)
+            done = {int(found["event_id"]) for found in
+                    ((event.get("details") or {}).get("moved_from") for event in recorded)
+                    if isinstance(found, dict) and found.get("namespace") == source}
             copies = []
             for frame in wanted:
                 event = dict(frame.event)
@@ -123,12 +130,11 @@ class LocalAdmin(StoreAdmin):
                     target, event["key"], event["sequence"],
                     event["deterministic_inputs_hash"]))
                 copies.append((event, src.frame_bytes(frame) if frame.has_blob else None))
-            moved.update(done, (int(e["details"]["moved_from"]["event_id"]) for e, _ in copies))
             return copies
 
         dst.adopt(build)  # under the target's lock: a move run twice copies nothing twice
-        src.forget(None, only=moved, reason="moved")
-        return len(moved)
+        src.forget(None, only=current, reason="moved")
+        return len(current)
 
     def remove(self, namespace: str) -> int:
         """Drop a namespace's events; how many current records it had."""

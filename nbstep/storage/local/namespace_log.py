@@ -432,31 +432,27 @@ class NamespaceLog:
 
     # -- moving a namespace ---------------------------------------------------------------
 
-    def current_frames(self) -> list[frames.Frame]:
-        """The frame of every current record, in log order (values included: the raw
-        frames carry them)."""
+    def kept_frames(self, keep: int) -> list[frames.Frame]:
+        """The frame of every current record and of its ``keep - 1`` earlier versions
+        (what gc keeps), in log order (values included: the raw frames carry them)."""
         with self.lock:
             self._refresh()
             if self._fd is None:
                 return []
-            latest: dict[Slot, frames.Frame] = {}
-            for frame in self._frames(self._header_end(), self._size()):
-                slot = events.slot(frame.event)
-                latest.pop(slot, None)
-                if frame.event["kind"] == RECORDED:
-                    latest[slot] = frame
-            return sorted(latest.values(), key=lambda f: f.offset)
+            return self._compacted(keep)[0]
 
     def frame_bytes(self, frame: frames.Frame) -> bytes:
         with self.lock:
             return self._read(frame.blob_start, frame.end) if frame.has_blob else b""
 
-    def adopt(self, build: Callable[[list[Record]], list[tuple[dict[str, Any], bytes | None]]]
-              ) -> None:
-        """Append the events ``build(current records)`` returns (their ids are given
-        here) in one write, all under the log's lock."""
+    def adopt(self, build: Callable[[list[Record], list[dict[str, Any]]],
+                                    list[tuple[dict[str, Any], bytes | None]]]) -> None:
+        """Append the events ``build(current records, every recorded event)`` returns
+        (their ids are given here) in one write, all under the log's lock."""
         with self._writing():
-            copies = build(self._all_current())
+            recorded = [frame.event for frame in self._frames(self._header_end(), self._size())
+                        if frame.event["kind"] == RECORDED]
+            copies = build(self._all_current(), recorded)
             batch = []
             for i, (event, blob) in enumerate(copies, start=self.max_event_id + 1):
                 batch.append(frames.encode(dict(event, event_id=i), blob))

@@ -95,12 +95,14 @@ class TeamAdmin(StoreAdmin, SharedAdmin):
     # -- moving and removing namespaces ---------------------------------------------------
 
     def move(self, source: str, target: str) -> int:
-        """Every current record of ``source`` to ``target``, in one transaction: a
-        copy of each in ``target`` (its identity for the new namespace, the event it
-        came from in ``details.moved_from``), and a ``forgotten`` event for each in
-        ``source``. Inserts only, so a writer may move; the copies are recorded by
-        the mover (``recorded_by``), whose pickles others load only if they trust them.
-        A killed mover's transaction is rolled back by the server: nothing moved."""
+        """Every current record of ``source``, with its kept earlier versions, to
+        ``target``, in one transaction: a copy of each in ``target`` (oldest first, so
+        they stay versions of the slot in order; its identity for the new namespace,
+        the event it came from in ``details.moved_from``), and a ``forgotten`` event
+        for each current record in ``source``. Inserts only, so a writer may move; the
+        copies are recorded by the mover (``recorded_by``), whose pickles others load
+        only if they trust them. A killed mover's transaction is rolled back by the
+        server: nothing moved."""
         import json
 
         from nbstep.hashing import step_identity
@@ -118,14 +120,17 @@ class TeamAdmin(StoreAdmin, SharedAdmin):
             with con.transaction():
                 for name in sorted((source, target)):
                     con.execute(sql.MOVE_LOCK, [name])
-                current = sql.current_of(con, target)
-                foreign = [r for r in current if moved_from(r) != source]
+                now = sql.current_of(con, target)
+                foreign = [r for r in now if moved_from(r) != source]
                 if foreign:
                     raise target_has_records(source, target, len(foreign))
-                done = {int(r.details["moved_from"]["event_id"]) for r in current if r.details}
+                done = sql.moved_here(con, source, target)
                 sql.register(con, target)
-                moved = set(done)
-                for record in sql.current_of(con, source):
+                kept = sql.kept_of(con, source, self.keep_versions)
+                # The slots' current records: the newest kept record of each slot.
+                current = set({(r.key, r.sequence): r.event_id for r in kept}.values())
+                moved = current | {int(r.details["moved_from"]["event_id"]) for r in now}
+                for record in kept:
                     if record.event_id in done:
                         continue
                     details = dict(record.details or {})
@@ -135,10 +140,9 @@ class TeamAdmin(StoreAdmin, SharedAdmin):
                         "identity": step_identity(target, record.key, record.sequence,
                                                   record.input_hash),
                         "details": json.dumps(details, sort_keys=True)})
-                    moved.add(record.event_id)
-                if moved:
+                if current:
                     sql.forget(con, source, None, "moved", os.getpid(), self._host(),
-                               only=moved)
+                               only=current)
                 return len(moved)
 
         count = self._online("move a namespace", work, retry=False)

@@ -266,6 +266,26 @@ SELECT '{RECORDED}', %(target)s, e.key, e.sequence,
     %(details)s, e.pid, e.host
 FROM {EVENTS} e WHERE e.event_id = %(event_id)s
 """
+# What a move copies: each slot's current record and its keep_versions - 1 earlier
+# versions (the records after the slot's last `forgotten` event), oldest first, so
+# the copies keep their order as versions of the target's slot.
+KEPT = f"""
+SELECT {SELECT_RECORD} FROM (
+    SELECT *, row_number() OVER (PARTITION BY key, sequence ORDER BY version DESC) AS rank
+    FROM {EVENTS} e
+    WHERE namespace = %(namespace)s AND kind = '{RECORDED}' AND version > coalesce((
+        SELECT max(f.version) FROM {EVENTS} f WHERE f.namespace = e.namespace
+        AND f.key = e.key AND f.sequence = e.sequence AND f.kind = '{FORGOTTEN}'), 0)
+) kept
+WHERE rank <= %(keep)s
+ORDER BY key, sequence, version
+"""
+# The events of a source the target holds copies of (a move's, current or not).
+MOVED_FROM = f"""
+SELECT details::jsonb -> 'moved_from' ->> 'event_id' FROM {EVENTS}
+WHERE namespace = %(target)s AND kind = '{RECORDED}' AND details LIKE '%%moved_from%%'
+    AND details::jsonb -> 'moved_from' ->> 'namespace' = %(source)s
+"""
 # Moves of one namespace wait for each other (writers of steps do not take it).
 MOVE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))"
 
@@ -275,3 +295,15 @@ def current_full(con: Any, namespace: str) -> list[Record]:
         where="WHERE namespace = %s"), [namespace]).fetchall()
     records = [Record.from_row(row[1:]) for row in rows if row[0] == RECORDED]
     return sorted(records, key=lambda r: r.event_id)
+
+
+def kept_of(con: Any, namespace: str, keep: int) -> list[Record]:
+    """Every current record of a namespace and its earlier versions (see KEPT)."""
+    rows = con.execute(KEPT, {"namespace": namespace, "keep": max(keep, 1)}).fetchall()
+    return [Record.from_row(row) for row in rows]
+
+
+def moved_here(con: Any, source: str, target: str) -> set[int]:
+    """The event ids of ``source`` that ``target`` holds copies of."""
+    rows = con.execute(MOVED_FROM, {"source": source, "target": target}).fetchall()
+    return {int(row[0]) for row in rows if row[0] is not None}
