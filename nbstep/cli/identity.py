@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -109,43 +111,44 @@ class Unwritable(NbstepError):
                 "does (make the file and its folder writable to give it one)")
 
 
-def _copied_from(path: Path, the_id: str, store_dir: Path, server: str | None) -> str | None:
-    """The other notebook file ``path`` is a copy of: the store records ``the_id`` at
-    another path whose file still holds that id (as the kernel decides it)."""
+@contextmanager
+def _recorded_store(path: Path, store_dir: Path, server: str | None) -> Iterator[Any]:
+    """The store of ``path``'s notebook, opened for the duration, or None when there is
+    no store there yet (nothing is recorded for any notebook)."""
     from nbstep import settings as settings_module
     from nbstep.storage import open_store
 
     if server is None and not (store_dir / "format").is_file():
-        return None  # no store there yet: nothing recorded
+        yield None
+        return
     settings = settings_module.load({}, path.parent)
     if server is not None:
         settings = settings._replace(store=server)
-    root = store_dir.parent
     opened = open_store(store_dir, settings)
     try:
-        return notebooks.copy_of(opened, root, path, the_id)
+        yield opened
     finally:
         opened.close()
+
+
+def _copied_from(path: Path, the_id: str, store_dir: Path, server: str | None) -> str | None:
+    """The other notebook file ``path`` is a copy of: the store records ``the_id`` at
+    another path whose file still holds that id (as the kernel decides it)."""
+    with _recorded_store(path, store_dir, server) as opened:
+        if opened is None:
+            return None
+        return notebooks.copy_of(opened, store_dir.parent, path, the_id)
 
 
 def _lost_id(path: Path, store_dir: Path, server: str | None) -> str | None:
     """The id recorded for ``path`` that no notebook under the store's root holds any
     more (see ensure_id)."""
-    from nbstep import settings as settings_module
-    from nbstep.storage import open_store
-
-    if server is None and not (store_dir / "format").is_file():
-        return None  # no store there yet: nothing recorded
-    settings = settings_module.load({}, path.parent)
-    if server is not None:
-        settings = settings._replace(store=server)
     root = store_dir.parent
     relative = notebooks.relative(path, root)
-    opened = open_store(store_dir, settings)
-    try:
+    with _recorded_store(path, store_dir, server) as opened:
+        if opened is None:
+            return None
         candidates = [ns for ns, at in notebooks.paths(opened).items() if at == relative]
-    finally:
-        opened.close()
     if not candidates:
         return None
     present = _ids_under(root)
