@@ -6,6 +6,7 @@ these classes; ``nbstep.storage.base`` still exports every name.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from nbstep.core.record import RECORD_COLUMNS, Record
@@ -62,6 +63,37 @@ class CheckReport:
         """No damage, and every current record's value reads back (a superseded one
         that does not is never replayed: gc drops it)."""
         return not self.damage and not any(p.current for p in self.problems)
+
+    def check_values(self, recorded: Iterable[tuple[Record, bool]], *, decode: bool,
+                     decode_problem: Callable[[Record], str | None],
+                     verify: Callable[[str, int], str | None]) -> set[str]:
+        """Count and check every (record, current?) a backend read: an inline value
+        must decode; a value file must ``verify`` (once per file, however many records
+        share it) and, with ``decode``, decode for each of its records. The names of
+        the value files referenced."""
+        by_object: dict[str, list[tuple[Record, bool]]] = {}
+        for record, current in recorded:
+            self.records += 1
+            if record.object_sha256 is None:
+                self.inline += 1
+                problem = decode_problem(record)
+                if problem:
+                    self.problems.append(Problem(record, current, problem))
+            else:
+                by_object.setdefault(record.object_sha256, []).append((record, current))
+        for sha256, users in by_object.items():
+            self.object_files += 1
+            problem = verify(sha256, users[0][0].size_bytes)
+            if problem is None:
+                self.object_bytes += users[0][0].size_bytes
+                if decode:
+                    for record, current in users:
+                        decoded = decode_problem(record)
+                        if decoded:
+                            self.problems.append(Problem(record, current, decoded))
+                continue
+            self.problems.extend(Problem(record, current, problem) for record, current in users)
+        return set(by_object)
 
 
 @dataclass(frozen=True)

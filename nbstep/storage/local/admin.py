@@ -167,33 +167,15 @@ class LocalAdmin(StoreAdmin):
     # -- checks -----------------------------------------------------------------------
 
     def check(self, *, decode: bool = False) -> CheckReport:
-        from nbstep.storage.reports import CheckReport, Problem
+        from nbstep.storage.reports import CheckReport
 
         report = CheckReport()
-        by_object: dict[str, list[tuple[Record, bool]]] = {}
-        for namespace, path in self._log_files():
-            for record, current in self._recorded(namespace, path, report):
-                report.records += 1
-                if record.object_sha256 is None:
-                    report.inline += 1
-                    problem = self._decode_problem(record)
-                    if problem:
-                        report.problems.append(Problem(record, current, problem))
-                else:
-                    by_object.setdefault(record.object_sha256, []).append((record, current))
-        for sha256, users in by_object.items():
-            report.object_files += 1
-            problem = self.objects.verify(sha256, users[0][0].size_bytes)
-            if problem is None:
-                report.object_bytes += users[0][0].size_bytes
-                if decode:
-                    for record, current in users:
-                        decoded = self._decode_problem(record)
-                        if decoded:
-                            report.problems.append(Problem(record, current, decoded))
-                continue
-            report.problems.extend(Problem(record, current, problem) for record, current in users)
-        report.unreferenced = sum(1 for p in self.objects.files() if p.name not in by_object)
+        recorded = (pair for namespace, path in self._log_files()
+                    for pair in self._recorded(namespace, path, report))
+        referenced = report.check_values(recorded, decode=decode,
+                                         decode_problem=self._decode_problem,
+                                         verify=self.objects.verify)
+        report.unreferenced = sum(1 for p in self.objects.files() if p.name not in referenced)
         return report
 
     def _recorded(self, namespace: str, path: Path, report: CheckReport

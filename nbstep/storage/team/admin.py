@@ -21,7 +21,6 @@ from nbstep.storage.base import (
     GcReport,
     MirrorLag,
     NamespaceSummary,
-    Problem,
     RepairReport,
     SharedAdmin,
     SharedStatus,
@@ -240,33 +239,14 @@ class TeamAdmin(StoreAdmin, SharedAdmin):
         report = CheckReport()
         rows = self._online("check the store",
                             lambda con: con.execute(sql.RECORDED_EVENTS).fetchall())
-        by_object: dict[str, list[tuple[Record, bool]]] = {}
-        for row in rows:
-            record, current = Record.from_row(row[:-1]), bool(row[-1])
-            report.records += 1
-            if record.object_sha256 is None:
-                report.inline += 1
-                problem = self._decode_problem(record)
-                if problem:
-                    report.problems.append(Problem(record, current, problem))
-            else:
-                by_object.setdefault(record.object_sha256, []).append((record, current))
-        for sha256, users in by_object.items():
-            report.object_files += 1
-            problem = (self.objects.verify(sha256, users[0][0].size_bytes)
-                       if self.keeps_objects else "this machine has no `objects` setting")
-            if problem is None:
-                report.object_bytes += users[0][0].size_bytes
-                if decode:
-                    for record, current in users:
-                        decoded = self._decode_problem(record)
-                        if decoded:
-                            report.problems.append(Problem(record, current, decoded))
-                continue
-            report.problems.extend(Problem(record, current, problem) for record, current in users)
+        referenced = report.check_values(
+            ((Record.from_row(row[:-1]), bool(row[-1])) for row in rows), decode=decode,
+            decode_problem=self._decode_problem,
+            verify=(self.objects.verify if self.keeps_objects
+                    else lambda _sha, _size: "this machine has no `objects` setting"))
         if self.keeps_objects:
             report.unreferenced = sum(1 for name, _size, _mtime in self.objects.listing()
-                                      if name not in by_object)
+                                      if name not in referenced)
         return report
 
     def _decode_problem(self, record: Record) -> str | None:
