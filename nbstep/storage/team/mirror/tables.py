@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbstep.core.record import FORGOTTEN, RECORDED, Record
+from nbstep.core.record import RECORDED, Record
 from nbstep.core.version import __version__
+from nbstep.storage.local.mirror.queries import MirrorQueries
 from nbstep.storage.local.mirror.schema import ALIAS, transaction
 
 MIRROR_VERSION = 1
@@ -151,69 +152,10 @@ def _insert(con: Any, rows: list[tuple[Any, ...]]) -> None:
         con.unregister("batch")
 
 
-# Per event: `kept_rank`, its place among its slot's records after the slot's last
-# `forgotten` event, newest first (1: current, 2..keep_versions: earlier versions).
-_SLOTS = f"""
-SELECT *,
-    CASE WHEN kind = '{RECORDED}' AND version > forgot_version THEN row_number() OVER (
-        PARTITION BY namespace, key, sequence, kind = '{RECORDED}' AND version > forgot_version
-        ORDER BY version DESC) END AS kept_rank
-FROM (
-    SELECT kind, version, {{columns}},
-        max(version) OVER slot AS last_version,
-        max(CASE WHEN kind = '{RECORDED}' THEN version END) OVER slot AS last_recorded_version,
-        coalesce(max(CASE WHEN kind = '{FORGOTTEN}' THEN version END) OVER slot, 0)
-            AS forgot_version
-    FROM {EVENTS} {{where}}
-    WINDOW slot AS (PARTITION BY namespace, key, sequence)
-)
-"""
-
-HISTORY = f"""
-SELECT * EXCLUDE (kind, last_version, last_recorded_version, forgot_version, kept_rank,
-                  version),
-    CASE WHEN version = last_version THEN 'current'
-         WHEN kept_rank <= $keep THEN 'earlier'
-         WHEN version < last_recorded_version THEN 'superseded'
-         ELSE 'forgotten' END AS status
-FROM ({_SLOTS.format(columns="{columns}", where="WHERE namespace = $namespace")})
-WHERE kind = '{RECORDED}'
-ORDER BY event_id
-"""
-
-
-def history(con: Any, namespace: str, values: bool, keep: int) -> Any:
-    columns = RECORD_SELECT
-    if not values:
-        columns = columns.replace(
-            "result_json, result_blob",
-            "NULL::VARCHAR AS result_json, NULL::BLOB AS result_blob",
-        )
-    return con.execute(HISTORY.format(columns=columns),
-                       {"namespace": namespace, "keep": keep}).df()
-
-
-SUMMARY = f"""
-SELECT namespace,
-    count(*) FILTER (WHERE is_current) AS steps,
-    count(DISTINCT key) FILTER (WHERE is_current) AS keys,
-    coalesce(sum(size_bytes) FILTER (WHERE is_current), 0) AS size_bytes,
-    coalesce(sum(size_bytes) FILTER (WHERE kind = '{RECORDED}' AND NOT is_current
-                                     AND coalesce(kept_rank > $keep, true)), 0)
-        AS old_bytes,
-    max(epoch_us(occurred_at)) FILTER (WHERE kind = '{RECORDED}') AS last_us
-FROM (
-    SELECT *, kind = '{RECORDED}' AND version = last_version AS is_current
-    FROM ({_SLOTS.format(columns="namespace, key, sequence, size_bytes, occurred_at",
-                         where="")})
-)
-GROUP BY namespace
-ORDER BY namespace
-"""
-
-
-def summary(con: Any, keep: int) -> list[tuple[Any, ...]]:
-    return con.execute(SUMMARY, {"keep": keep}).fetchall()
+# A slot's events are ordered by the server's per-slot version.
+_QUERIES = MirrorQueries("version", RECORD_SELECT)
+history = _QUERIES.history
+summary = _QUERIES.summary
 
 
 _CURRENT = f"""
