@@ -28,6 +28,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+from report import percentile  # noqa: E402 - found through the path set above
+
 WORKER = textwrap.dedent(
     """
     import json, sys, time
@@ -67,7 +69,7 @@ def _phase(workers: list[subprocess.Popen]) -> dict[str, float]:
     wall = time.perf_counter() - started
     times = sorted(t for r in results for t in r["times"])
     return {"rate": len(times) / wall, "p50": statistics.median(times),
-            "p99": times[min(len(times) - 1, int(len(times) * 0.99))]}
+            "p99": percentile(times, 0.99)}
 
 
 def run(env: dict[str, str], cwd: Path, procs: int, steps: int, script: Path

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from nbstep.core.record import RECORD_COLUMNS, Record
 
@@ -44,6 +45,19 @@ class Problem:
     record: Record
     current: bool
     what: str
+
+
+def decode_problem(read: Callable[[Record], Any], record: Record) -> str | None:
+    """Why ``read(record)`` cannot decode the record's value (as ``verify`` says it),
+    or None when it can."""
+    from nbstep.errors import StepReplayError
+
+    try:
+        read(record)
+    except StepReplayError as e:
+        cause = e.__cause__ or e
+        return f"the value does not decode as {record.codec} ({type(cause).__name__}: {cause})"
+    return None
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbstep.core.record import RECORDED, Record
-from nbstep.errors import StepReplayError, StoreDamagedWarning
+from nbstep.errors import StoreDamagedWarning
 from nbstep.storage.base import StoreAdmin, check_move, moved_from, target_has_records
 from nbstep.storage.objects import ObjectFiles
 
@@ -200,12 +200,9 @@ class LocalAdmin(StoreAdmin):
         return [(r, latest[(r.key, r.sequence)] == r.event_id) for r in recorded]
 
     def _decode_problem(self, record: Record) -> str | None:
-        try:
-            self.read(record)
-        except StepReplayError as e:
-            cause = e.__cause__ or e
-            return f"the value does not decode as {record.codec} ({type(cause).__name__}: {cause})"
-        return None
+        from nbstep.storage.reports import decode_problem
+
+        return decode_problem(self.read, record)
 
     def repair(self) -> RepairReport:
         from nbstep.storage.reports import RepairReport

@@ -15,7 +15,7 @@ import warnings
 from typing import Any
 
 from nbstep.core.record import Record
-from nbstep.errors import NbstepError, StepReplayError, StoreOfflineWarning
+from nbstep.errors import NbstepError, StoreOfflineWarning
 from nbstep.storage.base import (
     CheckReport,
     GcReport,
@@ -31,6 +31,7 @@ from nbstep.storage.base import (
     moved_from,
     target_has_records,
 )
+from nbstep.storage.reports import decode_problem
 
 from . import faults, schema, sql
 
@@ -252,12 +253,7 @@ class TeamAdmin(StoreAdmin, SharedAdmin):
     def _decode_problem(self, record: Record) -> str | None:
         if not self.trust.allows(record, self.me()):
             return None  # not decoded here: loading it would run its writer's code
-        try:
-            self.read(record)
-        except StepReplayError as e:
-            cause = e.__cause__ or e
-            return f"the value does not decode as {record.codec} ({type(cause).__name__}: {cause})"
-        return None
+        return decode_problem(self.read, record)
 
     def repair(self) -> RepairReport:
         report = RepairReport()

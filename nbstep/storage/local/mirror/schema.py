@@ -102,6 +102,23 @@ def _rollback(con: Any) -> None:
         pass
 
 
+def insert_rows(con: Any, insert_sql: str, names: tuple[str, ...], rows: list[Any],
+                types: dict[str, str]) -> None:
+    """Run ``insert_sql`` (which reads the table ``batch``) over ``rows``, each a
+    sequence in ``names`` order, handed to DuckDB as one Arrow table; ``types`` maps a
+    column to its pyarrow type name (default ``string``)."""
+    import pyarrow as pa
+
+    columns = list(zip(*rows, strict=True))
+    batch = pa.table({name: pa.array(values, type=getattr(pa, types.get(name, "string"))())
+                      for name, values in zip(names, columns, strict=True)})
+    con.register("batch", batch)
+    try:
+        con.execute(insert_sql)
+    finally:
+        con.unregister("batch")
+
+
 def tables(con: Any) -> set[str]:
     return {row[0] for row in con.execute(
         "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [ALIAS]).fetchall()}

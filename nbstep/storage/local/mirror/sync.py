@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from nbstep.storage.local import frames
 
-from .schema import EVENTS, LOGS, transaction
+from .schema import EVENTS, LOGS, insert_rows, transaction
 
 _COLUMNS = ("event_id", "kind", "namespace", "key", "sequence", "identity",
             "deterministic_inputs_hash", "codec", "result_json", "result_blob",
@@ -135,21 +135,13 @@ def _rows(data: bytes, namespace: str) -> tuple[list[list[Any]], int]:
     return rows, synced
 
 
-def _insert(con: Any, rows: list[list[Any]]) -> None:
-    """Insert many rows at once, through an Arrow table (far faster than executemany)."""
-    import pyarrow as pa
+_TYPES = {"result_blob": "binary", "event_id": "int64", "sequence": "int64",
+          "size_bytes": "int64", "duration_s": "float64", "occurred_at_us": "int64",
+          "pid": "int32"}
 
-    columns = list(zip(*rows, strict=True))
-    types = {"result_blob": pa.binary(), "event_id": pa.int64(), "sequence": pa.int64(),
-             "size_bytes": pa.int64(), "duration_s": pa.float64(),
-             "occurred_at_us": pa.int64(), "pid": pa.int32()}
-    batch = pa.table({name: pa.array(values, type=types.get(name, pa.string()))
-                      for name, values in zip(_COLUMNS, columns, strict=True)})
-    con.register("batch", batch)
-    try:
-        con.execute(_INSERT)
-    finally:
-        con.unregister("batch")
+
+def _insert(con: Any, rows: list[list[Any]]) -> None:
+    insert_rows(con, _INSERT, _COLUMNS, rows, _TYPES)
 
 
 def _upsert_logs(con: Any, changes: list[_Change]) -> None:

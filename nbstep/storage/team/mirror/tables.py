@@ -15,7 +15,7 @@ from typing import Any
 from nbstep.core.record import RECORDED, Record
 from nbstep.core.version import __version__
 from nbstep.storage.local.mirror.queries import MirrorQueries
-from nbstep.storage.local.mirror.schema import ALIAS, transaction
+from nbstep.storage.local.mirror.schema import ALIAS, insert_rows, transaction
 
 MIRROR_VERSION = 1
 DB_NAME = "steps.duckdb"
@@ -68,6 +68,7 @@ _COLUMNS = ("event_id", "kind", "namespace", "key", "sequence", "version", "iden
 _TYPES = {"event_id": "int64", "sequence": "int64", "version": "int64", "size_bytes": "int64",
           "duration_s": "float64", "occurred_at_us": "int64", "pid": "int32",
           "result_blob": "binary"}
+_BLOB = _COLUMNS.index("result_blob")
 _INSERT = (
     f"INSERT INTO {EVENTS} SELECT event_id, kind, namespace, key, sequence, version, identity, "
     "deterministic_inputs_hash, codec, result_json, result_blob, object_sha256, size_bytes, "
@@ -138,18 +139,10 @@ def apply(con: Any, db_path: Path, updates: list[Update]) -> None:
 
 
 def _insert(con: Any, rows: list[tuple[Any, ...]]) -> None:
-    import pyarrow as pa
-
-    columns = list(zip(*rows, strict=True))
-    batch = pa.table({
-        name: pa.array([bytes(v) if name == "result_blob" and v is not None else v
-                        for v in values], type=getattr(pa, _TYPES.get(name, "string"))())
-        for name, values in zip(_COLUMNS, columns, strict=True)})
-    con.register("batch", batch)
-    try:
-        con.execute(_INSERT)
-    finally:
-        con.unregister("batch")
+    # The driver hands a bytea over as a memoryview; Arrow takes bytes.
+    rows = [row if row[_BLOB] is None else (*row[:_BLOB], bytes(row[_BLOB]), *row[_BLOB + 1:])
+            for row in rows]
+    insert_rows(con, _INSERT, _COLUMNS, rows, _TYPES)
 
 
 # A slot's events are ordered by the server's per-slot version.
